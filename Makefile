@@ -1,0 +1,61 @@
+# One command per chore. `make test` and `make demo` do all set-up on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+HOTDEAL_PG_PORT ?= 55432
+HOTDEAL_REDIS_PORT ?= 56379
+HOTDEAL_KAFKA_PORT ?= 59092
+export HOTDEAL_PG_PORT HOTDEAL_REDIS_PORT HOTDEAL_KAFKA_PORT
+
+DATABASE_URL ?= postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:$(HOTDEAL_PG_PORT)/hotdeal
+REDIS_URL ?= redis://127.0.0.1:$(HOTDEAL_REDIS_PORT)/0
+KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(HOTDEAL_KAFKA_PORT)
+export DATABASE_URL REDIS_URL KAFKA_BOOTSTRAP_SERVERS
+
+# The test suite has its own database, Redis db and topic prefix, so tests never see demo data.
+TEST_ENV := DATABASE_URL=postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:$(HOTDEAL_PG_PORT)/hotdeal_test \
+	REDIS_URL=redis://127.0.0.1:$(HOTDEAL_REDIS_PORT)/1 KAFKA_TOPIC_PREFIX=test.
+
+.PHONY: help venv infra-up infra-down infra-status migrate test test-unit check clean
+
+help:
+	@echo "make demo         the main job: infra + processes + deal + swarm + report"
+	@echo "make test         set up everything and run every test tier"
+	@echo "make check        ruff + mypy"
+	@echo "make infra-up / infra-down / infra-status   local Postgres, Redis, Kafka"
+	@echo "make migrate      migrate the app database"
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+infra-up: venv
+	scripts/infra.sh up
+infra-down:
+	scripts/infra.sh down
+infra-status:
+	scripts/infra.sh status
+
+migrate: venv infra-up
+	$(PY) -m hotdeal_core.db.migrate
+
+test: venv infra-up
+	$(TEST_ENV) $(PY) -m hotdeal_core.db.migrate
+	$(TEST_ENV) $(PY) -m pytest
+
+test-unit: venv
+	$(PY) -m pytest -m unit
+
+check: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy .
+
+clean: infra-down
+	rm -rf .infra .run reports

@@ -1,0 +1,156 @@
+"""Storage model: SQLAlchemy Core tables. The constraints protect the invariants even
+against a buggy writer: stock never negative, quantities positive, one live deal per
+product, idempotency keys unique per user, payments unique by provider id."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _ts(name: str, nullable: bool = False) -> Column[object]:
+    return Column(name, DateTime(timezone=True), nullable=nullable,
+                  server_default=None if nullable else func.now())
+
+
+products = Table(
+    "products", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("stock", BigInteger, nullable=False),
+    _ts("created_at"), _ts("updated_at"),
+    CheckConstraint("price >= 0", name="price_non_negative"),
+    CheckConstraint("stock >= 0", name="stock_non_negative"),
+    CheckConstraint("length(name) > 0", name="name_not_empty"),
+)
+
+hot_deals = Table(
+    "hot_deals", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("product_id", BigInteger, ForeignKey("products.id"), nullable=False),
+    Column("initial_stock", Integer, nullable=False),
+    Column("per_user_limit", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("stock_backend", String(8), nullable=False),
+    # Live stock of a deal whose backend is "db" (the old design's hot row).
+    Column("remaining_stock", Integer, nullable=False, server_default=text("0")),
+    # Units given back to the product's stock: the flush, then cancellations after it.
+    Column("returned_stock", Integer, nullable=False, server_default=text("0")),
+    # Fencing token: bumped by every rebuild of the deal's Redis state.
+    Column("epoch", Integer, nullable=False, server_default=text("1")),
+    Column("ends_at", DateTime(timezone=True), nullable=True),
+    _ts("created_at"), _ts("updated_at"),
+    _ts("started_at", nullable=True), _ts("ended_at", nullable=True),
+    _ts("reconciled_at", nullable=True),
+    CheckConstraint("initial_stock > 0", name="initial_stock_positive"),
+    CheckConstraint("per_user_limit > 0", name="per_user_limit_positive"),
+    CheckConstraint("remaining_stock >= 0", name="remaining_non_negative"),
+    CheckConstraint("returned_stock >= 0", name="returned_non_negative"),
+    CheckConstraint("remaining_stock + returned_stock <= initial_stock", name="stock_conserved"),
+    CheckConstraint("status IN ('SCHEDULED','ACTIVE','ENDED','RECONCILED')", name="status_valid"),
+    CheckConstraint("stock_backend IN ('redis','db')", name="stock_backend_valid"),
+)
+Index("uq_hot_deals_live_per_product", hot_deals.c.product_id, unique=True,
+      postgresql_where=text("status IN ('SCHEDULED','ACTIVE','ENDED')"))
+
+orders = Table(
+    "orders", metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("product_id", BigInteger, ForeignKey("products.id"), nullable=False),
+    Column("hot_deal_id", BigInteger, ForeignKey("hot_deals.id"), nullable=True),
+    Column("user_id", String(128), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("unit_price", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("cancel_reason", String(32), nullable=True),
+    Column("idempotency_key", String(128), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    _ts("created_at"), _ts("updated_at"),
+    CheckConstraint("quantity > 0", name="quantity_positive"),
+    CheckConstraint("unit_price >= 0", name="unit_price_non_negative"),
+    CheckConstraint("length(user_id) > 0", name="user_id_not_empty"),
+    CheckConstraint("status IN ('PENDING','CONFIRMED','CANCELLED')", name="status_valid"),
+    CheckConstraint("(status = 'CANCELLED') = (cancel_reason IS NOT NULL)",
+                    name="cancel_reason_iff_cancelled"),
+    UniqueConstraint("user_id", "idempotency_key", name="uq_orders_user_idempotency_key"),
+)
+Index("ix_orders_deal_status", orders.c.hot_deal_id, orders.c.status)
+Index("ix_orders_pending_expiry", orders.c.expires_at,
+      postgresql_where=text("status = 'PENDING'"))
+
+payments = Table(
+    "payments", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("payment_id", String(128), nullable=False, unique=True),
+    Column("order_id", UUID(as_uuid=True), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    # accepted | amount_mismatch | order_not_found
+    Column("outcome", String(32), nullable=False),
+    _ts("created_at"),
+    CheckConstraint("status IN ('succeeded','failed')", name="status_valid"),
+)
+Index("ix_payments_order", payments.c.order_id)
+
+outbox = Table(
+    "outbox", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("topic", String(200), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("payload", JSONB, nullable=False),
+    _ts("created_at"),
+    Column("claimed_until", DateTime(timezone=True), nullable=True),
+    Column("published_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_outbox_unpublished", outbox.c.id, postgresql_where=text("published_at IS NULL"))
+
+processed_events = Table(
+    "processed_events", metadata,
+    Column("consumer", String(64), primary_key=True),
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    _ts("processed_at"),
+)
+
+reconciliations = Table(
+    "reconciliations", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("hot_deal_id", BigInteger, ForeignKey("hot_deals.id"), nullable=False, unique=True),
+    Column("initial_stock", Integer, nullable=False),
+    Column("redis_stock", Integer, nullable=False),
+    Column("orphans_released", Integer, nullable=False),
+    Column("cancelled_released", Integer, nullable=False),
+    Column("returned_stock", Integer, nullable=False),
+    Column("pending_units", Integer, nullable=False),
+    Column("confirmed_units", Integer, nullable=False),
+    Column("balanced", Boolean, nullable=False),
+    Column("details", Text, nullable=True),
+    _ts("created_at"),
+)

@@ -1,0 +1,78 @@
+"""Shared fixtures. Tests run against the real Postgres, Redis and Kafka started by
+`make test` (scripts/infra.sh); the test database, Redis db 1 and the "test." topic prefix
+keep them apart from the demo's data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+_PG_PORT = os.environ.get("HOTDEAL_PG_PORT", "55432")
+_REDIS_PORT = os.environ.get("HOTDEAL_REDIS_PORT", "56379")
+os.environ.setdefault("DATABASE_URL",
+                      f"postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:{_PG_PORT}/hotdeal_test")
+os.environ.setdefault("REDIS_URL", f"redis://127.0.0.1:{_REDIS_PORT}/1")
+os.environ.setdefault("KAFKA_TOPIC_PREFIX", "test.")
+
+from hotdeal_core.db.engine import make_engine  # noqa: E402
+from hotdeal_core.settings import Settings  # noqa: E402
+from hotdeal_core.stock.redis_store import RedisStockStore  # noqa: E402
+from hotdeal_core.topics import Topics  # noqa: E402
+from hotdeal_core.usecases.context import Context  # noqa: E402
+from hotdeal_core.usecases.products import create_product  # noqa: E402
+from tests.random_refs import random_name  # noqa: E402
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The folder names the tier: tests/unit -> unit, and so on."""
+    for item in items:
+        for tier in ("unit", "integration", "e2e"):
+            if f"tests/{tier}/" in str(item.path).replace(os.sep, "/"):
+                item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings(_env_file=None)
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    eng = make_engine(settings, pool_size=40)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture(scope="session")
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.redis_url, max_connections=2000)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def ctx(engine: AsyncEngine, redis: Redis, settings: Settings) -> Context:
+    return Context(engine=engine, stock=RedisStockStore(redis), settings=settings,
+                   topics=Topics(settings.kafka_topic_prefix))
+
+
+@pytest.fixture
+def db_ctx(ctx: Context) -> Context:
+    """The old design: stock in Postgres."""
+    return Context(engine=ctx.engine, stock=ctx.stock,
+                   settings=ctx.settings.model_copy(update={"hotdeal_stock_redis": False}),
+                   topics=ctx.topics)
+
+
+ProductFactory = Callable[..., Awaitable[int]]
+
+
+@pytest.fixture
+def new_product(ctx: Context) -> ProductFactory:
+    async def make(stock: int = 100, price: int = 1000) -> int:
+        return (await create_product(ctx, random_name(), price, stock)).id
+    return make
