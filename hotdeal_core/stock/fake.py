@@ -1,0 +1,101 @@
+"""In-memory stock store with the same rules as the Lua scripts, for unit tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from hotdeal_core.stock.port import (
+    DealSnapshot,
+    ReleaseOutcome,
+    Reservation,
+    ReserveOutcome,
+    ReserveResult,
+)
+
+
+@dataclass
+class _Deal:
+    deal_id: int
+    stock: int
+    limit: int
+    epoch: int
+    price: int
+    status: str = "open"
+    users: dict[str, int] = field(default_factory=dict)
+    res: dict[UUID, Reservation] = field(default_factory=dict)
+    idem: dict[tuple[str, str], UUID] = field(default_factory=dict)
+
+
+class FakeStockStore:
+    def __init__(self) -> None:
+        self.deals: dict[int, _Deal] = {}
+
+    async def reserve(self, product_id: int, order_id: UUID, user_id: str, quantity: int,
+                      idempotency_key: str | None, now_ms: int) -> ReserveResult:
+        deal = self.deals.get(product_id)
+        if deal is None or deal.status != "open":
+            return ReserveResult(ReserveOutcome.NOT_ACTIVE)
+        if idempotency_key and (user_id, idempotency_key) in deal.idem:
+            first = deal.idem[(user_id, idempotency_key)]
+            return ReserveResult(ReserveOutcome.DUPLICATE, first_order_id=first)
+        if deal.stock < quantity:
+            return ReserveResult(ReserveOutcome.SOLD_OUT, remaining=deal.stock)
+        held = deal.users.get(user_id, 0)
+        if held + quantity > deal.limit:
+            return ReserveResult(ReserveOutcome.LIMIT_EXCEEDED, held=held, limit=deal.limit)
+        deal.stock -= quantity
+        deal.users[user_id] = held + quantity
+        deal.res[order_id] = Reservation(order_id, user_id, quantity, now_ms,
+                                         idempotency_key or "")
+        if idempotency_key:
+            deal.idem[(user_id, idempotency_key)] = order_id
+        return ReserveResult(ReserveOutcome.RESERVED, epoch=deal.epoch, remaining=deal.stock,
+                             deal_id=deal.deal_id, unit_price=deal.price)
+
+    async def release(self, product_id: int, order_id: UUID) -> ReleaseOutcome:
+        deal = self.deals.get(product_id)
+        if deal is None or deal.status != "open":
+            return ReleaseOutcome.NOT_OPEN
+        reservation = deal.res.pop(order_id, None)
+        if reservation is None:
+            return ReleaseOutcome.NO_RESERVATION
+        deal.stock += reservation.quantity
+        left = deal.users.get(reservation.user_id, 0) - reservation.quantity
+        if left > 0:
+            deal.users[reservation.user_id] = left
+        else:
+            deal.users.pop(reservation.user_id, None)
+        return ReleaseOutcome.RELEASED
+
+    async def forget(self, product_id: int, order_id: UUID) -> bool:
+        deal = self.deals.get(product_id)
+        return deal is not None and deal.res.pop(order_id, None) is not None
+
+    async def open(self, product_id: int, deal_id: int, stock: int, per_user_limit: int,
+                   epoch: int, unit_price: int) -> bool:
+        if product_id in self.deals:
+            return False
+        self.deals[product_id] = _Deal(deal_id, stock, per_user_limit, epoch, unit_price)
+        return True
+
+    async def close(self, product_id: int, deal_id: int) -> bool:
+        deal = self.deals.get(product_id)
+        if deal is None or deal.deal_id != deal_id:
+            return False
+        deal.status = "closed"
+        return True
+
+    async def snapshot(self, product_id: int) -> DealSnapshot:
+        deal = self.deals.get(product_id)
+        if deal is None:
+            return DealSnapshot(None, 0, 0, 0)
+        return DealSnapshot(deal.status, deal.epoch, deal.deal_id, deal.stock,
+                            list(deal.res.values()))
+
+    async def drop(self, product_id: int, deal_id: int) -> bool:
+        deal = self.deals.get(product_id)
+        if deal is None or deal.deal_id != deal_id:
+            return False
+        del self.deals[product_id]
+        return True

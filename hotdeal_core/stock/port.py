@@ -1,0 +1,88 @@
+"""The stock store port: where a hot deal's live stock is held while the deal runs.
+
+`RedisStockStore` (Lua scripts, one hash tag per deal so the keys of a deal share a Redis
+Cluster slot) is the production adapter; `FakeStockStore` is the in-memory one for unit
+tests. Both follow the same rules:
+
+- `reserve` is one atomic step: deal open? idempotency key already used by this user?
+  enough stock? under the per-user limit? then decrement and record the reservation under
+  the order id. A missing deal is `NOT_ACTIVE`, never an error.
+- `release` returns an order's units exactly once: the reservation record is the token.
+  It refuses (`NOT_OPEN`) once the deal is closed or its state is gone; the flush or the
+  rebuild then accounts for those units from Postgres.
+- `open` never overwrites a live state; `close` stops every reservation and release;
+  `drop` deletes keys only of the deal that owns them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Protocol
+from uuid import UUID
+
+
+class ReserveOutcome(IntEnum):
+    RESERVED = 1
+    DUPLICATE = 2
+    SOLD_OUT = 0
+    NOT_ACTIVE = -1
+    LIMIT_EXCEEDED = -2
+
+
+class ReleaseOutcome(IntEnum):
+    RELEASED = 1
+    NO_RESERVATION = 0
+    NOT_OPEN = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    outcome: ReserveOutcome
+    epoch: int = 0
+    remaining: int = 0
+    deal_id: int = 0
+    unit_price: int = 0
+    first_order_id: UUID | None = None
+    held: int = 0
+    limit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    order_id: UUID
+    user_id: str
+    quantity: int
+    reserved_at_ms: int
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class DealSnapshot:
+    status: str | None  # "open", "closed" or None (no state)
+    epoch: int
+    deal_id: int
+    stock: int
+    reservations: list[Reservation] = field(default_factory=list)
+
+    @property
+    def reserved_units(self) -> int:
+        return sum(r.quantity for r in self.reservations)
+
+
+class StockStore(Protocol):
+    async def reserve(self, product_id: int, order_id: UUID, user_id: str, quantity: int,
+                      idempotency_key: str | None, now_ms: int) -> ReserveResult: ...
+
+    async def release(self, product_id: int, order_id: UUID) -> ReleaseOutcome: ...
+
+    async def forget(self, product_id: int, order_id: UUID) -> bool: ...
+
+    async def open(self, product_id: int, deal_id: int, stock: int, per_user_limit: int,
+                   epoch: int, unit_price: int) -> bool: ...
+
+    async def close(self, product_id: int, deal_id: int) -> bool: ...
+
+    async def snapshot(self, product_id: int) -> DealSnapshot: ...
+
+    async def drop(self, product_id: int, deal_id: int) -> bool: ...

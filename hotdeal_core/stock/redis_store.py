@@ -1,0 +1,95 @@
+"""Redis adapter of the stock store: every step is one Lua script, every key in KEYS[]."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+from uuid import UUID
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from hotdeal_core.stock.port import (
+    DealSnapshot,
+    ReleaseOutcome,
+    Reservation,
+    ReserveOutcome,
+    ReserveResult,
+)
+
+
+def deal_keys(product_id: int) -> list[str]:
+    """state, stock, users, res, idem: one hash tag per deal (one Redis Cluster slot)."""
+    tag = f"hotdeal:{{{product_id}}}"
+    return [f"{tag}:state", f"{tag}:stock", f"{tag}:users", f"{tag}:res", f"{tag}:idem"]
+
+
+def _script(redis: Redis, name: str) -> AsyncScript:
+    source = (files("hotdeal_core.stock") / "lua" / f"{name}.lua").read_text()
+    return redis.register_script(source)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse_reservation(order_id: Any, record: Any) -> Reservation:
+    user, qty, ms, idem = _text(record).split("\t", 3)
+    return Reservation(UUID(_text(order_id)), user, int(qty), int(ms), idem)
+
+
+class RedisStockStore:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._reserve = _script(redis, "reserve")
+        self._release = _script(redis, "release")
+        self._forget = _script(redis, "forget")
+        self._open = _script(redis, "open")
+        self._close = _script(redis, "close")
+        self._snapshot = _script(redis, "snapshot")
+        self._drop = _script(redis, "drop")
+
+    async def reserve(self, product_id: int, order_id: UUID, user_id: str, quantity: int,
+                      idempotency_key: str | None, now_ms: int) -> ReserveResult:
+        code, a, b, c, d = await self._reserve(
+            keys=deal_keys(product_id),
+            args=[str(order_id), user_id, quantity, idempotency_key or "", now_ms])
+        outcome = ReserveOutcome(int(code))
+        if outcome is ReserveOutcome.RESERVED:
+            return ReserveResult(outcome, epoch=int(a), remaining=int(b), deal_id=int(c),
+                                 unit_price=int(d))
+        if outcome is ReserveOutcome.DUPLICATE:
+            return ReserveResult(outcome, first_order_id=UUID(_text(a)))
+        if outcome is ReserveOutcome.SOLD_OUT:
+            return ReserveResult(outcome, remaining=int(b))
+        if outcome is ReserveOutcome.LIMIT_EXCEEDED:
+            return ReserveResult(outcome, held=int(a), limit=int(b))
+        return ReserveResult(outcome)
+
+    async def release(self, product_id: int, order_id: UUID) -> ReleaseOutcome:
+        keys = deal_keys(product_id)[:4]
+        return ReleaseOutcome(int(await self._release(keys=keys, args=[str(order_id)])))
+
+    async def forget(self, product_id: int, order_id: UUID) -> bool:
+        res_key = deal_keys(product_id)[3]
+        return int(await self._forget(keys=[res_key], args=[str(order_id)])) == 1
+
+    async def open(self, product_id: int, deal_id: int, stock: int, per_user_limit: int,
+                   epoch: int, unit_price: int) -> bool:
+        args = [deal_id, stock, per_user_limit, epoch, unit_price]
+        return int(await self._open(keys=deal_keys(product_id), args=args)) == 1
+
+    async def close(self, product_id: int, deal_id: int) -> bool:
+        state = deal_keys(product_id)[0]
+        return int(await self._close(keys=[state], args=[deal_id])) == 1
+
+    async def snapshot(self, product_id: int) -> DealSnapshot:
+        status, epoch, deal_id, stock, flat = await self._snapshot(
+            keys=deal_keys(product_id)[:4], args=[])
+        if not status:
+            return DealSnapshot(None, 0, 0, 0)
+        reservations = [parse_reservation(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        return DealSnapshot(_text(status), int(epoch), int(deal_id), int(stock), reservations)
+
+    async def drop(self, product_id: int, deal_id: int) -> bool:
+        return int(await self._drop(keys=deal_keys(product_id), args=[deal_id])) == 1

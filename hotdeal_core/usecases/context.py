@@ -1,0 +1,26 @@
+"""What a use case needs, built once per process in its composition root."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hotdeal_core.settings import Settings
+from hotdeal_core.stock.port import StockStore
+from hotdeal_core.topics import Topics
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass
+class Context:
+    engine: AsyncEngine
+    stock: StockStore
+    settings: Settings
+    topics: Topics = field(default_factory=Topics)
+    # Called after a commit that wrote outbox rows (wakes this process's relay).
+    outbox_written: Callable[[], None] = _nothing

@@ -1,0 +1,250 @@
+"""Placing an order: reserve the stock synchronously, persist the PENDING order and its
+OrderPlaced event in one transaction, answer at once.
+
+Two stock paths:
+- Redis (a hot deal whose stock lives in Redis): one Lua script reserves, then one Postgres
+  transaction writes the order and its outbox row, fenced by the deal's status and epoch
+  (`FOR KEY SHARE` on the deal row, which the flush and the rebuild lock `FOR UPDATE`). If
+  the transaction fails before commit the reservation is released before answering.
+- Postgres (the old design, `HOTDEAL_STOCK_REDIS=false`, and every ordinary product):
+  `UPDATE ... SET stock = stock - q WHERE ... AND stock >= q` in the order's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hotdeal_core.db.engine import violated_constraint
+from hotdeal_core.db.tables import hot_deals, orders, products
+from hotdeal_core.domain import LIVE_DEAL_STATUSES, DealStatus, OrderStatus, StockBackend
+from hotdeal_core.errors import Conflict, DependencyUnavailable, NotFound
+from hotdeal_core.outbox import add_event
+from hotdeal_core.stock.port import ReserveOutcome, ReserveResult
+from hotdeal_core.usecases.context import Context
+from hotdeal_core.usecases.views import OrderView, load_order, load_order_by_key
+from schemas.events import OrderCancellationRequested, OrderConfirmationRequested, OrderPlaced
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENCY_CONSTRAINT = "uq_orders_user_idempotency_key"
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOrder:
+    product_id: int
+    user_id: str
+    quantity: int
+    idempotency_key: str | None = None
+
+
+class _Fenced(Exception):
+    """The deal ended or was rebuilt between the reservation and the order's write."""
+
+
+def _sold_out() -> Conflict:
+    return Conflict("sold_out", "the product is sold out")
+
+
+def _not_active() -> Conflict:
+    return Conflict("deal_not_active", "the hot deal is not active")
+
+
+async def place_order(ctx: Context, cmd: PlaceOrder) -> OrderView:
+    order_id = uuid4()
+    if ctx.settings.hotdeal_stock_redis:
+        now_ms = int(time.time() * 1000)
+        result = await ctx.stock.reserve(cmd.product_id, order_id, cmd.user_id, cmd.quantity,
+                                         cmd.idempotency_key, now_ms)
+        if result.outcome is ReserveOutcome.RESERVED:
+            if ctx.settings.fault_kill_after_reserve:  # fault injection for the orphan tests
+                os.kill(os.getpid(), signal.SIGKILL)
+            return await _persist_reserved(ctx, cmd, order_id, result)
+        if result.outcome is ReserveOutcome.DUPLICATE:
+            assert result.first_order_id is not None
+            return await _first_answer(ctx, result.first_order_id)
+        if result.outcome is ReserveOutcome.SOLD_OUT:
+            raise _sold_out()
+        if result.outcome is ReserveOutcome.LIMIT_EXCEEDED:
+            raise Conflict("limit_exceeded",
+                           f"per-user limit is {result.limit}; {result.held} already held")
+        # NOT_ACTIVE: no open deal in Redis; Postgres decides (ordinary product, db deal...)
+    return await _place_in_postgres(ctx, cmd, order_id)
+
+
+async def _first_answer(ctx: Context, order_id: UUID) -> OrderView:
+    async with ctx.engine.connect() as conn:
+        order = await load_order(conn, order_id)
+    if order is None:  # the first request is still writing its order
+        raise Conflict("idempotency_in_progress",
+                       "a request with this idempotency key is still in progress; retry")
+    return order
+
+
+def _expires_at(ctx: Context) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=ctx.settings.reservation_ttl_seconds)
+
+
+async def _insert_order(conn: AsyncConnection, ctx: Context, cmd: PlaceOrder, order_id: UUID,
+                        deal_id: int | None, unit_price: int) -> None:
+    expires_at = _expires_at(ctx)
+    await conn.execute(orders.insert().values(
+        id=order_id, product_id=cmd.product_id, hot_deal_id=deal_id, user_id=cmd.user_id,
+        quantity=cmd.quantity, unit_price=unit_price, status=OrderStatus.PENDING,
+        idempotency_key=cmd.idempotency_key, expires_at=expires_at))
+    await add_event(conn, ctx.topics, OrderPlaced(
+        order_id=order_id, product_id=cmd.product_id, hot_deal_id=deal_id, user_id=cmd.user_id,
+        quantity=cmd.quantity, unit_price=unit_price, expires_at=expires_at))
+
+
+async def _persist_reserved(ctx: Context, cmd: PlaceOrder, order_id: UUID,
+                            reserved: ReserveResult) -> OrderView:
+    conn = await ctx.engine.connect()
+    try:
+        tx = await conn.begin()
+        try:
+            deal = (await conn.execute(
+                select(hot_deals.c.status, hot_deals.c.epoch)
+                .where(hot_deals.c.id == reserved.deal_id).with_for_update(key_share=True)
+            )).first()
+            if deal is None or deal.status != DealStatus.ACTIVE or deal.epoch != reserved.epoch:
+                raise _Fenced
+            await _insert_order(conn, ctx, cmd, order_id, reserved.deal_id, reserved.unit_price)
+        except BaseException as exc:
+            await tx.rollback()
+            await _release_quietly(ctx, cmd.product_id, order_id)
+            if isinstance(exc, _Fenced):
+                raise _not_active() from None
+            if isinstance(exc, IntegrityError) and \
+                    violated_constraint(exc) == IDEMPOTENCY_CONSTRAINT and cmd.idempotency_key:
+                return await _existing_by_key(ctx, cmd.user_id, cmd.idempotency_key)
+            if isinstance(exc, IntegrityError) and violated_constraint(exc) == "pk_orders":
+                # The orphan sweeper voided this order id: its units are already back.
+                raise DependencyUnavailable("postgres", "reservation expired; retry") from exc
+            raise
+        # If the commit's outcome is unknown, the reservation is left to the orphan sweeper,
+        # which voids the order id in Postgres before giving the units back.
+        await tx.commit()
+        ctx.outbox_written()
+        order = await load_order(conn, order_id)
+        assert order is not None
+        return order
+    finally:
+        await conn.close()
+
+
+async def _release_quietly(ctx: Context, product_id: int, order_id: UUID) -> None:
+    try:
+        await ctx.stock.release(product_id, order_id)
+    except Exception:  # noqa: BLE001 - the orphan sweeper will release it
+        log.warning("could not release reservation of order %s; left to the sweeper", order_id)
+
+
+async def _existing_by_key(ctx: Context, user_id: str, key: str) -> OrderView:
+    async with ctx.engine.connect() as conn:
+        order = await load_order_by_key(conn, user_id, key)
+    if order is None:
+        raise Conflict("idempotency_in_progress", "retry")
+    return order
+
+
+async def _place_in_postgres(ctx: Context, cmd: PlaceOrder, order_id: UUID) -> OrderView:
+    try:
+        async with ctx.engine.begin() as conn:
+            if cmd.idempotency_key:
+                first = await load_order_by_key(conn, cmd.user_id, cmd.idempotency_key)
+                if first is not None:
+                    return first
+            deal_id, unit_price = await _take_stock_in_postgres(conn, cmd)
+            await _insert_order(conn, ctx, cmd, order_id, deal_id, unit_price)
+    except IntegrityError as exc:
+        if violated_constraint(exc) == IDEMPOTENCY_CONSTRAINT and cmd.idempotency_key:
+            return await _existing_by_key(ctx, cmd.user_id, cmd.idempotency_key)
+        raise
+    ctx.outbox_written()
+    async with ctx.engine.connect() as conn:
+        order = await load_order(conn, order_id)
+    assert order is not None
+    return order
+
+
+async def _take_stock_in_postgres(conn: AsyncConnection, cmd: PlaceOrder) -> tuple[int | None, int]:
+    """Decrement the stock (deal's hot row, or the product's) inside the order's transaction."""
+    row = (await conn.execute(
+        select(products.c.price, hot_deals.c.id, hot_deals.c.status, hot_deals.c.stock_backend,
+               hot_deals.c.per_user_limit)
+        .select_from(products.outerjoin(hot_deals, (hot_deals.c.product_id == products.c.id)
+                                        & hot_deals.c.status.in_(LIVE_DEAL_STATUSES)))
+        .where(products.c.id == cmd.product_id))).first()
+    if row is None:
+        raise NotFound("product_not_found", f"product {cmd.product_id} does not exist")
+    if row.id is None:  # ordinary product
+        taken = (await conn.execute(text(
+            "UPDATE products SET stock = stock - :q, updated_at = now() "
+            "WHERE id = :pid AND stock >= :q RETURNING id"),
+            {"q": cmd.quantity, "pid": cmd.product_id})).first()
+        if taken is None:
+            raise _sold_out()
+        return None, int(row.price)
+    if row.status != DealStatus.ACTIVE or row.stock_backend != StockBackend.DB:
+        raise _not_active()
+    # The old design's hot row: every buyer of the deal queues on this row lock.
+    taken = (await conn.execute(text(
+        "UPDATE hot_deals SET remaining_stock = remaining_stock - :q, updated_at = now() "
+        "WHERE id = :deal AND status = 'ACTIVE' AND remaining_stock >= :q RETURNING id"),
+        {"q": cmd.quantity, "deal": row.id})).first()
+    if taken is None:
+        raise _sold_out()
+    held = (await conn.execute(
+        select(func.coalesce(func.sum(orders.c.quantity), 0))
+        .where(orders.c.hot_deal_id == row.id, orders.c.user_id == cmd.user_id,
+               orders.c.status.in_((OrderStatus.PENDING, OrderStatus.CONFIRMED))))).scalar_one()
+    if int(held) + cmd.quantity > row.per_user_limit:
+        raise Conflict("limit_exceeded",
+                       f"per-user limit is {row.per_user_limit}; {held} already held")
+    return int(row.id), int(row.price)
+
+
+async def get_order(ctx: Context, order_id: UUID) -> OrderView:
+    async with ctx.engine.connect() as conn:
+        order = await load_order(conn, order_id)
+    if order is None:
+        raise NotFound("order_not_found", f"order {order_id} does not exist")
+    return order
+
+
+async def request_confirmation(ctx: Context, order_id: UUID) -> OrderView:
+    """Trusted callers confirm without a payment; the stock worker applies it."""
+    async with ctx.engine.begin() as conn:
+        order = await load_order(conn, order_id)
+        if order is None:
+            raise NotFound("order_not_found", f"order {order_id} does not exist")
+        if order.status == OrderStatus.CANCELLED:
+            raise Conflict("invalid_state", "the order is cancelled")
+        if order.status == OrderStatus.PENDING:
+            await add_event(conn, ctx.topics, OrderConfirmationRequested(order_id=order_id))
+    ctx.outbox_written()
+    return order
+
+
+async def request_cancellation(ctx: Context, order_id: UUID, user_id: str) -> OrderView:
+    """The buyer cancels a PENDING order; the stock worker applies it and frees the stock."""
+    async with ctx.engine.begin() as conn:
+        order = await load_order(conn, order_id)
+        if order is None or order.user_id != user_id:
+            raise NotFound("order_not_found", f"order {order_id} does not exist")
+        if order.status == OrderStatus.CONFIRMED:
+            raise Conflict("invalid_state", "the order is already confirmed")
+        if order.status == OrderStatus.PENDING:
+            await add_event(conn, ctx.topics, OrderCancellationRequested(order_id=order_id))
+    ctx.outbox_written()
+    return order

@@ -1,0 +1,68 @@
+"""Products and the live view of their deal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hotdeal_core.db.tables import hot_deals, products
+from hotdeal_core.domain import LIVE_DEAL_STATUSES, StockBackend
+from hotdeal_core.errors import NotFound, Unprocessable
+from hotdeal_core.usecases.context import Context
+
+
+@dataclass(frozen=True, slots=True)
+class DealView:
+    id: int
+    status: str
+    stock_backend: str
+    initial_stock: int
+    per_user_limit: int
+    remaining: int | None  # live stock: Redis or the db hot row; None if unknown
+    epoch: int
+    ends_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProductView:
+    id: int
+    name: str
+    price: int
+    stock: int
+    deal: DealView | None
+
+
+async def create_product(ctx: Context, name: str, price: int, stock: int) -> ProductView:
+    if not name.strip() or price < 0 or stock < 0:
+        raise Unprocessable("validation_error", "name must be non-empty; price, stock >= 0")
+    async with ctx.engine.begin() as conn:
+        pid = (await conn.execute(products.insert().values(name=name, price=price, stock=stock)
+                                  .returning(products.c.id))).scalar_one()
+    return ProductView(int(pid), name, price, stock, None)
+
+
+async def live_deal_row(conn: AsyncConnection, product_id: int) -> object | None:
+    return (await conn.execute(select(hot_deals).where(
+        hot_deals.c.product_id == product_id,
+        hot_deals.c.status.in_(LIVE_DEAL_STATUSES)))).first()
+
+
+async def get_product(ctx: Context, product_id: int) -> ProductView:
+    async with ctx.engine.connect() as conn:
+        row = (await conn.execute(select(products).where(products.c.id == product_id))).first()
+        if row is None:
+            raise NotFound("product_not_found", f"product {product_id} does not exist")
+        deal = await live_deal_row(conn, product_id)
+    deal_view = None
+    if deal is not None:
+        d = deal
+        remaining: int | None = d.remaining_stock  # type: ignore[attr-defined]
+        if d.stock_backend == StockBackend.REDIS:  # type: ignore[attr-defined]
+            snap = await ctx.stock.snapshot(product_id)
+            remaining = snap.stock if snap.deal_id == d.id else None  # type: ignore[attr-defined]
+        deal_view = DealView(d.id, d.status, d.stock_backend, d.initial_stock,  # type: ignore[attr-defined]
+                             d.per_user_limit, remaining, d.epoch, d.ends_at)  # type: ignore[attr-defined]
+    return ProductView(row.id, row.name, row.price, row.stock, deal_view)

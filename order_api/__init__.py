@@ -1,0 +1,1 @@
+"""The order API process (FastAPI): reserve, persist PENDING, answer 202."""

@@ -1,0 +1,39 @@
+"""Composition root of the order API: `create_app(settings)` builds everything in the lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from hotdeal_core.runtime import build_runtime
+from hotdeal_core.settings import Settings
+from order_api.errors import install_error_handlers
+from order_api.routes import router
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = build_runtime(settings)
+        runtime.relay.start()
+        app.state.runtime = runtime
+        app.state.ctx = runtime.ctx
+        log.info("order API ready (stock in %s)",
+                 "redis" if settings.hotdeal_stock_redis else "postgres")
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(title="hotdeal order API", version="1.0.0", lifespan=lifespan,
+                  description="Flash-sale orders: stock reserved synchronously, "
+                              "settled asynchronously through Kafka.")
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(router)
+    return app

@@ -1,0 +1,93 @@
+"""The one place where errors become HTTP answers: `{"error": {"code", "message"}}`.
+
+A client's mistake is a 4xx, a dependency that is down is a 503 with Retry-After, and
+nothing a client or a dependency can cause is a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hotdeal_core.errors import DependencyUnavailable, HotdealError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str,
+                   details: list[dict[str, Any]] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _unavailable(dependency: str, message: str) -> JSONResponse:
+    return error_response(503, f"{dependency}_unavailable", message, headers={"Retry-After": "1"})
+
+
+async def _hotdeal_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HotdealError)
+    headers = {"Retry-After": "1"} if exc.retriable or exc.code == "idempotency_in_progress" \
+        else None
+    return error_response(exc.http_status, exc.code, exc.message, headers=headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [{"loc": list(e.get("loc", ())), "type": e.get("type"), "msg": e.get("msg")}
+               for e in exc.errors()]
+    return error_response(422, "validation_error", "the request is invalid", details)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("redis unavailable: %s", exc)
+    return _unavailable("redis", "the stock store is unavailable; retry shortly")
+
+
+async def _postgres_down(_: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError | InterfaceError) \
+            and not exc.connection_invalidated:
+        log.exception("database error")
+        return error_response(500, "internal_error", "unexpected database error")
+    log.warning("postgres unavailable: %s", exc)
+    return _unavailable("postgres", "the order database is unavailable; retry shortly")
+
+
+async def _os_error(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("dependency unreachable: %s", exc)
+    return _unavailable("dependency", "a dependency is unreachable; retry shortly")
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error", exc_info=exc)
+    return error_response(500, "internal_error", "unexpected error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(HotdealError, _hotdeal_error)
+    app.add_exception_handler(DependencyUnavailable, _hotdeal_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RedisConnectionError, _redis_down)
+    app.add_exception_handler(RedisTimeoutError, _redis_down)
+    app.add_exception_handler(DBAPIError, _postgres_down)
+    app.add_exception_handler(PoolTimeoutError, _postgres_down)
+    app.add_exception_handler(OSError, _os_error)
+    app.add_exception_handler(Exception, _unexpected)

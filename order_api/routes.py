@@ -1,0 +1,167 @@
+"""HTTP routes: parse, call one use case, map the outcome. No business rules here."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import ValidationError
+
+from hotdeal_core import signature
+from hotdeal_core.errors import Unauthorized
+from hotdeal_core.metrics import gauge
+from hotdeal_core.outbox import OutboxRelay
+from hotdeal_core.runtime import Runtime
+from hotdeal_core.usecases import deals, orders, payments, products
+from hotdeal_core.usecases.context import Context
+from hotdeal_core.usecases.views import OrderView
+from order_api.errors import error_response
+from schemas.http import (
+    CancelOrderRequest,
+    EndDealResponse,
+    ErrorResponse,
+    OrderResponse,
+    PaymentWebhookRequest,
+    PaymentWebhookResponse,
+    PlaceOrderRequest,
+    ProductResponse,
+    StartDealRequest,
+    StartDealResponse,
+)
+
+router = APIRouter()
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorResponse} for code in (401, 404, 409, 422, 503)}
+
+
+def ctx_of(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[Context, Depends(ctx_of)]
+
+
+def require_admin(request: Request,
+                  authorization: Annotated[str | None, Header()] = None) -> None:
+    token = request.app.state.settings.admin_token
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        raise Unauthorized("unauthorized", "a valid admin bearer token is required")
+
+
+def order_response(order: OrderView) -> OrderResponse:
+    return OrderResponse(
+        order_id=order.id, status=order.status,
+        product_id=order.product_id, hot_deal_id=order.hot_deal_id, user_id=order.user_id,
+        quantity=order.quantity, unit_price=order.unit_price, total=order.total,
+        cancel_reason=order.cancel_reason, expires_at=order.expires_at,
+        created_at=order.created_at, updated_at=order.updated_at)
+
+
+@router.post("/orders", status_code=202, response_model=OrderResponse, responses=ERRORS)
+async def place_order(body: PlaceOrderRequest, ctx: Ctx,
+                      idempotency_key: Annotated[str | None, Header(
+                          min_length=1, max_length=128)] = None) -> OrderResponse:
+    order = await orders.place_order(ctx, orders.PlaceOrder(
+        body.product_id, body.user_id, body.quantity, idempotency_key))
+    return order_response(order)
+
+
+@router.get("/orders/{order_id}", response_model=OrderResponse, responses=ERRORS)
+async def get_order(order_id: UUID, ctx: Ctx) -> OrderResponse:
+    return order_response(await orders.get_order(ctx, order_id))
+
+
+@router.post("/orders/{order_id}/confirm", status_code=202, response_model=OrderResponse,
+             responses=ERRORS, dependencies=[Depends(require_admin)])
+async def confirm_order(order_id: UUID, ctx: Ctx) -> OrderResponse:
+    """Confirm without a payment callback (trusted callers). The stock worker applies it."""
+    return order_response(await orders.request_confirmation(ctx, order_id))
+
+
+@router.post("/orders/{order_id}/cancel", status_code=202, response_model=OrderResponse,
+             responses=ERRORS)
+async def cancel_order(order_id: UUID, body: CancelOrderRequest, ctx: Ctx) -> OrderResponse:
+    """The buyer cancels a PENDING order. The stock worker applies it and frees the stock."""
+    return order_response(await orders.request_cancellation(ctx, order_id, body.user_id))
+
+
+@router.post("/payments/webhook", response_model=PaymentWebhookResponse, responses=ERRORS)
+async def payment_webhook(request: Request, ctx: Ctx,
+                          x_payment_signature: Annotated[str | None, Header()] = None,
+                          ) -> PaymentWebhookResponse | JSONResponse:
+    """The payment provider's callback, signed with PAYMENT_WEBHOOK_SECRET."""
+    raw = await request.body()
+    signature.verify(ctx.settings.payment_webhook_secret, x_payment_signature, raw,
+                     time.time(), ctx.settings.webhook_tolerance_seconds)
+    try:
+        body = PaymentWebhookRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        details = [{"loc": list(e["loc"]), "type": e["type"], "msg": e["msg"]}
+                   for e in exc.errors()]
+        return error_response(422, "validation_error", "the request is invalid", details)
+    receipt = await payments.record_payment(ctx, payments.PaymentCallback(
+        body.payment_id, body.order_id, body.status, body.amount))
+    return PaymentWebhookResponse(payment_id=receipt.payment_id, outcome=receipt.outcome,
+                                  duplicate=receipt.duplicate)
+
+
+@router.get("/products/{product_id}", response_model=ProductResponse, responses=ERRORS)
+async def get_product(product_id: int, ctx: Ctx) -> ProductResponse:
+    p = await products.get_product(ctx, product_id)
+    deal = None
+    if p.deal is not None:
+        deal = {"hot_deal_id": p.deal.id, "status": p.deal.status,
+                "stock_backend": p.deal.stock_backend, "initial_stock": p.deal.initial_stock,
+                "per_user_limit": p.deal.per_user_limit, "remaining": p.deal.remaining,
+                "epoch": p.deal.epoch, "ends_at": p.deal.ends_at}
+    return ProductResponse.model_validate({"product_id": p.id, "name": p.name, "price": p.price,
+                                           "stock": p.stock, "deal": deal})
+
+
+@router.post("/products/{product_id}/hotdeal/start", status_code=201,
+             response_model=StartDealResponse, responses=ERRORS,
+             dependencies=[Depends(require_admin)])
+async def start_hotdeal(product_id: int, body: StartDealRequest, ctx: Ctx) -> StartDealResponse:
+    started = await deals.start_deal(ctx, deals.StartDeal(
+        product_id, body.stock, body.per_user_limit, body.duration_seconds))
+    return StartDealResponse(hot_deal_id=started.deal_id, product_id=started.product_id,
+                             stock=started.stock, per_user_limit=started.per_user_limit,
+                             stock_backend=started.stock_backend, ends_at=started.ends_at)
+
+
+@router.post("/products/{product_id}/hotdeal/end", response_model=EndDealResponse,
+             responses=ERRORS, dependencies=[Depends(require_admin)])
+async def end_hotdeal(product_id: int, ctx: Ctx) -> EndDealResponse:
+    """Stop intake at once; the reconciler flushes the deal's stock back to Postgres."""
+    deal_id, ended_now = await deals.end_deal(ctx, product_id)
+    return EndDealResponse(hot_deal_id=deal_id, product_id=product_id, ended_now=ended_now)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request, response: Response) -> dict[str, object]:
+    runtime: Runtime = request.app.state.runtime
+    checks = await runtime.readiness()
+    ready = all(v == "ok" for v in checks.values())
+    if not ready:
+        response.status_code = 503
+        response.headers["Retry-After"] = "1"
+    return {"status": "ready" if ready else "not_ready", "checks": checks}
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(request: Request) -> str:
+    relay: OutboxRelay = request.app.state.runtime.relay
+    return relay.publish_delay.render() + gauge(
+        "hotdeal_outbox_published_total", "Outbox rows published by this process",
+        relay.published_total)

@@ -1,0 +1,104 @@
+"""HTTP API contracts. Unknown fields are refused (422); numbers are strict (no "5" for 5)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+UserId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+MAX_ORDER_QUANTITY = 100
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PlaceOrderRequest(_Request):
+    product_id: Annotated[StrictInt, Field(ge=1)]
+    user_id: UserId
+    quantity: Annotated[StrictInt, Field(ge=1, le=MAX_ORDER_QUANTITY)]
+
+
+class CancelOrderRequest(_Request):
+    user_id: UserId
+
+
+class PaymentWebhookRequest(_Request):
+    payment_id: Annotated[str, Field(min_length=1, max_length=128)]
+    order_id: UUID
+    status: Literal["succeeded", "failed"]
+    amount: Annotated[StrictInt, Field(ge=0)]
+
+
+class StartDealRequest(_Request):
+    stock: Annotated[StrictInt, Field(ge=1, le=10_000_000)]
+    per_user_limit: Annotated[StrictInt, Field(ge=1, le=1000)] = 1
+    duration_seconds: Annotated[float, Field(gt=0, le=30 * 86400)] | None = None
+
+
+class OrderResponse(BaseModel):
+    order_id: UUID
+    status: Literal["PENDING", "CONFIRMED", "CANCELLED"]
+    product_id: int
+    hot_deal_id: int | None
+    user_id: str
+    quantity: int
+    unit_price: int
+    total: int
+    cancel_reason: str | None
+    expires_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+class PaymentWebhookResponse(BaseModel):
+    payment_id: str
+    outcome: str
+    duplicate: bool
+
+
+class DealResponse(BaseModel):
+    hot_deal_id: int
+    status: str
+    stock_backend: str
+    initial_stock: int
+    per_user_limit: int
+    remaining: int | None
+    epoch: int
+    ends_at: datetime | None
+
+
+class ProductResponse(BaseModel):
+    product_id: int
+    name: str
+    price: int
+    stock: int
+    deal: DealResponse | None
+
+
+class StartDealResponse(BaseModel):
+    hot_deal_id: int
+    product_id: int
+    stock: int
+    per_user_limit: int
+    stock_backend: str
+    ends_at: datetime | None
+
+
+class EndDealResponse(BaseModel):
+    hot_deal_id: int
+    product_id: int
+    ended_now: bool
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,1 @@
+"""The stock worker process (FastStream): settles orders, releases stock exactly once."""
