@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     orphan_grace_seconds: float = Field(default=30.0, gt=0)
     webhook_tolerance_seconds: int = Field(default=300, ge=1)
     fault_kill_after_reserve: bool = False
+    # A consumer process writes this file once it is running (process supervisors wait on it).
+    ready_file: str | None = None
+    reconcile_interval_seconds: float = Field(default=1.0, gt=0)
 
 
 def load_settings() -> Settings:

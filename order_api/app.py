@@ -29,6 +29,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await runtime.close()
+            log.info("order API stopped gracefully")
 
     app = FastAPI(title="hotdeal order API", version="1.0.0", lifespan=lifespan,
                   description="Flash-sale orders: stock reserved synchronously, "

@@ -1,5 +1,6 @@
 from hotdeal_core.stock.port import (
     DealSnapshot,
+    RebuiltState,
     ReleaseOutcome,
     Reservation,
     ReserveOutcome,
@@ -7,5 +8,12 @@ from hotdeal_core.stock.port import (
     StockStore,
 )
 
-__all__ = ["DealSnapshot", "ReleaseOutcome", "Reservation", "ReserveOutcome", "ReserveResult",
-           "StockStore"]
+__all__ = [
+    "DealSnapshot",
+    "RebuiltState",
+    "ReleaseOutcome",
+    "Reservation",
+    "ReserveOutcome",
+    "ReserveResult",
+    "StockStore",
+]

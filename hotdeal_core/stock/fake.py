@@ -7,6 +7,7 @@ from uuid import UUID
 
 from hotdeal_core.stock.port import (
     DealSnapshot,
+    RebuiltState,
     ReleaseOutcome,
     Reservation,
     ReserveOutcome,
@@ -98,4 +99,16 @@ class FakeStockStore:
         if deal is None or deal.deal_id != deal_id:
             return False
         del self.deals[product_id]
+        return True
+
+    async def rebuild(self, product_id: int, state: RebuiltState) -> bool:
+        current = self.deals.get(product_id)
+        if current is not None and current.epoch > state.epoch:
+            return False
+        deal = _Deal(state.deal_id, state.stock, state.per_user_limit, state.epoch,
+                     state.unit_price)
+        deal.users = dict(state.users)
+        deal.res = {r.order_id: r for r in state.reservations}
+        deal.idem = dict(state.idempotency)
+        self.deals[product_id] = deal
         return True

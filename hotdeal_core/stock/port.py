@@ -11,7 +11,8 @@ tests. Both follow the same rules:
   It refuses (`NOT_OPEN`) once the deal is closed or its state is gone; the flush or the
   rebuild then accounts for those units from Postgres.
 - `open` never overwrites a live state; `close` stops every reservation and release;
-  `drop` deletes keys only of the deal that owns them.
+  `drop` deletes keys only of the deal that owns them; `rebuild` replaces the state with
+  one recomputed from Postgres unless a newer epoch is already there.
 """
 
 from __future__ import annotations
@@ -70,6 +71,20 @@ class DealSnapshot:
         return sum(r.quantity for r in self.reservations)
 
 
+@dataclass(frozen=True, slots=True)
+class RebuiltState:
+    """A deal's Redis state recomputed from Postgres (see usecases.reconcile.recover_deal)."""
+
+    deal_id: int
+    stock: int
+    per_user_limit: int
+    epoch: int
+    unit_price: int
+    users: dict[str, int]
+    reservations: list[Reservation]
+    idempotency: dict[tuple[str, str], UUID]
+
+
 class StockStore(Protocol):
     async def reserve(self, product_id: int, order_id: UUID, user_id: str, quantity: int,
                       idempotency_key: str | None, now_ms: int) -> ReserveResult: ...
@@ -86,3 +101,5 @@ class StockStore(Protocol):
     async def snapshot(self, product_id: int) -> DealSnapshot: ...
 
     async def drop(self, product_id: int, deal_id: int) -> bool: ...
+
+    async def rebuild(self, product_id: int, state: RebuiltState) -> bool: ...

@@ -11,6 +11,7 @@ from redis.commands.core import AsyncScript
 
 from hotdeal_core.stock.port import (
     DealSnapshot,
+    RebuiltState,
     ReleaseOutcome,
     Reservation,
     ReserveOutcome,
@@ -48,6 +49,7 @@ class RedisStockStore:
         self._close = _script(redis, "close")
         self._snapshot = _script(redis, "snapshot")
         self._drop = _script(redis, "drop")
+        self._rebuild = _script(redis, "rebuild")
 
     async def reserve(self, product_id: int, order_id: UUID, user_id: str, quantity: int,
                       idempotency_key: str | None, now_ms: int) -> ReserveResult:
@@ -93,3 +95,16 @@ class RedisStockStore:
 
     async def drop(self, product_id: int, deal_id: int) -> bool:
         return int(await self._drop(keys=deal_keys(product_id), args=[deal_id])) == 1
+
+    async def rebuild(self, product_id: int, state: RebuiltState) -> bool:
+        args: list[str | int] = [state.deal_id, state.stock, state.per_user_limit, state.epoch,
+                                 state.unit_price, len(state.users), len(state.reservations),
+                                 len(state.idempotency)]
+        for user, units in state.users.items():
+            args += [user, units]
+        for r in state.reservations:
+            args += [str(r.order_id),
+                     f"{r.user_id}\t{r.quantity}\t{r.reserved_at_ms}\t{r.idempotency_key}"]
+        for (user, key), order_id in state.idempotency.items():
+            args += [f"{user}\t{key}", str(order_id)]
+        return int(await self._rebuild(keys=deal_keys(product_id), args=args)) == 1

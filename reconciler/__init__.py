@@ -1,0 +1,1 @@
+"""The reconciler process (FastStream): flushes ended deals, recovers, releases orphans."""
