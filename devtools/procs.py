@@ -1,0 +1,190 @@
+"""Start, await and stop the hotdeal processes as real OS processes.
+
+    python -m devtools.procs up [--run-dir .run]     start order-api, stock-worker, reconciler
+    python -m devtools.procs down                     SIGTERM them (graceful), SIGKILL after 30 s
+    python -m devtools.procs status
+
+Logs and pid files go to the run directory (git-ignored). `up` waits until each process is
+ready (the API's /readyz answers 200; a consumer writes its ready file) and fails with the
+tail of the log if a process exits or does not get ready in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = {"order-api": "order_api", "stock-worker": "stock_worker", "reconciler": "reconciler"}
+
+
+class ProcessFailed(RuntimeError):
+    pass
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+@dataclass
+class Proc:
+    name: str
+    run_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    module: str = ""  # defaults to the module of the process named `name`
+    popen: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.module = self.module or MODULES[self.name]
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / f"{self.name}.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    @property
+    def ready_file(self) -> Path:
+        return self.run_dir / f"{self.name}.ready"
+
+    @property
+    def api_url(self) -> str:
+        port = self.env.get("ORDER_API_PORT", os.environ.get("ORDER_API_PORT", "58000"))
+        return f"http://127.0.0.1:{port}"
+
+    def start(self) -> Proc:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ready_file.unlink(missing_ok=True)
+        env = {**os.environ, **self.env, "READY_FILE": str(self.ready_file),
+               "PYTHONUNBUFFERED": "1"}
+        with self.log.open("ab") as log:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", self.module], cwd=ROOT, env=env,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+        self.pid_file.write_text(f"{self.popen.pid}\n")
+        return self
+
+    def is_ready(self) -> bool:
+        if self.module != "order_api":
+            return self.ready_file.exists()
+        try:
+            with urllib.request.urlopen(f"{self.api_url}/readyz", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> Proc:
+        deadline = time.monotonic() + timeout
+        while not self.is_ready():
+            if self.popen is not None and self.popen.poll() is not None:
+                raise ProcessFailed(f"{self.name} exited with {self.popen.returncode}:\n"
+                                    f"{log_tail(self.log)}")
+            if time.monotonic() > deadline:
+                raise ProcessFailed(f"{self.name} not ready within {timeout:.0f} s:\n"
+                                    f"{log_tail(self.log)}")
+            time.sleep(0.1)
+        return self
+
+    def pid(self) -> int | None:
+        if self.popen is not None:
+            return self.popen.pid
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def alive(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        if self.popen is not None:
+            return self.popen.poll() is None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def signal(self, sig: signal.Signals) -> None:
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (graceful), SIGKILL after `timeout`. Returns the exit code if known."""
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.alive():
+                self.signal(signal.SIGKILL)
+                while self.alive():
+                    time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+        self.ready_file.unlink(missing_ok=True)
+        return self.popen.returncode if self.popen is not None else None
+
+
+def _procs(run_dir: Path) -> list[Proc]:
+    return [Proc(name, run_dir) for name in MODULES]
+
+
+def up(run_dir: Path) -> None:
+    procs = _procs(run_dir)
+    for proc in procs:
+        if proc.alive():
+            print(f"[procs] {proc.name} already running (pid {proc.pid()})")
+        else:
+            proc.start()
+            print(f"[procs] {proc.name} starting (pid {proc.pid()}, log {proc.log})")
+    for proc in procs:
+        proc.wait_ready()
+        print(f"[procs] {proc.name} ready")
+    print(f"[procs] order API: {procs[0].api_url}  (docs: {procs[0].api_url}/docs)")
+
+
+def down(run_dir: Path) -> None:
+    for proc in _procs(run_dir):
+        if proc.alive():
+            code = proc.stop()
+            print(f"[procs] {proc.name} stopped" + (f" (exit {code})" if code is not None else ""))
+
+
+def status(run_dir: Path) -> None:
+    for proc in _procs(run_dir):
+        state = f"running (pid {proc.pid()})" if proc.alive() else "stopped"
+        print(f"{proc.name:13} {state}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--run-dir", type=Path, default=ROOT / ".run")
+    args = parser.parse_args()
+    try:
+        {"up": up, "down": down, "status": status}[args.command](args.run_dir)
+    except ProcessFailed as exc:
+        print(f"[procs] ERROR: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
