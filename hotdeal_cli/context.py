@@ -1,0 +1,138 @@
+"""The CLI's composition root and the one place where failures become exit codes.
+
+Every command builds its own context (settings read once, a 2-connection engine, a Redis
+client), runs its async work with `asyncio.run`, then disposes of both. Known failures
+become one line (or one JSON object with --json) and an exit code, never a traceback:
+
+    0  done
+    1  refused by a use case (HotdealError), a failed audit, a wait that timed out
+    2  usage error: bad option, validation_error from a use case, invalid settings
+    3  a dependency (Postgres, Redis) is down or unreachable
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import NoReturn, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import typer
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from hotdeal_cli.render import print_error
+from hotdeal_core.db.engine import make_engine
+from hotdeal_core.errors import DependencyUnavailable, HotdealError
+from hotdeal_core.settings import Settings, load_settings
+from hotdeal_core.stock.redis_store import RedisStockStore
+from hotdeal_core.topics import Topics
+from hotdeal_core.usecases.context import Context
+
+T = TypeVar("T")
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_DEPENDENCY = 3
+
+
+class CliFailure(Exception):
+    """A failure of the CLI itself (not of a use case), e.g. a wait that timed out."""
+
+    def __init__(self, code: str, message: str, exit_code: int = EXIT_REFUSED) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.exit_code = exit_code
+
+
+@asynccontextmanager
+async def open_context(settings: Settings) -> AsyncIterator[Context]:
+    engine = make_engine(settings, pool_size=2)
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        # outbox_written stays a no-op: the relays of the running processes publish the rows.
+        yield Context(engine=engine, stock=RedisStockStore(redis), settings=settings,
+                      topics=Topics(settings.kafka_topic_prefix))
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+def run(action: Callable[[Context], Awaitable[T]], *, as_json: bool) -> T:
+    """Run one command's async work in a fresh context; translate every known failure."""
+    settings: Settings | None = None
+    try:
+        settings = load_settings()
+        return asyncio.run(_in_context(settings, action))
+    except ValidationError as exc:
+        _fail(as_json, "invalid_settings", _one_line(exc), EXIT_USAGE)
+    except CliFailure as exc:
+        _fail(as_json, exc.code, exc.message, exc.exit_code)
+    except DependencyUnavailable as exc:
+        _fail(as_json, exc.code, _hint(exc.message), EXIT_DEPENDENCY)
+    except HotdealError as exc:
+        code = EXIT_USAGE if exc.code == "validation_error" else EXIT_REFUSED
+        _fail(as_json, exc.code, exc.message, code)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        _dependency_down(as_json, "redis", settings, exc)
+    except (DBAPIError, PoolTimeoutError) as exc:
+        _dependency_down(as_json, "postgres", settings, exc)
+    except OSError as exc:  # asyncpg raises the socket's error unwrapped
+        _dependency_down(as_json, _raised_by(exc.__traceback__), settings, exc)
+
+
+async def _in_context(settings: Settings, action: Callable[[Context], Awaitable[T]]) -> T:
+    async with open_context(settings) as ctx:
+        return await action(ctx)
+
+
+def _fail(as_json: bool, code: str, message: str, exit_code: int) -> NoReturn:
+    print_error(code, message, as_json=as_json)
+    raise typer.Exit(exit_code)
+
+
+def _dependency_down(as_json: bool, dependency: str, settings: Settings | None,
+                     exc: BaseException) -> NoReturn:
+    url = {"redis": settings.redis_url, "postgres": settings.database_url}.get(dependency) \
+        if settings is not None else None
+    where = f" at {_without_password(url)}" if url else ""
+    cause = getattr(exc, "orig", None) or exc  # a DBAPIError's driver error reads better
+    message = _hint(f"{dependency} is unavailable{where}: {_one_line(cause)}")
+    _fail(as_json, f"{dependency}_unavailable", message, EXIT_DEPENDENCY)
+
+
+def _hint(message: str) -> str:
+    return f"{message}. Is it running? Start the local services with `make infra-up`."
+
+
+def _raised_by(tb: TracebackType | None) -> str:
+    """Which dependency's client raised an unwrapped OSError (judged by its modules)."""
+    found = "dependency"
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if module.startswith(("asyncpg", "sqlalchemy")):
+            found = "postgres"
+        elif module.startswith("redis"):
+            found = "redis"
+        tb = tb.tb_next
+    return found
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0].rstrip(".")
