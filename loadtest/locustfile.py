@@ -1,0 +1,271 @@
+"""The hot-deal load swarm: many buyers hit `POST /orders` on one product at once.
+
+    HOTDEAL_PRODUCT_ID=42 .venv/bin/locust -f loadtest/locustfile.py --headless \\
+        -u 500 -r 100 -t 30s --processes 4 --csv out/run --html out/run.html
+
+Environment knobs (read once at start-up, in every process):
+
+    HOTDEAL_API_URL            order API base URL (default http://127.0.0.1:58000; -H wins)
+    HOTDEAL_PRODUCT_ID         the hot product's id; required by processes that run users
+    HOTDEAL_USERS              distinct buyer ids `buyer-1..buyer-N` (default 100); each
+                               virtual user takes the next id from a counter and the ids wrap
+                               when there are more virtual users than ids
+    HOTDEAL_QUANTITY           units per order (default 1)
+    HOTDEAL_PAY_SUCCESS_RATIO  share of accepted orders paid via the signed webhook with
+                               status "succeeded" (default 0.8)
+    HOTDEAL_PAY_FAIL_RATIO     share paid with status "failed" (default 0.1); the rest never
+                               pay, so their reservation expires
+    PAYMENT_WEBHOOK_SECRET     webhook HMAC secret (default "dev-webhook-secret-change-me")
+    HOTDEAL_WAIT               think time in seconds between tasks (default 0: none)
+    HOTDEAL_ACCEPTED_FILE      if set, every accepted order id is appended there, one per line
+    HOTDEAL_TARGET             "orders" (default) or "noop": POST /noop on loadtest.trivial_app
+                               instead (no payments), to measure the harness/HTTP ceiling
+    HOTDEAL_SHAPE              "constant" (default: locust's own -u/-r/-t, no shape class),
+                               "spike" or "step" (the shape class ends the run by itself)
+    HOTDEAL_SPIKE_USERS / _RAMP / _HOLD      spike: 0 -> 500 users within 2 s, hold 20 s,
+                                             then 10 % of the peak for 10 s, then stop
+    HOTDEAL_STEP_START / _USERS / _SECONDS / _MAX
+                               step: 25 users, +25 every 10 s up to 300, hold one step, stop
+
+Outcomes. Every order attempt is exactly one of accepted, sold_out, limit_exceeded,
+deal_not_active or failure (`loadtest.outcomes.classify`). The 409s with an expected business
+code are *successes* of "POST /orders" (the system answered correctly); 5xx, timeouts,
+connection errors, unknown codes and anything else are failures. Each attempt ALSO fires
+locust's own `request` event named `outcome:<outcome>` (request_type "OUTCOME",
+response_time 0, never a failure). Chosen because locust's stats pipeline already ships
+those entries from every worker process to the master (periodic and final reports), so the
+per-outcome counts appear, summed across processes, in the console table, the CSV and the
+HTML report with no extra messaging. Caveat: the "Aggregated" row counts these OUTCOME
+entries too, so read throughput from the "POST /orders" row. `OUTCOME_COUNTS` keeps this
+process's own counts (logged when the process quits).
+
+Buyer ids across processes: under `--processes`/`--master`, worker k of W hands out ids
+k, k+W, k+2W, ... (W = the master's --expect-workers), so ids stay distinct across workers.
+
+Accepted order ids go to HOTDEAL_ACCEPTED_FILE with one O_APPEND `write()` of a whole line
+per order (unbuffered, so flushed at once), which keeps concurrent processes' lines intact.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from locust import FastHttpUser, LoadTestShape, constant, events, task
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:  # locust puts only loadtest/ itself on sys.path
+    sys.path.insert(0, _ROOT)
+
+from hotdeal_core.signature import sign  # noqa: E402
+from loadtest.outcomes import ACCEPTED, FAILURE, OUTCOMES, classify, error_code  # noqa: E402
+from loadtest.shapes import (  # noqa: E402
+    SpikeConfig,
+    StepConfig,
+    Tick,
+    env_float,
+    env_int,
+    spike_tick,
+    step_tick,
+)
+
+log = logging.getLogger("hotdeal.loadtest")
+
+API_URL = os.environ.get("HOTDEAL_API_URL", "http://127.0.0.1:58000")
+TARGET = os.environ.get("HOTDEAL_TARGET", "orders").strip().lower() or "orders"
+PRODUCT_ID = env_int("HOTDEAL_PRODUCT_ID", 0)
+BUYERS = env_int("HOTDEAL_USERS", 100, minimum=1)
+QUANTITY = env_int("HOTDEAL_QUANTITY", 1, minimum=1)
+PAY_SUCCESS = env_float("HOTDEAL_PAY_SUCCESS_RATIO", 0.8, 0.0, 1.0)
+PAY_FAIL = env_float("HOTDEAL_PAY_FAIL_RATIO", 0.1, 0.0, 1.0)
+SECRET = os.environ.get("PAYMENT_WEBHOOK_SECRET", "dev-webhook-secret-change-me")
+WAIT = env_float("HOTDEAL_WAIT", 0.0, minimum=0.0)
+ACCEPTED_FILE = os.environ.get("HOTDEAL_ACCEPTED_FILE", "").strip()
+SHAPE = os.environ.get("HOTDEAL_SHAPE", "constant").strip().lower() or "constant"
+
+if TARGET not in ("orders", "noop"):
+    raise ValueError(f"HOTDEAL_TARGET must be 'orders' or 'noop', got {TARGET!r}")
+if PAY_SUCCESS + PAY_FAIL > 1.0:
+    raise ValueError("HOTDEAL_PAY_SUCCESS_RATIO + HOTDEAL_PAY_FAIL_RATIO must be <= 1")
+if SHAPE not in ("constant", "spike", "step"):
+    raise ValueError(f"HOTDEAL_SHAPE must be constant, spike or step, got {SHAPE!r}")
+
+BUY_PATH, BUY_NAME = ("/noop", "POST /noop") if TARGET == "noop" else ("/orders", "POST /orders")
+
+#: This process's outcome counts (locust stats carry the cross-process sums).
+OUTCOME_COUNTS: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+
+_buyer_seq = itertools.count()
+_accepted_fd: int | None = None
+_accepted_pid: int | None = None
+
+
+def _json_or_none(content: bytes | None) -> Any:
+    if not content:
+        return None
+    try:
+        return json.loads(content)
+    except ValueError:
+        return None
+
+
+def _describe(status: int, error: object, body: Any, content: bytes | None) -> str:
+    if status == 0:
+        return f"no response: {error!r}"
+    code = error_code(body)
+    if code is not None:
+        return f"HTTP {status} {code}"
+    return f"HTTP {status}: {(content or b'')[:200]!r}"
+
+
+def _append_accepted(order_id: str) -> None:
+    """One unbuffered O_APPEND write of a whole line, opened lazily (after any fork)."""
+    global _accepted_fd, _accepted_pid
+    if not ACCEPTED_FILE:
+        return
+    if _accepted_fd is None or _accepted_pid != os.getpid():
+        _accepted_fd = os.open(ACCEPTED_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        _accepted_pid = os.getpid()
+    os.write(_accepted_fd, f"{order_id}\n".encode())
+
+
+def _worker_slot(environment: Environment) -> tuple[int, int]:
+    """(this process's index, how many processes run users) for interleaving buyer ids."""
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        workers = getattr(environment.parsed_options, "expect_workers", 1) or 1
+        index = max(runner.worker_index, 0)
+        return index, max(int(workers), index + 1)
+    return 0, 1
+
+
+def record_outcome(environment: Environment, outcome: str) -> None:
+    OUTCOME_COUNTS[outcome] += 1
+    environment.events.request.fire(
+        request_type="OUTCOME", name=f"outcome:{outcome}", response_time=0,
+        response_length=0, response=None, context={}, exception=None)
+
+
+class Buyer(FastHttpUser):
+    """One buyer: orders the hot product, then pays (or not) for what it got."""
+
+    host = API_URL
+    wait_time = constant(WAIT)
+
+    def on_start(self) -> None:
+        index, stride = _worker_slot(self.environment)
+        self.buyer_id = f"buyer-{(next(_buyer_seq) * stride + index) % BUYERS + 1}"
+
+    @task
+    def buy(self) -> None:
+        body = {"product_id": PRODUCT_ID, "user_id": self.buyer_id, "quantity": QUANTITY}
+        headers = {"Idempotency-Key": str(uuid.uuid4())}
+        order_id: str | None = None
+        total = 0
+        with self.client.post(BUY_PATH, json=body, headers=headers, name=BUY_NAME,
+                              catch_response=True) as resp:
+            status = resp.status_code or 0
+            content = resp.content if status else None
+            payload = _json_or_none(content)
+            outcome = classify(status, payload)
+            if outcome == ACCEPTED and TARGET == "orders":
+                order_id, total = _accepted_order(payload)
+                if order_id is None:
+                    outcome = FAILURE
+            if outcome == FAILURE:
+                resp.failure(_describe(status, getattr(resp, "error", None), payload, content))
+            else:
+                resp.success()
+        record_outcome(self.environment, outcome)
+        if order_id is not None:
+            _append_accepted(order_id)
+            self._maybe_pay(order_id, total)
+
+    def _maybe_pay(self, order_id: str, total: int) -> None:
+        roll = random.random()
+        if roll < PAY_SUCCESS:
+            status = "succeeded"
+        elif roll < PAY_SUCCESS + PAY_FAIL:
+            status = "failed"
+        else:
+            return  # never pays: the reservation expires
+        raw = json.dumps({"payment_id": f"pay-{uuid.uuid4()}", "order_id": order_id,
+                          "status": status, "amount": total}, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json",
+                   "X-Payment-Signature": sign(SECRET, int(time.time()), raw)}
+        # The exact bytes that were signed (bytes are supported; the stub says str).
+        with self.client.post("/payments/webhook", data=raw,  # type: ignore[arg-type]
+                              headers=headers, name="POST /payments/webhook",
+                              catch_response=True) as resp:
+            if resp.status_code == 200:
+                resp.success()
+            else:
+                code = resp.status_code or 0
+                content = resp.content if code else None
+                resp.failure(_describe(code, getattr(resp, "error", None),
+                                       _json_or_none(content), content))
+
+
+def _accepted_order(payload: Any) -> tuple[str | None, int]:
+    """(order id, total) of a 202 body, or (None, 0) if it lacks them."""
+    if not isinstance(payload, dict):
+        return None, 0
+    order_id, total = payload.get("order_id"), payload.get("total")
+    if not isinstance(order_id, str) or not isinstance(total, int):
+        return None, 0
+    try:
+        return str(uuid.UUID(order_id)), total
+    except ValueError:
+        return None, 0
+
+
+def _check_config(environment: Environment, **_: Any) -> None:
+    if isinstance(environment.runner, MasterRunner):
+        return  # the master runs no users
+    if TARGET == "orders" and PRODUCT_ID < 1:
+        log.error("HOTDEAL_PRODUCT_ID is required (the hot product's id)")
+        sys.exit(2)
+
+
+def _on_quit(environment: Environment, **_: Any) -> None:
+    global _accepted_fd
+    if not isinstance(environment.runner, MasterRunner):
+        log.info("outcomes in process %d: %s", os.getpid(), OUTCOME_COUNTS)
+    if _accepted_fd is not None and _accepted_pid == os.getpid():
+        os.close(_accepted_fd)
+        _accepted_fd = None
+
+
+events.init.add_listener(_check_config)
+events.quitting.add_listener(_on_quit)
+
+
+# Locust uses any LoadTestShape subclass found in this module, so a shape class exists only
+# when HOTDEAL_SHAPE asks for one; "constant" leaves -u/-r/-t in charge.
+if SHAPE == "spike":
+    _SPIKE = SpikeConfig.from_env()
+
+    class SpikeShape(LoadTestShape):
+        """0 -> peak within the ramp, hold, drop to 10 % for 10 s, stop."""
+
+        def tick(self) -> Tick:
+            return spike_tick(self.get_run_time(), _SPIKE)
+
+elif SHAPE == "step":
+    _STEP = StepConfig.from_env()
+
+    class StepShape(LoadTestShape):
+        """start, +step every `seconds` up to max, hold one step, stop."""
+
+        def tick(self) -> Tick:
+            return step_tick(self.get_run_time(), _STEP)
