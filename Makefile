@@ -20,7 +20,7 @@ export DATABASE_URL REDIS_URL KAFKA_BOOTSTRAP_SERVERS
 TEST_ENV := DATABASE_URL=postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:$(HOTDEAL_PG_PORT)/hotdeal_test \
 	REDIS_URL=redis://127.0.0.1:$(HOTDEAL_REDIS_PORT)/1 KAFKA_TOPIC_PREFIX=test.
 
-.PHONY: help venv infra-up infra-down infra-status migrate test test-unit check clean
+.PHONY: help venv infra-up infra-down infra-status migrate test test-unit check clean up down status api-docs
 
 help:
 	@echo "make demo         the main job: infra + processes + deal + swarm + report"
@@ -28,6 +28,8 @@ help:
 	@echo "make check        ruff + mypy"
 	@echo "make infra-up / infra-down / infra-status   local Postgres, Redis, Kafka"
 	@echo "make migrate      migrate the app database"
+	@echo "make up / down    start / stop the order API, stock worker and reconciler"
+	@echo "make api-docs     regenerate docs/api (OpenAPI, AsyncAPI)"
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -57,5 +59,17 @@ check: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy .
 
-clean: infra-down
+# The three processes in the background (logs and pids in .run/); `make down` stops them.
+up: venv infra-up migrate
+	$(PY) -m devtools.procs up
+down:
+	@test -x $(PY) && $(PY) -m devtools.procs down || true
+status: venv
+	@scripts/infra.sh status
+	@$(PY) -m devtools.procs status
+
+api-docs: venv
+	$(PY) -m devtools.apidocs
+
+clean: down infra-down
 	rm -rf .infra .run reports

@@ -1,7 +1,7 @@
 """Start, await and stop the hotdeal processes as real OS processes.
 
     python -m devtools.procs up [--run-dir .run]     start order-api, stock-worker, reconciler
-    python -m devtools.procs down                     SIGTERM them (graceful), SIGKILL after 30 s
+    python -m devtools.procs down                     SIGTERM them (graceful), SIGKILL after 45 s
     python -m devtools.procs status
 
 Logs and pid files go to the run directory (git-ignored). `up` waits until each process is
@@ -126,8 +126,9 @@ class Proc:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM (graceful), SIGKILL after `timeout`. Returns the exit code if known."""
+    def stop(self, timeout: float = 45.0) -> int | None:
+        """SIGTERM (graceful), SIGKILL after `timeout` (longer than any process's own
+        graceful timeout). Returns the exit code if known."""
         if self.alive():
             self.signal(signal.SIGTERM)
             deadline = time.monotonic() + timeout

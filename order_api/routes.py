@@ -16,7 +16,7 @@ from hotdeal_core.errors import Unauthorized
 from hotdeal_core.metrics import gauge
 from hotdeal_core.outbox import OutboxRelay
 from hotdeal_core.runtime import Runtime
-from hotdeal_core.usecases import deals, orders, payments, products
+from hotdeal_core.usecases import deals, orders, payments, products, reconcile
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.views import OrderView
 from order_api.errors import error_response
@@ -160,8 +160,18 @@ async def readyz(request: Request, response: Response) -> dict[str, object]:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(request: Request) -> str:
+async def metrics(request: Request, ctx: Ctx) -> str:
+    """Outbox publish delay, and the stock invariant's terms for every live deal."""
     relay: OutboxRelay = request.app.state.runtime.relay
-    return relay.publish_delay.render() + gauge(
+    parts = [relay.publish_delay.render(), gauge(
         "hotdeal_outbox_published_total", "Outbox rows published by this process",
-        relay.published_total)
+        relay.published_total)]
+    for audit in await reconcile.audit_live_deals(ctx):
+        labels = f'deal_id="{audit.deal_id}",product_id="{audit.product_id}"'
+        for term in ("initial", "on_sale", "pending", "confirmed", "in_flight"):
+            parts.append(gauge(f"hotdeal_deal_{term}_units", f"Deal stock: {term} units",
+                               getattr(audit, term), labels))
+        parts.append(gauge("hotdeal_deal_audit_balanced",
+                           "1 when initial = on_sale + pending + confirmed + in_flight",
+                           int(audit.balanced), labels))
+    return "".join(parts)

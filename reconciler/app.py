@@ -50,7 +50,7 @@ def create_app(settings: Settings) -> FastStream:
     topics = Topics(settings.kafka_topic_prefix)
     # Per-message logs at DEBUG: at flash-sale rates they would cost more than the work.
     broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=GROUP,
-                         graceful_timeout=30.0, log_level=logging.DEBUG)
+                         graceful_timeout=20.0, log_level=logging.DEBUG)
     every = settings.reconcile_interval_seconds
 
     async def orphans(ctx: Context) -> int:
@@ -82,3 +82,8 @@ def create_app(settings: Settings) -> FastStream:
 
     return FastStream(broker, on_startup=[service.start], after_startup=[service.ready],
                       after_shutdown=[service.stop])
+
+
+def asyncapi_app() -> FastStream:
+    """For the AsyncAPI document (`python -m devtools.apidocs`)."""
+    return create_app(Settings())

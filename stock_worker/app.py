@@ -77,5 +77,6 @@ def create_app(settings: Settings) -> FastStream:
 
 
 def asyncapi_app() -> FastStream:
-    """For `faststream docs gen stock_worker.app:asyncapi_app --factory`."""
+    """For the AsyncAPI document (`python -m devtools.apidocs`, or
+    `faststream docs gen stock_worker.app:asyncapi_app --factory`)."""
     return create_app(Settings())

@@ -27,7 +27,13 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hotdeal_core.db.tables import hot_deals, orders, products, reconciliations
-from hotdeal_core.domain import CancelReason, DealStatus, OrderStatus, StockBackend
+from hotdeal_core.domain import (
+    LIVE_DEAL_STATUSES,
+    CancelReason,
+    DealStatus,
+    OrderStatus,
+    StockBackend,
+)
 from hotdeal_core.errors import Conflict, NotFound
 from hotdeal_core.outbox import add_event
 from hotdeal_core.stock.port import RebuiltState, ReleaseOutcome, Reservation
@@ -123,6 +129,13 @@ async def _statuses(conn: AsyncConnection, order_ids: list[UUID]) -> dict[UUID, 
     rows = (await conn.execute(select(orders.c.id, orders.c.status).where(
         orders.c.id.in_(order_ids)))).all()
     return {row.id: row.status for row in rows}
+
+
+async def audit_live_deals(ctx: Context) -> list[Audit]:
+    async with ctx.engine.connect() as conn:
+        live = (await conn.execute(select(hot_deals.c.id).where(
+            hot_deals.c.status.in_(LIVE_DEAL_STATUSES)))).scalars().all()
+    return [await audit_deal(ctx, int(deal_id), attempts=1) for deal_id in live]
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,3 +190,17 @@ async def test_every_outbox_row_gets_published(ctx: Context, client: httpx.Async
                 outbox.c.published_at.is_(None)))).scalar_one()
         return left == 0
     await eventually(all_published, what="the outbox to drain")
+
+
+async def test_metrics_export_the_publish_delay_and_the_deal_audit(
+        ctx: Context, client: httpx.AsyncClient) -> None:
+    pid = await start_hot_deal(ctx, client, 3)
+    await _order(client, pid)
+    text = (await client.get("/metrics")).text
+    assert "hotdeal_outbox_publish_delay_seconds_bucket" in text
+    labels = f'product_id="{pid}"'
+    lines = [line for line in text.splitlines() if labels in line]
+    assert any(line.startswith("hotdeal_deal_pending_units") and line.endswith(" 1")
+               for line in lines), lines
+    assert any(line.startswith("hotdeal_deal_audit_balanced") and line.endswith(" 1")
+               for line in lines), lines
