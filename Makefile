@@ -20,7 +20,7 @@ export DATABASE_URL REDIS_URL KAFKA_BOOTSTRAP_SERVERS
 TEST_ENV := DATABASE_URL=postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:$(HOTDEAL_PG_PORT)/hotdeal_test \
 	REDIS_URL=redis://127.0.0.1:$(HOTDEAL_REDIS_PORT)/1 KAFKA_TOPIC_PREFIX=test.
 
-.PHONY: help venv infra-up infra-down infra-status migrate test test-unit check clean up down status api-docs
+.PHONY: help venv infra-up infra-down infra-status migrate test test-unit check clean up down status api-docs demo swarm compare
 
 help:
 	@echo "make demo         the main job: infra + processes + deal + swarm + report"
@@ -73,3 +73,31 @@ api-docs: venv
 
 clean: down infra-down
 	rm -rf .infra .run reports
+
+# Load swarms against the app database (reports in reports/). `make swarm MODE=db USERS=200`.
+MODE ?= redis
+USERS ?= 100
+DURATION ?= 30s
+SHAPE ?= constant
+STOCK ?= 1000
+LIMIT ?= 1
+PROCESSES ?= 1
+SWARM_ARGS = --users $(USERS) --duration $(DURATION) --shape $(SHAPE) --stock $(STOCK) \
+	--limit $(LIMIT) --processes $(PROCESSES)
+SWARM_VARS = USERS=$(USERS) DURATION=$(DURATION) SHAPE=$(SHAPE) STOCK=$(STOCK) LIMIT=$(LIMIT) \
+	PROCESSES=$(PROCESSES)
+
+# The main job: infra (if not running) + processes + a hot deal + a swarm + the report.
+demo: venv
+	$(PY) -m devtools.demo --command "make demo"
+
+# One swarm in one stock mode; restarts the processes in that mode and leaves them running.
+swarm: venv infra-up
+	$(PY) -m hotdeal_core.db.migrate
+	$(PY) -m devtools.swarm --mode $(MODE) $(SWARM_ARGS) \
+		--command "make swarm MODE=$(MODE) $(SWARM_VARS)"
+
+# Redis vs Postgres stock under identical load, plus the trivial-endpoint and sold-out references.
+compare: venv infra-up
+	$(PY) -m hotdeal_core.db.migrate
+	$(PY) -m devtools.compare $(SWARM_ARGS) --command "make compare $(SWARM_VARS)"

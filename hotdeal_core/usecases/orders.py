@@ -95,15 +95,16 @@ def _expires_at(ctx: Context) -> datetime:
 
 
 async def _insert_order(conn: AsyncConnection, ctx: Context, cmd: PlaceOrder, order_id: UUID,
-                        deal_id: int | None, unit_price: int) -> None:
+                        deal_id: int | None, unit_price: int) -> OrderView:
     expires_at = _expires_at(ctx)
-    await conn.execute(orders.insert().values(
+    row = (await conn.execute(orders.insert().values(
         id=order_id, product_id=cmd.product_id, hot_deal_id=deal_id, user_id=cmd.user_id,
         quantity=cmd.quantity, unit_price=unit_price, status=OrderStatus.PENDING,
-        idempotency_key=cmd.idempotency_key, expires_at=expires_at))
+        idempotency_key=cmd.idempotency_key, expires_at=expires_at).returning(orders))).one()
     await add_event(conn, ctx.topics, OrderPlaced(
         order_id=order_id, product_id=cmd.product_id, hot_deal_id=deal_id, user_id=cmd.user_id,
         quantity=cmd.quantity, unit_price=unit_price, expires_at=expires_at))
+    return OrderView.from_row(row)
 
 
 async def _persist_reserved(ctx: Context, cmd: PlaceOrder, order_id: UUID,
@@ -118,7 +119,8 @@ async def _persist_reserved(ctx: Context, cmd: PlaceOrder, order_id: UUID,
             )).first()
             if deal is None or deal.status != DealStatus.ACTIVE or deal.epoch != reserved.epoch:
                 raise _Fenced
-            await _insert_order(conn, ctx, cmd, order_id, reserved.deal_id, reserved.unit_price)
+            order = await _insert_order(conn, ctx, cmd, order_id, reserved.deal_id,
+                                        reserved.unit_price)
         except BaseException as exc:
             await tx.rollback()
             await _release_quietly(ctx, cmd.product_id, order_id)
@@ -135,8 +137,6 @@ async def _persist_reserved(ctx: Context, cmd: PlaceOrder, order_id: UUID,
         # which voids the order id in Postgres before giving the units back.
         await tx.commit()
         ctx.outbox_written()
-        order = await load_order(conn, order_id)
-        assert order is not None
         return order
     finally:
         await conn.close()
@@ -165,15 +165,12 @@ async def _place_in_postgres(ctx: Context, cmd: PlaceOrder, order_id: UUID) -> O
                 if first is not None:
                     return first
             deal_id, unit_price = await _take_stock_in_postgres(conn, cmd)
-            await _insert_order(conn, ctx, cmd, order_id, deal_id, unit_price)
+            order = await _insert_order(conn, ctx, cmd, order_id, deal_id, unit_price)
     except IntegrityError as exc:
         if violated_constraint(exc) == IDEMPOTENCY_CONSTRAINT and cmd.idempotency_key:
             return await _existing_by_key(ctx, cmd.user_id, cmd.idempotency_key)
         raise
     ctx.outbox_written()
-    async with ctx.engine.connect() as conn:
-        order = await load_order(conn, order_id)
-    assert order is not None
     return order
 
 
