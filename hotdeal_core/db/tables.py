@@ -83,8 +83,12 @@ Index("uq_hot_deals_live_per_product", hot_deals.c.product_id, unique=True,
 orders = Table(
     "orders", metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("product_id", BigInteger, ForeignKey("products.id"), nullable=False),
-    Column("hot_deal_id", BigInteger, ForeignKey("hot_deals.id"), nullable=True),
+    # No foreign keys to products / hot_deals on purpose: a foreign-key check locks the
+    # parent row (FOR KEY SHARE), and in a flash sale every order has the same parent, so
+    # every buyer would queue on that one tuple. Orders are only written by the use cases,
+    # after the product and its deal are known (see hotdeal_core/db/fence.py).
+    Column("product_id", BigInteger, nullable=False),
+    Column("hot_deal_id", BigInteger, nullable=True),
     Column("user_id", String(128), nullable=False),
     Column("quantity", Integer, nullable=False),
     Column("unit_price", BigInteger, nullable=False),
@@ -102,6 +106,7 @@ orders = Table(
     UniqueConstraint("user_id", "idempotency_key", name="uq_orders_user_idempotency_key"),
 )
 Index("ix_orders_deal_status", orders.c.hot_deal_id, orders.c.status)
+Index("ix_orders_product", orders.c.product_id)
 Index("ix_orders_pending_expiry", orders.c.expires_at,
       postgresql_where=text("status = 'PENDING'"))
 

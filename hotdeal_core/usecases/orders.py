@@ -4,7 +4,8 @@ OrderPlaced event in one transaction, answer at once.
 Two stock paths:
 - Redis (a hot deal whose stock lives in Redis): one Lua script reserves, then one Postgres
   transaction writes the order and its outbox row, fenced by the deal's status and epoch
-  (`FOR KEY SHARE` on the deal row, which the flush and the rebuild lock `FOR UPDATE`). If
+  (read under the deal fence, `hotdeal_core.db.fence`, which the flush and the rebuild
+  take exclusively). If
   the transaction fails before commit the reservation is released before answering.
 - Postgres (the old design, `HOTDEAL_STOCK_REDIS=false`, and every ordinary product):
   `UPDATE ... SET stock = stock - q WHERE ... AND stock >= q` in the order's transaction.
@@ -25,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hotdeal_core.db.engine import violated_constraint
+from hotdeal_core.db.fence import share_deal
 from hotdeal_core.db.tables import hot_deals, orders, products
 from hotdeal_core.domain import LIVE_DEAL_STATUSES, DealStatus, OrderStatus, StockBackend
 from hotdeal_core.errors import Conflict, DependencyUnavailable, NotFound
@@ -107,20 +109,52 @@ async def _insert_order(conn: AsyncConnection, ctx: Context, cmd: PlaceOrder, or
     return OrderView.from_row(row)
 
 
+_INSERT_RESERVED = text("""
+    WITH deal AS (
+        SELECT 1 FROM hot_deals WHERE id = :deal_id AND status = 'ACTIVE' AND epoch = :epoch),
+    placed AS (
+        INSERT INTO orders (id, product_id, hot_deal_id, user_id, quantity, unit_price, status,
+                            idempotency_key, expires_at)
+        SELECT :id, :product_id, :deal_id, :user_id, :quantity, :unit_price, 'PENDING',
+               :idempotency_key, :expires_at FROM deal
+        RETURNING *),
+    event AS (
+        INSERT INTO outbox (topic, key, event_type, payload)
+        SELECT :topic, :key, 'OrderPlaced', CAST(:payload AS jsonb) FROM placed)
+    SELECT * FROM placed
+""")
+
+
+async def _insert_reserved(conn: AsyncConnection, ctx: Context, cmd: PlaceOrder,
+                           order_id: UUID, reserved: ReserveResult) -> OrderView | None:
+    """The order and its OrderPlaced in one round trip, only if the deal is still ACTIVE at
+    the epoch the reservation was made in (None otherwise)."""
+    expires_at = _expires_at(ctx)
+    event = OrderPlaced(order_id=order_id, product_id=cmd.product_id,
+                        hot_deal_id=reserved.deal_id, user_id=cmd.user_id,
+                        quantity=cmd.quantity, unit_price=reserved.unit_price,
+                        expires_at=expires_at)
+    row = (await conn.execute(_INSERT_RESERVED, {
+        "deal_id": reserved.deal_id, "epoch": reserved.epoch, "id": order_id,
+        "product_id": cmd.product_id, "user_id": cmd.user_id, "quantity": cmd.quantity,
+        "unit_price": reserved.unit_price, "idempotency_key": cmd.idempotency_key,
+        "expires_at": expires_at, "topic": ctx.topics.of(event), "key": str(order_id),
+        "payload": event.model_dump_json()})).first()
+    return OrderView.from_row(row) if row is not None else None
+
+
 async def _persist_reserved(ctx: Context, cmd: PlaceOrder, order_id: UUID,
                             reserved: ReserveResult) -> OrderView:
     conn = await ctx.engine.connect()
     try:
         tx = await conn.begin()
         try:
-            deal = (await conn.execute(
-                select(hot_deals.c.status, hot_deals.c.epoch)
-                .where(hot_deals.c.id == reserved.deal_id).with_for_update(key_share=True)
-            )).first()
-            if deal is None or deal.status != DealStatus.ACTIVE or deal.epoch != reserved.epoch:
+            # Two statements: the fence first, so that the second one's snapshot (taken
+            # after the lock) sees any flush or rebuild that committed meanwhile.
+            await share_deal(conn, reserved.deal_id)
+            order = await _insert_reserved(conn, ctx, cmd, order_id, reserved)
+            if order is None:
                 raise _Fenced
-            order = await _insert_order(conn, ctx, cmd, order_id, reserved.deal_id,
-                                        reserved.unit_price)
         except BaseException as exc:
             await tx.rollback()
             await _release_quietly(ctx, cmd.product_id, order_id)

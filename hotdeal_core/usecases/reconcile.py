@@ -7,10 +7,11 @@ where "on sale" is the Redis (or db hot-row) stock before the flush and the unit
 back to Postgres after it, and "in flight" are reservations whose order row is not written
 (or whose cancellation has not reached Redis yet).
 
-Locks: the flush and the rebuild take the deal row `FOR UPDATE`; order inserts and
-cancellations take it `FOR KEY SHARE`. So while a flush or a rebuild reads the orders, no
-order of the deal can appear or change status, which is what makes both exact. They hold
-that lock across one Redis call on purpose (an operator action, not the hot path).
+Locks: the flush and the rebuild own the deal fence (`hotdeal_core.db.fence`, exclusive)
+and lock the deal row `FOR UPDATE`; order inserts and cancellations share the fence. So
+while a flush or a rebuild reads the orders, no order of the deal can appear or change
+status, which is what makes both exact. They hold it across one Redis call on purpose (an
+operator action, not the hot path).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hotdeal_core.db.fence import own_deal
 from hotdeal_core.db.tables import hot_deals, orders, products, reconciliations
 from hotdeal_core.domain import (
     LIVE_DEAL_STATUSES,
@@ -67,7 +69,10 @@ class Audit:
 
 async def _deal(conn: AsyncConnection, deal_id: int, *, lock: bool = False) -> Any:
     query = select(hot_deals).where(hot_deals.c.id == deal_id)
-    row = (await conn.execute(query.with_for_update() if lock else query)).first()
+    if lock:  # the fence stops order writes; the row lock, the db design's hot-row updates
+        await own_deal(conn, deal_id)
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
     if row is None:
         raise NotFound("deal_not_found", f"deal {deal_id} does not exist")
     return row

@@ -9,7 +9,7 @@ consumers). Stock goes back exactly once:
   token (a redelivered event releases again harmlessly). If the deal is closed or its Redis
   state is being rebuilt, the release is deferred: the flush or the rebuild count the units
   from Postgres, where the order is already CANCELLED.
-The deal row is locked `FOR KEY SHARE`, so a cancel never interleaves with a flush.
+The deal fence is taken shared, so a cancel never interleaves with a flush.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hotdeal_core.db.fence import share_deal
 from hotdeal_core.db.tables import hot_deals, orders, processed_events
 from hotdeal_core.domain import CancelReason, DealStatus, OrderStatus, StockBackend
 from hotdeal_core.outbox import add_event
@@ -51,14 +52,15 @@ async def _first_time(conn: AsyncConnection, consumer: str, event_id: UUID | Non
 
 
 async def _deal_of(conn: AsyncConnection, order_id: UUID) -> tuple[int | None, object]:
-    """The order's deal row, locked FOR KEY SHARE (the flush locks it FOR UPDATE)."""
+    """The order's deal row, read under the shared deal fence (the flush owns it)."""
     deal_id = (await conn.execute(
         select(orders.c.hot_deal_id).where(orders.c.id == order_id))).scalar_one_or_none()
     if deal_id is None:
         return None, None
+    await share_deal(conn, int(deal_id))
     deal = (await conn.execute(
         select(hot_deals.c.status, hot_deals.c.stock_backend)
-        .where(hot_deals.c.id == deal_id).with_for_update(key_share=True))).one()
+        .where(hot_deals.c.id == deal_id))).one()
     return int(deal_id), deal
 
 
