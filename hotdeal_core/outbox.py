@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hotdeal_core.db.tables import outbox
+from hotdeal_core.kafka_topics import ensure_topics
 from hotdeal_core.metrics import Histogram
 from hotdeal_core.topics import Topics, event_key
 from schemas.events import AnyEvent
@@ -59,6 +60,7 @@ def make_producer(bootstrap_servers: str) -> AIOKafkaProducer:
 class OutboxRelay:
     engine: AsyncEngine
     producer: AIOKafkaProducer
+    bootstrap_servers: str = ""
     batch_size: int = 500
     poll_interval: float = 0.05
     publish_delay: Histogram = field(default_factory=lambda: Histogram(
@@ -66,6 +68,9 @@ class OutboxRelay:
         "Time from an outbox row's commit to its publication on Kafka"))
     published_total: int = 0
     connected: bool = False
+    # Created (or grown) before the first publish; see hotdeal_core.kafka_topics.
+    topics: list[str] = field(default_factory=list)
+    partitions: int = 6
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
@@ -91,6 +96,8 @@ class OutboxRelay:
         # events) and the relay keeps trying.
         while not self.connected:
             try:
+                if self.topics:
+                    await ensure_topics(self.bootstrap_servers, self.topics, self.partitions)
                 await self.producer.start()
                 self.connected = True
             except asyncio.CancelledError:

@@ -63,9 +63,12 @@ def build_runtime(settings: Settings, *, pool_size: int | None = None) -> Runtim
     engine = make_engine(settings, pool_size=pool_size)
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2,
                            max_connections=1000)
+    topics = Topics(settings.kafka_topic_prefix)
     relay = OutboxRelay(engine, make_producer(settings.kafka_bootstrap_servers),
+                        bootstrap_servers=settings.kafka_bootstrap_servers,
                         batch_size=settings.outbox_batch_size,
-                        poll_interval=settings.outbox_poll_interval_ms / 1000)
+                        poll_interval=settings.outbox_poll_interval_ms / 1000,
+                        topics=topics.all(), partitions=settings.kafka_partitions)
     ctx = Context(engine=engine, stock=RedisStockStore(redis), settings=settings,
-                  topics=Topics(settings.kafka_topic_prefix), outbox_written=relay.wake)
+                  topics=topics, outbox_written=relay.wake)
     return Runtime(ctx, redis, relay)

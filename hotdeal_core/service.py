@@ -5,15 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hotdeal_core.kafka_topics import ensure_topics
 from hotdeal_core.runtime import Runtime, build_runtime
 from hotdeal_core.settings import Settings
+from hotdeal_core.topics import Topics
 from hotdeal_core.usecases.context import Context
 
 log = logging.getLogger(__name__)
+
+
+def dump_tasks() -> None:
+    """SIGUSR1: log where every asyncio task is waiting (to diagnose a stuck process)."""
+    for task in asyncio.all_tasks():
+        stack = "".join(traceback.format_list(
+            [(f.f_code.co_filename, f.f_lineno, f.f_code.co_name, None) for f in
+             task.get_stack()]))
+        log.warning("task %s:\n%s", task.get_name(), stack or "  (no frames)")
 
 
 @dataclass(frozen=True)
@@ -39,8 +52,13 @@ class Service:
         return self.runtime.ctx
 
     async def start(self) -> None:
+        # Before the broker subscribes: its topics must exist with all their partitions.
+        await ensure_topics(self.settings.kafka_bootstrap_servers,
+                            Topics(self.settings.kafka_topic_prefix).all(),
+                            self.settings.kafka_partitions)
         self.runtime = build_runtime(self.settings, pool_size=self.pool_size)
         self.runtime.relay.start()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
         self._tasks = [asyncio.create_task(self._every(d), name=d.name) for d in self.duties]
 
     async def ready(self) -> None:

@@ -15,6 +15,7 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:56379/0"
     kafka_bootstrap_servers: str = "127.0.0.1:59092"
     kafka_topic_prefix: str = ""
+    kafka_partitions: int = Field(default=6, ge=1)
     hotdeal_stock_redis: bool = True
     payment_webhook_secret: str = "dev-webhook-secret-change-me"
     admin_token: str = "dev-admin-token-change-me"
@@ -26,6 +27,8 @@ class Settings(BaseSettings):
 
     db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
+    # Seconds a request waits for a database connection before answering 503.
+    db_pool_timeout: float = Field(default=10.0, gt=0)
     max_order_quantity: int = Field(default=10, ge=1)
     outbox_poll_interval_ms: int = Field(default=50, ge=5)
     outbox_batch_size: int = Field(default=500, ge=1)

@@ -48,8 +48,9 @@ async def flush_stuck(ctx: Context) -> int:
 
 def create_app(settings: Settings) -> FastStream:
     topics = Topics(settings.kafka_topic_prefix)
+    group = settings.kafka_topic_prefix + GROUP  # environments sharing a broker stay apart
     # Per-message logs at DEBUG: at flash-sale rates they would cost more than the work.
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=GROUP,
+    broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=group,
                          graceful_timeout=20.0, log_level=logging.DEBUG)
     every = settings.reconcile_interval_seconds
 
@@ -75,7 +76,7 @@ def create_app(settings: Settings) -> FastStream:
             report = await flush_deal(service.ctx, event.hot_deal_id)
             log.info("HotDealEnded %s: %s", event.hot_deal_id, report)
 
-    @broker.subscriber(topics.hotdeals, group_id=GROUP, ack_policy=AckPolicy.NACK_ON_ERROR,
+    @broker.subscriber(topics.hotdeals, group_id=group, ack_policy=AckPolicy.NACK_ON_ERROR,
                        auto_offset_reset="earliest", title=f"{GROUP}:hotdeals")
     async def hotdeals_handler(body: Any, msg: KafkaMessage) -> None:
         await handle(broker, topics, msg, GROUP, hotdeal_event_adapter, on_hotdeal)

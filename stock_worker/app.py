@@ -36,8 +36,9 @@ GROUP = "stock-worker"
 
 def create_app(settings: Settings) -> FastStream:
     topics = Topics(settings.kafka_topic_prefix)
+    group = settings.kafka_topic_prefix + GROUP  # environments sharing a broker stay apart
     # Per-message logs at DEBUG: at flash-sale rates they would cost more than the work.
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=GROUP,
+    broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=group,
                          graceful_timeout=15.0, log_level=logging.DEBUG)
 
     async def expire(ctx: Context) -> int:
@@ -62,12 +63,12 @@ def create_app(settings: Settings) -> FastStream:
             await cancel_order(service.ctx, event.order_id, CancelReason.USER_CANCELLED,
                                event_id=event.event_id, consumer=GROUP)
 
-    @broker.subscriber(topics.payments, group_id=GROUP, ack_policy=AckPolicy.NACK_ON_ERROR,
+    @broker.subscriber(topics.payments, group_id=group, ack_policy=AckPolicy.NACK_ON_ERROR,
                        auto_offset_reset="earliest", title=f"{GROUP}:payments")
     async def payments_handler(body: Any, msg: KafkaMessage) -> None:
         await handle(broker, topics, msg, GROUP, payment_event_adapter, on_payment)
 
-    @broker.subscriber(topics.orders, group_id=GROUP, ack_policy=AckPolicy.NACK_ON_ERROR,
+    @broker.subscriber(topics.orders, group_id=group, ack_policy=AckPolicy.NACK_ON_ERROR,
                        auto_offset_reset="earliest", title=f"{GROUP}:orders")
     async def orders_handler(body: Any, msg: KafkaMessage) -> None:
         await handle(broker, topics, msg, GROUP, order_event_adapter, on_order)

@@ -13,7 +13,7 @@ def make_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEng
         settings.database_url,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_timeout=10,
+        pool_timeout=settings.db_pool_timeout,
     )
 
 

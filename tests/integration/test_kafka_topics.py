@@ -1,0 +1,38 @@
+"""Topics are created with all their partitions, and single-partition ones are grown."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from hotdeal_core.kafka_topics import ensure_topics
+from hotdeal_core.settings import Settings
+from tests.waiting import eventually
+
+
+async def _partitions(bootstrap: str, name: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}[name]
+    finally:
+        await admin.close()
+
+
+async def test_missing_topics_are_created_and_small_ones_grown(settings: Settings) -> None:
+    bootstrap = settings.kafka_bootstrap_servers
+    fresh, small = f"test.fresh-{uuid.uuid4().hex[:8]}", f"test.small-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(small, num_partitions=1, replication_factor=1)])
+    finally:
+        await admin.close()
+    await ensure_topics(bootstrap, [fresh, small], 4)
+    await ensure_topics(bootstrap, [fresh, small], 4)  # idempotent
+    # Partition counts reach the brokers' metadata a moment after the controller's answer.
+    async def grown() -> bool:
+        return (await _partitions(bootstrap, fresh), await _partitions(bootstrap, small)) \
+            == (4, 4)
+    await eventually(grown, what="4 partitions on both topics")
