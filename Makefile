@@ -49,7 +49,7 @@ migrate: venv infra-up
 	$(PY) -m hotdeal_core.db.migrate
 
 test: venv infra-up
-	$(TEST_ENV) $(PY) -m hotdeal_core.db.migrate
+	$(TEST_ENV) $(PY) -m devtools.testenv
 	$(TEST_ENV) $(PY) -m pytest
 
 test-unit: venv

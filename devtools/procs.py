@@ -135,6 +135,8 @@ class Proc:
             while self.alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
             if self.alive():
+                self.signal(signal.SIGUSR1)  # consumers log their tasks' stacks first
+                time.sleep(0.5)
                 self.signal(signal.SIGKILL)
                 while self.alive():
                     time.sleep(0.05)

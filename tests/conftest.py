@@ -5,6 +5,7 @@ keep them apart from the demo's data."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -16,7 +17,10 @@ _REDIS_PORT = os.environ.get("HOTDEAL_REDIS_PORT", "56379")
 os.environ.setdefault("DATABASE_URL",
                       f"postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:{_PG_PORT}/hotdeal_test")
 os.environ.setdefault("REDIS_URL", f"redis://127.0.0.1:{_REDIS_PORT}/1")
-os.environ.setdefault("KAFKA_TOPIC_PREFIX", "test.")
+# One topic namespace per test session: two sessions on one broker (a developer's and a
+# helper's) must not share consumer groups' partitions.
+os.environ["KAFKA_TOPIC_PREFIX"] = (
+    f"{os.environ.get('KAFKA_TOPIC_PREFIX', 'test.')}{uuid.uuid4().hex[:8]}.")
 
 from hotdeal_core.db.engine import make_engine  # noqa: E402
 from hotdeal_core.settings import Settings  # noqa: E402

@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from uuid import uuid4
 
 import httpx
@@ -22,8 +21,8 @@ from hotdeal_core.signature import sign
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.products import create_product
 from tests.random_refs import random_name
+from tests.waiting import eventually as eventually
 
-T = TypeVar("T")
 ADMIN = "e2e-admin-token"
 SECRET = "e2e-webhook-secret"
 
@@ -39,7 +38,9 @@ def base_env() -> dict[str, str]:
             "KAFKA_TOPIC_PREFIX": os.environ["KAFKA_TOPIC_PREFIX"], "ADMIN_TOKEN": ADMIN,
             "PAYMENT_WEBHOOK_SECRET": SECRET, "SWEEP_INTERVAL_SECONDS": "0.2",
             "RECONCILE_INTERVAL_SECONDS": "0.3", "ORPHAN_GRACE_SECONDS": "10",
-            "OUTBOX_POLL_INTERVAL_MS": "20"}
+            "OUTBOX_POLL_INTERVAL_MS": "20",
+            # The old design queues 1,000 buyers on one row: let them wait, not shed them.
+            "DB_POOL_TIMEOUT": "60"}
 
 
 @dataclass
@@ -89,19 +90,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.api.api_url, timeout=30) as c:
         yield c
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 30,
-                     what: str = "condition") -> T:
-    """Poll until `probe` returns a truthy value, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def order_status(client: httpx.AsyncClient, order_id: str, status: str,

@@ -132,7 +132,8 @@ async def test_flush_rerun_and_duplicate_ended_event_count_nothing_twice(
         await producer.stop()
 
     async def consumed() -> bool:
-        return await _group_caught_up(ctx.settings.kafka_bootstrap_servers, "reconciler",
+        group = ctx.settings.kafka_topic_prefix + "reconciler"
+        return await _group_caught_up(ctx.settings.kafka_bootstrap_servers, group,
                                       meta.topic, meta.partition, meta.offset)
     await eventually(consumed, 60, "the reconciler to consume the duplicate")
     assert await _product_stock(ctx, pid) == 3

@@ -36,7 +36,8 @@ from tests.random_refs import random_name
 _PG_PORT = os.environ.get("HOTDEAL_PG_PORT", "55432")
 _REDIS_PORT = os.environ.get("HOTDEAL_REDIS_PORT", "56379")
 ENV = {"DATABASE_URL": f"postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:{_PG_PORT}/hotdeal_test",
-       "REDIS_URL": f"redis://127.0.0.1:{_REDIS_PORT}/1", "KAFKA_TOPIC_PREFIX": "test."}
+       "REDIS_URL": f"redis://127.0.0.1:{_REDIS_PORT}/1",
+       "KAFKA_TOPIC_PREFIX": os.environ["KAFKA_TOPIC_PREFIX"]}
 runner = CliRunner()
 
 
@@ -157,7 +158,8 @@ def test_stop_wait_prints_the_final_audit_once_reconciled() -> None:
 
     async def reconcile_when_ended() -> None:  # stands in for the reconciler process
         settings = Settings(_env_file=None, database_url=ENV["DATABASE_URL"],
-                            redis_url=ENV["REDIS_URL"], kafka_topic_prefix="test.")
+                            redis_url=ENV["REDIS_URL"],
+                            kafka_topic_prefix=ENV["KAFKA_TOPIC_PREFIX"])
         engine, redis = make_engine(settings, pool_size=1), AsyncRedis.from_url(settings.redis_url)
         ctx = Context(engine=engine, stock=RedisStockStore(redis), settings=settings,
                       topics=Topics(settings.kafka_topic_prefix))

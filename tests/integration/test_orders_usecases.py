@@ -39,7 +39,7 @@ async def test_order_is_pending_with_its_outbox_event(mode_ctx: Context,
     async with mode_ctx.engine.connect() as conn:
         events = (await conn.execute(select(outbox.c.event_type, outbox.c.topic).where(
             outbox.c.key == str(order.id)))).all()
-    assert [tuple(e) for e in events] == [("OrderPlaced", "test.orders.v1")]
+    assert [tuple(e) for e in events] == [("OrderPlaced", mode_ctx.topics.orders)]
 
 
 async def test_sold_out_limit_and_idempotency_in_both_modes(mode_ctx: Context,
