@@ -1,0 +1,232 @@
+"""`make compare`: both stock modes back to back under identical load, plus references.
+
+    python -m devtools.compare [--users 100] [--duration 30s] [--stock 1000] [--limit 1]
+
+Runs, each with the same harness (`devtools.swarm.run_swarm`), users and duration:
+
+1. trivial: `uvicorn loadtest.trivial_app:app` on a free port, HOTDEAL_TARGET=noop (the
+   machine's Python HTTP ceiling; the hotdeal processes are stopped meanwhile);
+2. redis: the processes restarted with HOTDEAL_STOCK_REDIS=true, a deal of --stock units,
+   --limit per buyer, USERS distinct buyers;
+3. sold-out: Redis mode, a deal of 1 unit that sells out at once (every payment succeeds, so
+   it stays sold out): the throughput of the 409 sold_out refusals;
+4. accepted: Redis mode with no refusal at all (per-user limit = stock = 1,000,000): the
+   throughput of accepted orders, each with its payment webhook;
+5. db: the processes restarted with HOTDEAL_STOCK_REDIS=false and the deal started with it
+   (stock_backend "db": the old design's hot row lock), same load as 2.
+
+Prints the side-by-side table (Redis/DB throughput, DB/Redis latency) and the references as
+% of the trivial endpoint; writes `reports/compare-<timestamp>/comparison.{md,json}` and one
+folder per run. The processes are left as found (restarted in Redis mode if they were up).
+Exit code 1 if any verification fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from devtools import report
+from devtools.procs import MODULES, Proc
+from devtools.swarm import BIN, ROOT, RUN_DIR, SwarmConfig, mode_env, procs, run_swarm, stamp
+from hotdeal_core.settings import load_settings
+
+Run = Mapping[str, Any]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_trivial(out_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "trivial-app.log").open("wb") as log:
+        popen = subprocess.Popen([str(BIN / "uvicorn"), "loadtest.trivial_app:app", "--host",
+                                  "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            req = urllib.request.Request(f"{url}/noop", data=b"{}", method="POST",
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                if resp.status == 202:
+                    return popen, url
+        except (urllib.error.URLError, OSError) as exc:
+            if popen.poll() is not None or time.monotonic() > deadline:
+                popen.kill()
+                raise RuntimeError(f"the trivial app did not start: {out_dir}/trivial-app.log"
+                                   ) from exc
+        time.sleep(0.1)
+
+
+def _o(run: Run, key: str) -> float | None:
+    value = run["stats"]["orders"].get(key)
+    return None if value is None else float(value)
+
+
+def _cpu(name: str) -> Callable[[Run], float | None]:
+    def pct(run: Run) -> float | None:
+        sec = run["cpu"]["components"].get(name)
+        return None if sec is None else 100 * sec / run["cpu"]["wall_seconds"]
+    return pct
+
+
+def _other_cpu(run: Run) -> float:
+    cpu = run["cpu"]
+    known: float = sum(v or 0.0 for v in cpu["components"].values())
+    busy: float = cpu["machine_busy_seconds"]
+    wall: float = cpu["wall_seconds"]
+    return max(0.0, 100 * (busy - known) / wall)
+
+
+def _outbox_p95(run: Run) -> float | None:
+    d = run.get("outbox_delay")
+    return None if not d else d["p95_ms"]
+
+
+# (label, value of a run, format, ratio): "up" = Redis/DB (bigger is better), "down" = DB/Redis
+ROWS: list[tuple[str, Callable[[Run], float | None], str, str]] = [
+    ("requests (POST /orders)", lambda r: _o(r, "requests"), "{:,.0f}", ""),
+    ("accepted", lambda r: r["stats"]["outcomes"]["accepted"], "{:,.0f}", ""),
+    ("limit exceeded", lambda r: r["stats"]["outcomes"]["limit_exceeded"], "{:,.0f}", ""),
+    ("sold out", lambda r: r["stats"]["outcomes"]["sold_out"], "{:,.0f}", ""),
+    ("failures", lambda r: _o(r, "failures"), "{:,.0f}", ""),
+    ("error rate %", lambda r: r["stats"]["error_rate_pct"], "{:.2f}", ""),
+    ("throughput req/s", lambda r: _o(r, "rps"), "{:,.0f}", "up"),
+    ("accepted orders/s", lambda r: r["stats"]["outcome_rps"]["accepted"], "{:,.1f}", "up"),
+    ("p50 ms", lambda r: _o(r, "p50_ms"), "{:,.0f}", "down"),
+    ("p95 ms", lambda r: _o(r, "p95_ms"), "{:,.0f}", "down"),
+    ("p99 ms", lambda r: _o(r, "p99_ms"), "{:,.0f}", "down"),
+    ("avg ms", lambda r: _o(r, "avg_ms"), "{:,.1f}", "down"),
+    *((f"CPU {name} (% of a core)", _cpu(name), "{:.0f}", "") for name in report.COMPONENTS),
+    ("CPU other processes (% of a core)", _other_cpu, "{:.0f}", ""),
+    ("CPU whole machine (% of a core)",
+     lambda r: 100 * r["cpu"]["machine_busy_seconds"] / r["cpu"]["wall_seconds"], "{:.0f}", ""),
+    ("outbox publish delay p95 ms", _outbox_p95, "{:,.0f}", ""),
+]
+
+
+def _fmt(value: float | None, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _ratio(redis: float | None, db: float | None, kind: str) -> str:
+    if not kind or not redis or not db:
+        return ""
+    return f"x{redis / db:.1f} (Redis/DB)" if kind == "up" else f"x{db / redis:.1f} (DB/Redis)"
+
+
+def _checks(run: Run) -> str:
+    failed = [c["name"] for c in run.get("checks", []) if not c["ok"]]
+    return "pass" if not failed else "**FAIL**: " + ", ".join(failed)
+
+
+def render(doc: Mapping[str, Any]) -> str:
+    runs, a, m = doc["runs"], doc["args"], doc["machine"]
+    redis, db = runs["redis"], runs["db"]
+    out = [f"# Stock in Redis vs in Postgres: {'PASS' if doc['passed'] else 'FAIL'}", "",
+           f"Command: `{doc['command']}`; {a['users']} virtual users, {a['users']} distinct "
+           f"buyers, {a['duration']} each, shape {a['shape']}, deal of {a['stock']:,} units, "
+           f"per-user limit {a['limit']}, payments 80 % succeed / 10 % fail / 10 % never.", "",
+           "| figure | DB (hot row lock) | Redis (Lua) | ratio |", "|---|---:|---:|---:|"]
+    for label, get, fmt, kind in ROWS:
+        r, d = get(redis), get(db)
+        out.append(f"| {label} | {_fmt(d, fmt)} | {_fmt(r, fmt)} | {_ratio(r, d, kind)} |")
+    out += [f"| verifications | {_checks(db)} | {_checks(redis)} | |", "",
+            "References (same harness, users and duration):", "",
+            "| reference | throughput /s | p50 ms | p95 ms | % of trivial | verifications |",
+            "|---|---:|---:|---:|---:|---|"]
+    ceiling = _o(runs["trivial"], "rps") or 0.0
+
+    def ref(label: str, run: Run, rate: float | None) -> str:
+        pct = f"{100 * rate / ceiling:.0f} %" if rate is not None and ceiling else "-"
+        checks = _checks(run) if run.get("checks") else "-"
+        return (f"| {label} | {_fmt(rate, '{:,.0f}')} | {_fmt(_o(run, 'p50_ms'), '{:,.0f}')} | "
+                f"{_fmt(_o(run, 'p95_ms'), '{:,.0f}')} | {pct} | {checks} |")
+    acc, sold = runs["accepted"], runs["sold_out"]
+    out += [ref("trivial FastAPI endpoint (POST /noop)", runs["trivial"], ceiling),
+            ref("Redis mode: POST /orders, every answer", redis, _o(redis, "rps")),
+            ref("Redis mode: accepted orders, no refusals (limit = stock = 10^6)", acc,
+                acc["stats"]["outcome_rps"]["accepted"]),
+            ref("Redis mode: sold-out refusals (409 sold_out, deal of 1 unit)", sold,
+                sold["stats"]["outcome_rps"]["sold_out"]),
+            ref("DB mode: POST /orders, every answer", db, _o(db, "rps")), "",
+            f"Machine: {m['cpus']} CPUs, {m['platform']}; Python {m['python']}, PostgreSQL "
+            f"{m['postgres']}, Redis {m['redis']}, Kafka {m['kafka']}. Load generator, "
+            "services and processes share this machine.", ""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--users", type=int, default=100)
+    p.add_argument("--duration", default="30s")
+    p.add_argument("--shape", choices=["constant", "spike", "step"], default="constant")
+    p.add_argument("--stock", type=int, default=1000)
+    p.add_argument("--limit", type=int, default=1, help="per-user limit")
+    p.add_argument("--processes", type=int, default=1, help="locust --processes")
+    p.add_argument("--command", default="python -m devtools.compare")
+    a = p.parse_args()
+    out = ROOT / "reports" / f"compare-{stamp()}"
+    base = SwarmConfig(out, users=a.users, duration=a.duration, shape=a.shape, stock=a.stock,
+                       per_user_limit=a.limit, processes=a.processes)
+    were_running = any(Proc(n, RUN_DIR).alive() for n in MODULES)
+    runs: dict[str, dict[str, Any]] = {}
+    try:
+        procs("down")
+        trivial, url = start_trivial(out / "trivial")
+        try:
+            runs["trivial"] = run_swarm(replace(base, out_dir=out / "trivial", label="trivial",
+                                                target="noop", api_url=url), api_pid=trivial.pid)
+        finally:
+            trivial.terminate()
+            trivial.wait(30)
+        procs("up", mode_env("redis"))
+        runs["redis"] = run_swarm(replace(base, out_dir=out / "redis", label="redis"))
+        sure = {"HOTDEAL_PAY_SUCCESS_RATIO": "1", "HOTDEAL_PAY_FAIL_RATIO": "0"}
+        runs["sold_out"] = run_swarm(replace(base, out_dir=out / "sold-out", label="sold-out",
+                                             stock=1, per_user_limit=1, env=sure))
+        runs["accepted"] = run_swarm(replace(base, out_dir=out / "accepted", label="accepted",
+                                             stock=10**6, per_user_limit=10**6))
+        procs("down")
+        procs("up", mode_env("db"))
+        runs["db"] = run_swarm(replace(base, out_dir=out / "db", label="db", mode="db"))
+    finally:
+        procs("down")
+        if were_running:
+            procs("up", mode_env("redis"))
+    settings = load_settings()
+    machine = asyncio.run(report.machine_info(settings.database_url, settings.redis_url))
+    for name, run in runs.items():
+        report.write_report(report.build_report(run, machine, a.command, f"compare: {name}"),
+                            out / run["config"]["out_dir"].name)
+    doc = {"command": a.command, "args": vars(a), "machine": machine, "runs": runs,
+           "passed": all(c["ok"] for r in runs.values() for c in r.get("checks", []))}
+    markdown = render(doc)
+    (out / "comparison.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    (out / "comparison.md").write_text(markdown)
+    print("\n" + markdown)
+    print(f"[compare] written to {out.relative_to(ROOT)}/ (comparison.md, comparison.json, "
+          "one folder per run)")
+    sys.exit(0 if doc["passed"] else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""A swarm run's report: read locust's result files, collect the machine, build the report
+dict (`build_report`, also the JSON document) and render it as markdown (`render_markdown`).
+
+Figures come from locust's `--json-file` (written at shutdown from the final stats); the
+`--csv` files are rewritten only once a second by a background greenlet, so they can miss the
+last second of the run. Percentiles use locust's own nearest-rank rule on its buckets.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+ROOT = Path(__file__).resolve().parents[1]
+ORDERS_ROW = "POST /orders"
+OUTCOMES = ("accepted", "sold_out", "limit_exceeded", "deal_not_active", "failure")
+COMPONENTS = ("order API", "stock worker", "reconciler", "Postgres", "Redis", "Kafka",
+              "load generator")
+
+
+def percentile(buckets: Mapping[int, int], total: int, pct: float) -> float:
+    """Locust's `calculate_response_time_percentile` on its response-time buckets."""
+    wanted, seen = int(total * pct), 0
+    for value in sorted(buckets, reverse=True):
+        seen += buckets[value]
+        if total - seen <= wanted:
+            return float(value)
+    return 0.0
+
+
+def _entry(raw: Mapping[str, Any]) -> dict[str, Any]:
+    n, failures = int(raw["num_requests"]), int(raw["num_failures"])
+    buckets = {int(k): int(v) for k, v in raw["response_times"].items()}
+    span = (raw["last_request_timestamp"] or raw["start_time"]) - raw["start_time"]
+    return {"requests": n, "failures": failures, "rps": n / span if span > 0 else 0.0,
+            "avg_ms": raw["total_response_time"] / n if n else 0.0,
+            "max_ms": float(raw["max_response_time"] or 0), "seconds": span,
+            **{f"p{p}_ms": percentile(buckets, n, p / 100) for p in (50, 95, 99)}}
+
+
+def locust_stats(prefix: Path, buy_row: str = ORDERS_ROW) -> dict[str, Any]:
+    """The run's figures from `<prefix>.json` (final stats) and `<prefix>_failures.csv`."""
+    entries = {f"{e['method']} {e['name']}": e
+               for e in json.loads(prefix.with_suffix(".json").read_text())}
+    buy = entries.get(f"POST {buy_row}")
+    orders = _entry(buy) if buy else {"requests": 0, "failures": 0, "rps": 0.0, "seconds": 0.0}
+    outcomes = {o: int(entries[f"OUTCOME outcome:{o}"]["num_requests"])
+                if f"OUTCOME outcome:{o}" in entries else 0 for o in OUTCOMES}
+    seconds = orders["seconds"]
+    webhook = entries.get("POST POST /payments/webhook")
+    failures_csv = Path(f"{prefix}_failures.csv")
+    top_failures = []
+    if failures_csv.exists():
+        with failures_csv.open(newline="") as f:
+            rows = sorted(csv.DictReader(f), key=lambda r: -int(r["Occurrences"]))
+        top_failures = [{"name": r["Name"], "error": r["Error"][:300],
+                         "occurrences": int(r["Occurrences"])} for r in rows[:8]]
+    return {"orders": orders, "outcomes": outcomes,
+            "outcome_rps": {o: n / seconds if seconds > 0 else 0.0 for o, n in outcomes.items()},
+            "error_rate_pct": 100 * orders["failures"] / orders["requests"]
+            if orders["requests"] else 0.0,
+            "webhook": _entry(webhook) if webhook else None, "top_failures": top_failures}
+
+
+async def machine_info(database_url: str, redis_url: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "platform": platform.platform(),
+                            "python": sys.version.split()[0]}
+    engine = create_async_engine(database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            info["postgres"] = (await conn.execute(text("SHOW server_version"))).scalar_one()
+    finally:
+        await engine.dispose()
+    redis = Redis.from_url(redis_url)
+    try:
+        info["redis"] = (await redis.info("server"))["redis_version"]
+    finally:
+        await redis.aclose()
+    jars = sorted((ROOT / ".infra" / "kafka" / "libs").glob("kafka_2.*-*.jar"))
+    found = re.search(r"kafka_[\d.]+-([\d.]+)\.jar", jars[0].name) if jars else None
+    info["kafka"] = found.group(1) if found else "unknown (external broker)"
+    return info
+
+
+def build_report(run: Mapping[str, Any], machine: Mapping[str, Any], command: str,
+                 title: str = "hotdeal demo") -> dict[str, Any]:
+    """The report document: what ran, on what, and every figure of the run."""
+    checks = run.get("checks", [])
+    return {"title": title, "command": command, "machine": dict(machine),
+            "passed": all(c["ok"] for c in checks), **run}
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} ms" if value >= 100 else f"{value:.1f} ms"
+
+
+def _cpu_rows(cpu: Mapping[str, Any]) -> list[str]:
+    rows = ["| component | CPU seconds | % of one core | share of the machine |",
+            "|---|---:|---:|---:|"]
+    wall, cpus = cpu["wall_seconds"], cpu["cpus"]
+    for name in COMPONENTS:
+        sec = cpu["components"].get(name)
+        rows.append(f"| {name} | - | - | - |" if sec is None else
+                    f"| {name} | {sec:.1f} | {100 * sec / wall:.0f} % | "
+                    f"{100 * sec / wall / cpus:.0f} % |")
+    other = max(0.0, cpu["machine_busy_seconds"]
+                - sum(v or 0.0 for v in cpu["components"].values()))
+    rows.append(f"| other processes (not the system's) | {other:.1f} | "
+                f"{100 * other / wall:.0f} % | {100 * other / wall / cpus:.0f} % |")
+    rows.append(f"| **whole machine busy** | {cpu['machine_busy_seconds']:.1f} | "
+                f"{100 * cpu['machine_busy_seconds'] / wall:.0f} % | "
+                f"{100 * cpu['machine_busy_seconds'] / wall / cpus:.0f} % |")
+    return rows
+
+
+def load_lines(stats: Mapping[str, Any]) -> list[str]:
+    o, out = stats["orders"], stats["outcomes"]
+    lines = ["| figure | value |", "|---|---:|",
+             f"| requests (`POST /orders`) | {o['requests']:,} |",
+             f"| accepted (202) | {out['accepted']:,} |",
+             f"| sold out (409 sold_out) | {out['sold_out']:,} |",
+             f"| limit exceeded (409 limit_exceeded) | {out['limit_exceeded']:,} |",
+             f"| deal not active (409 deal_not_active) | {out['deal_not_active']:,} |",
+             f"| failures (5xx, timeouts, unexpected) | {o['failures']:,} "
+             f"({stats['error_rate_pct']:.2f} %) |"]
+    if o["requests"]:
+        lines += [f"| latency p50 / p95 / p99 | {_ms(o['p50_ms'])} / {_ms(o['p95_ms'])} / "
+                  f"{_ms(o['p99_ms'])} |",
+                  f"| latency avg / max | {_ms(o['avg_ms'])} / {_ms(o['max_ms'])} |",
+                  f"| throughput | {o['rps']:,.0f} req/s over {o['seconds']:.1f} s |",
+                  f"| accepted orders per second | {stats['outcome_rps']['accepted']:,.0f} /s |"]
+    w = stats.get("webhook")
+    if w:
+        lines.append(f"| payment webhooks | {w['requests']:,} ({w['failures']:,} failed), "
+                     f"p95 {_ms(w['p95_ms'])} |")
+    return lines
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    r, m = report, report["machine"]
+    cfg = r["config"]
+    length = cfg["duration"] if cfg["shape"] == "constant" else "timed by the shape"
+    out = [f"# {r['title']}: {'PASS' if r['passed'] else 'FAIL'}",
+           "", f"Command: `{r['command']}`  ", f"Locust: `{r['locust_command']}`  ",
+           f"Started {r['started_at']}; stock in **{cfg['mode']}** mode; {cfg['users']} "
+           f"virtual users, {cfg['buyers']} distinct buyers, shape {cfg['shape']}, "
+           f"{length}; deal {r.get('deal_id', '-')} of product "
+           f"{r.get('product_id', '-')}: {cfg['stock']:,} units, per-user limit "
+           f"{cfg['per_user_limit']}."
+           + (f" Reservation TTL: {r['reservation_ttl']}." if r.get("reservation_ttl") else ""),
+           "", "## Load", "", *load_lines(r["stats"]), ""]
+    if r["stats"]["top_failures"]:
+        out += ["Failures seen (locust's failures CSV):", "",
+                *(f"- {f['occurrences']:,} x {f['name']}: `{f['error']}`"
+                  for f in r["stats"]["top_failures"]), ""]
+    out += ["## CPU per component (during the swarm window)", "", *_cpu_rows(r["cpu"]), ""]
+    if "orders_by_status" in r:
+        out += ["## Orders by status", "", "| status | reason | orders | units |",
+                "|---|---|---:|---:|",
+                *(f"| {s['status']} | {s['reason'] or ''} | {s['orders']:,} | {s['units']:,} |"
+                  for s in r["orders_by_status"]), ""]
+    if r.get("audit"):
+        out += ["## Stock audit", "", "| when | initial | = on sale | + pending | + confirmed "
+                "| + in flight | cancelled | verdict |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for key, when in (("audit_at_stop", "reconciled (`deal stop --wait`)"),
+                          ("audit", "after settlement")):
+            a = r[key]
+            out.append(f"| {when} | {a['initial']:,} | {a['on_sale']:,} | {a['pending']:,} | "
+                       f"{a['confirmed']:,} | {a['in_flight']:,} | {a['cancelled']:,} | "
+                       f"**{'holds' if a['balanced'] else 'DOES NOT HOLD'}** ({a['status']}) |")
+        st = r["settlement"]
+        out += ["", f"Settlement: the stock worker applied every recorded payment "
+                f"{st['seconds']:.0f} s after the reconciliation" if not st["unsettled"] else
+                f"Settlement: **{st['unsettled']:,} paid orders still PENDING** after "
+                f"{st['seconds']:.0f} s (stock worker lag)", ""]
+    if r.get("checks"):
+        out += ["## Verifications", "", "| check | result | detail |", "|---|---|---|",
+                *(f"| {c['name']} | {'pass' if c['ok'] else '**FAIL**'} | {c['detail']} |"
+                  for c in r["checks"]), ""]
+    if r.get("outbox_delay"):
+        d = r["outbox_delay"]
+        out += ["## Outbox publish delay (OrderPlaced: published_at - created_at)", "",
+                f"{d['rows']:,} rows: p50 {_ms(d['p50_ms'])}, p95 {_ms(d['p95_ms'])}, "
+                f"max {_ms(d['max_ms'])}", ""]
+    out += ["## Machine", "", f"{m['cpus']} CPUs, {m['platform']}; Python {m['python']}, "
+            f"PostgreSQL {m['postgres']}, Redis {m['redis']}, Kafka {m['kafka']}. CPU is read "
+            "with psutil (all processes of each component, children included); Postgres is the "
+            "whole server (other databases' work included).", "",
+            "Files: `report.md`, `report.json`, `locust.html`, `locust_stats.csv`, "
+            "`locust_failures.csv`, `locust.json`, `locust.log`, `accepted.txt`.", ""]
+    return "\n".join(out)
+
+
+def write_report(report: Mapping[str, Any], out_dir: Path) -> str:
+    """Write report.json and report.md into out_dir; returns the markdown."""
+    markdown = render_markdown(report)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out_dir / "report.md").write_text(markdown)
+    return markdown
