@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from schemas.events import (
     DEAD_LETTER_TOPIC,
     HOTDEALS_TOPIC,
+    ORDER_REQUESTS_TOPIC,
     ORDERS_TOPIC,
     PAYMENTS_TOPIC,
     TOPIC_OF,
@@ -23,6 +24,10 @@ class Topics:
         return self.prefix + ORDERS_TOPIC
 
     @property
+    def order_requests(self) -> str:
+        return self.prefix + ORDER_REQUESTS_TOPIC
+
+    @property
     def payments(self) -> str:
         return self.prefix + PAYMENTS_TOPIC
 
@@ -35,14 +40,15 @@ class Topics:
         return self.prefix + DEAD_LETTER_TOPIC
 
     def all(self) -> list[str]:
-        return [self.orders, self.payments, self.hotdeals, self.dead_letter]
+        return [self.orders, self.order_requests, self.payments, self.hotdeals,
+                self.dead_letter]
 
     def of(self, event: AnyEvent) -> str:
         return self.prefix + TOPIC_OF[event.type]
 
 
 def event_key(event: AnyEvent) -> str:
-    """orders.v1 / payments.v1 are keyed by order id, hotdeals.v1 by product id."""
+    """Order and payment topics are keyed by order id, hotdeals.v1 by product id."""
     order_id = getattr(event, "order_id", None)
     if order_id is not None:
         return str(order_id)

@@ -1,8 +1,8 @@
 """Event contracts. Every event carries `event_id`, `type`, `occurred_at`, `version`.
 
-Topics (see docs/events.md): `orders.v1` and `payments.v1` are keyed by order id,
-`hotdeals.v1` by product id, so every event of one order (or one deal) stays in order on
-one partition. Consumers are at-least-once and idempotent by `event_id`.
+Topics (see docs/events.md): `orders.v1`, `order-requests.v1` and `payments.v1` are
+keyed by order id, `hotdeals.v1` by product id, so every event of one order (or one deal)
+stays in order on one partition. Consumers are at-least-once and idempotent by `event_id`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 ORDERS_TOPIC = "orders.v1"
+ORDER_REQUESTS_TOPIC = "order-requests.v1"
 PAYMENTS_TOPIC = "payments.v1"
 HOTDEALS_TOPIC = "hotdeals.v1"
 DEAD_LETTER_TOPIC = "hotdeal.dlq.v1"
@@ -82,9 +83,13 @@ class OrderCancelled(Event):
 
 
 OrderEvent = Annotated[
-    OrderPlaced | OrderConfirmationRequested | OrderCancellationRequested
-    | OrderConfirmed | OrderCancelled,
-    Field(discriminator="type"),
+    OrderPlaced | OrderConfirmed | OrderCancelled, Field(discriminator="type")
+]
+
+# order-requests.v1 (key: order id): what the stock worker is asked to do. Kept apart from
+# orders.v1 so that the worker does not read (and commit) every order event to skip it.
+OrderRequest = Annotated[
+    OrderConfirmationRequested | OrderCancellationRequested, Field(discriminator="type")
 ]
 
 
@@ -152,6 +157,7 @@ HotDealEvent = Annotated[
 ]
 
 order_event_adapter: TypeAdapter[OrderEvent] = TypeAdapter(OrderEvent)
+order_request_adapter: TypeAdapter[OrderRequest] = TypeAdapter(OrderRequest)
 payment_event_adapter: TypeAdapter[PaymentEvent] = TypeAdapter(PaymentEvent)
 hotdeal_event_adapter: TypeAdapter[HotDealEvent] = TypeAdapter(HotDealEvent)
 
@@ -162,9 +168,9 @@ AnyEvent = (
 )
 
 TOPIC_OF: dict[str, str] = {
-    **{t: ORDERS_TOPIC for t in ("OrderPlaced", "OrderConfirmationRequested",
-                                 "OrderCancellationRequested", "OrderConfirmed",
-                                 "OrderCancelled")},
+    **{t: ORDERS_TOPIC for t in ("OrderPlaced", "OrderConfirmed", "OrderCancelled")},
+    **{t: ORDER_REQUESTS_TOPIC for t in ("OrderConfirmationRequested",
+                                         "OrderCancellationRequested")},
     **{t: PAYMENTS_TOPIC for t in ("PaymentSucceeded", "PaymentFailed", "RefundRequested")},
     **{t: HOTDEALS_TOPIC for t in ("HotDealStarted", "HotDealEnded", "HotDealReconciled")},
 }

@@ -1,7 +1,7 @@
 """Composition root of the stock worker.
 
-Consumes `payments.v1` and `orders.v1` in the consumer group `stock-worker` and runs the
-expiry sweeper. It is the only writer of order status after creation.
+Consumes `payments.v1` and `order-requests.v1` in the consumer group `stock-worker` and
+runs the expiry sweeper. It is the only writer of order status after creation.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from hotdeal_core.usecases.settlement import cancel_order, confirm_order, expire
 from schemas.events import (
     OrderCancellationRequested,
     OrderConfirmationRequested,
-    OrderEvent,
+    OrderRequest,
     PaymentEvent,
     PaymentFailed,
     PaymentSucceeded,
-    order_event_adapter,
+    order_request_adapter,
     payment_event_adapter,
 )
 
@@ -55,7 +55,7 @@ def create_app(settings: Settings) -> FastStream:
             await cancel_order(service.ctx, event.order_id, CancelReason.PAYMENT_FAILED,
                                event_id=event.event_id, consumer=GROUP)
 
-    async def on_order(event: OrderEvent) -> None:
+    async def on_request(event: OrderRequest) -> None:
         if isinstance(event, OrderConfirmationRequested):
             await confirm_order(service.ctx, event.order_id, payment_id=None,
                                 event_id=event.event_id, consumer=GROUP)
@@ -68,10 +68,11 @@ def create_app(settings: Settings) -> FastStream:
     async def payments_handler(body: Any, msg: KafkaMessage) -> None:
         await handle(broker, topics, msg, GROUP, payment_event_adapter, on_payment)
 
-    @broker.subscriber(topics.orders, group_id=group, ack_policy=AckPolicy.NACK_ON_ERROR,
-                       auto_offset_reset="earliest", title=f"{GROUP}:orders")
-    async def orders_handler(body: Any, msg: KafkaMessage) -> None:
-        await handle(broker, topics, msg, GROUP, order_event_adapter, on_order)
+    @broker.subscriber(topics.order_requests, group_id=group,
+                       ack_policy=AckPolicy.NACK_ON_ERROR, auto_offset_reset="earliest",
+                       title=f"{GROUP}:order-requests")
+    async def requests_handler(body: Any, msg: KafkaMessage) -> None:
+        await handle(broker, topics, msg, GROUP, order_request_adapter, on_request)
 
     return FastStream(broker, on_startup=[service.start], after_startup=[service.ready],
                       after_shutdown=[service.stop])
