@@ -17,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from hotdeal_core.errors import DependencyUnavailable, HotdealError
 
@@ -75,6 +76,13 @@ async def _os_error(_: Request, exc: Exception) -> JSONResponse:
     return _unavailable("dependency", "a dependency is unreachable; retry shortly")
 
 
+async def _client_gone(_: Request, exc: Exception) -> JSONResponse:
+    # The client hung up while we read its body (a load generator stopping, a timeout):
+    # nothing was done, and nobody is left to read an answer.
+    log.info("client disconnected before its request was read")
+    return error_response(499, "client_closed_request", "the client closed the request")
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error", exc_info=exc)
     return error_response(500, "internal_error", "unexpected error")
@@ -89,5 +97,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RedisTimeoutError, _redis_down)
     app.add_exception_handler(DBAPIError, _postgres_down)
     app.add_exception_handler(PoolTimeoutError, _postgres_down)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(Exception, _unexpected)
