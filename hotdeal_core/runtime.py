@@ -6,7 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -14,6 +14,7 @@ from hotdeal_core.db.engine import make_engine
 from hotdeal_core.outbox import OutboxRelay, make_producer
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.redis_store import RedisStockStore
+from hotdeal_core.stock.sold_out import SoldOutMemo
 from hotdeal_core.topics import Topics
 from hotdeal_core.usecases.context import Context
 
@@ -61,8 +62,12 @@ class Runtime:
 
 def build_runtime(settings: Settings, *, pool_size: int | None = None) -> Runtime:
     engine = make_engine(settings, pool_size=pool_size)
-    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2,
-                           max_connections=1000)
+    # A bounded pool where callers wait for a free connection: Redis runs one command at a
+    # time anyway, and a burst of 1,000 requests must not open 1,000 sockets at once
+    # (measured: connect timeouts -> 503s).
+    redis = Redis(connection_pool=BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=settings.redis_max_connections, timeout=10,
+        socket_timeout=5, socket_connect_timeout=5))
     topics = Topics(settings.kafka_topic_prefix)
     relay = OutboxRelay(engine, make_producer(settings.kafka_bootstrap_servers),
                         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -70,5 +75,6 @@ def build_runtime(settings: Settings, *, pool_size: int | None = None) -> Runtim
                         poll_interval=settings.outbox_poll_interval_ms / 1000,
                         topics=topics.all(), partitions=settings.kafka_partitions)
     ctx = Context(engine=engine, stock=RedisStockStore(redis), settings=settings,
-                  topics=topics, outbox_written=relay.wake)
+                  topics=topics, outbox_written=relay.wake,
+                  sold_out=SoldOutMemo(settings.sold_out_cache_ms / 1000))
     return Runtime(ctx, redis, relay)

@@ -26,10 +26,12 @@ class Settings(BaseSettings):
     order_api_workers: int = Field(default=1, ge=1)
 
     db_pool_size: int = Field(default=20, ge=1)
+    redis_max_connections: int = Field(default=64, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
     # Seconds a request waits for a database connection before answering 503.
     db_pool_timeout: float = Field(default=10.0, gt=0)
-    max_order_quantity: int = Field(default=10, ge=1)
+    # Per-process memo of sold-out products (hotdeal_core/stock/sold_out.py); 0 disables.
+    sold_out_cache_ms: int = Field(default=100, ge=0)
     outbox_poll_interval_ms: int = Field(default=50, ge=5)
     outbox_batch_size: int = Field(default=500, ge=1)
     sweep_interval_seconds: float = Field(default=1.0, gt=0)

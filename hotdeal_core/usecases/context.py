@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.port import StockStore
+from hotdeal_core.stock.sold_out import SoldOutMemo
 from hotdeal_core.topics import Topics
 
 
@@ -24,3 +25,4 @@ class Context:
     topics: Topics = field(default_factory=Topics)
     # Called after a commit that wrote outbox rows (wakes this process's relay).
     outbox_written: Callable[[], None] = _nothing
+    sold_out: SoldOutMemo = field(default_factory=lambda: SoldOutMemo(0))

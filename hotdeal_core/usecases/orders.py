@@ -63,6 +63,8 @@ def _not_active() -> Conflict:
 
 async def place_order(ctx: Context, cmd: PlaceOrder) -> OrderView:
     order_id = uuid4()
+    if ctx.sold_out.sold_out(cmd.product_id):
+        raise _sold_out()
     if ctx.settings.hotdeal_stock_redis:
         now_ms = int(time.time() * 1000)
         result = await ctx.stock.reserve(cmd.product_id, order_id, cmd.user_id, cmd.quantity,
@@ -75,6 +77,8 @@ async def place_order(ctx: Context, cmd: PlaceOrder) -> OrderView:
             assert result.first_order_id is not None
             return await _first_answer(ctx, result.first_order_id)
         if result.outcome is ReserveOutcome.SOLD_OUT:
+            if result.remaining == 0:
+                ctx.sold_out.remember(cmd.product_id)
             raise _sold_out()
         if result.outcome is ReserveOutcome.LIMIT_EXCEEDED:
             raise Conflict("limit_exceeded",
