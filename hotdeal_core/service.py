@@ -11,13 +11,25 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from faststream import FastStream
+
 from hotdeal_core.kafka_topics import ensure_topics
 from hotdeal_core.runtime import Runtime, build_runtime
-from hotdeal_core.settings import Settings
+from hotdeal_core.settings import Settings, load_settings
 from hotdeal_core.topics import Topics
 from hotdeal_core.usecases.context import Context
 
 log = logging.getLogger(__name__)
+
+
+def run_consumer(create_app: Callable[[Settings], FastStream]) -> None:
+    """`python -m stock_worker` / `python -m reconciler`: settings read once, run until
+    SIGTERM/SIGINT (graceful: in-flight messages finish or stay uncommitted for redelivery)."""
+    settings = load_settings()
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    asyncio.run(create_app(settings).run())
 
 
 def dump_tasks() -> None:

@@ -259,27 +259,29 @@ async def get_order(ctx: Context, order_id: UUID) -> OrderView:
 
 async def request_confirmation(ctx: Context, order_id: UUID) -> OrderView:
     """Trusted callers confirm without a payment; the stock worker applies it."""
-    async with ctx.engine.begin() as conn:
-        order = await load_order(conn, order_id)
-        if order is None:
-            raise NotFound("order_not_found", f"order {order_id} does not exist")
-        if order.status == OrderStatus.CANCELLED:
-            raise Conflict("invalid_state", "the order is cancelled")
-        if order.status == OrderStatus.PENDING:
-            await add_event(conn, ctx.topics, OrderConfirmationRequested(order_id=order_id))
-    ctx.outbox_written()
-    return order
+    return await _request(ctx, order_id, None, OrderStatus.CANCELLED, "the order is cancelled",
+                          OrderConfirmationRequested(order_id=order_id))
 
 
 async def request_cancellation(ctx: Context, order_id: UUID, user_id: str) -> OrderView:
     """The buyer cancels a PENDING order; the stock worker applies it and frees the stock."""
+    return await _request(ctx, order_id, user_id, OrderStatus.CONFIRMED,
+                          "the order is already confirmed",
+                          OrderCancellationRequested(order_id=order_id))
+
+
+async def _request(ctx: Context, order_id: UUID, owner: str | None, refused: OrderStatus,
+                   why: str, event: OrderConfirmationRequested | OrderCancellationRequested,
+                   ) -> OrderView:
+    """Record a request for the stock worker if the order is PENDING (idempotent otherwise:
+    the order already is where the request leads; `refused` is where it cannot go from)."""
     async with ctx.engine.begin() as conn:
         order = await load_order(conn, order_id)
-        if order is None or order.user_id != user_id:
+        if order is None or (owner is not None and order.user_id != owner):
             raise NotFound("order_not_found", f"order {order_id} does not exist")
-        if order.status == OrderStatus.CONFIRMED:
-            raise Conflict("invalid_state", "the order is already confirmed")
+        if order.status == refused:
+            raise Conflict("invalid_state", why)
         if order.status == OrderStatus.PENDING:
-            await add_event(conn, ctx.topics, OrderCancellationRequested(order_id=order_id))
+            await add_event(conn, ctx.topics, event)
     ctx.outbox_written()
     return order
