@@ -149,7 +149,11 @@ async def _insert_reserved(conn: AsyncConnection, ctx: Context, cmd: PlaceOrder,
 
 async def _persist_reserved(ctx: Context, cmd: PlaceOrder, order_id: UUID,
                             reserved: ReserveResult) -> OrderView:
-    conn = await ctx.engine.connect()
+    try:
+        conn = await ctx.engine.connect()
+    except BaseException:  # no connection (pool timeout, Postgres down): nothing written
+        await _release_quietly(ctx, cmd.product_id, order_id)
+        raise
     try:
         tx = await conn.begin()
         try:

@@ -155,3 +155,23 @@ async def test_starting_a_deal_moves_stock_and_refuses_a_second_one(
             hot_deals.c.product_id == pid))).scalars().all()
     assert stock == 4 and deals == ["ACTIVE"]
     assert (await ctx.stock.snapshot(pid)).stock == 6
+
+
+async def test_no_database_connection_releases_the_reservation_at_once(
+        ctx: Context, new_product: ProductFactory) -> None:
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from hotdeal_core.db.engine import make_engine
+    pid = await _deal(ctx, new_product, 1)
+    tiny = ctx.settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 0,
+                                          "db_pool_timeout": 0.2})
+    engine = make_engine(tiny)
+    starved = Context(engine=engine, stock=ctx.stock, settings=tiny, topics=ctx.topics)
+    try:
+        async with engine.connect():  # the only connection is taken
+            with pytest.raises(PoolTimeout):
+                await place_order(starved, PlaceOrder(pid, random_user(), 1))
+    finally:
+        await engine.dispose()
+    snap = await ctx.stock.snapshot(pid)
+    assert snap.stock == 1 and snap.reservations == []
