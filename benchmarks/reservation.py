@@ -17,7 +17,16 @@ warm-up that is not recorded:
   `hotdeal` database and is dropped at the end.
 
 Each op's latency is time.perf_counter() around the client call: it includes the client's
-connection-pool checkout and the asyncio scheduling overhead, equally on both sides.
+connection-pool checkout and the asyncio scheduling overhead, equally on both sides. At
+concurrency 100 in one Python process that client-side figure is mostly the client's own
+event-loop queueing (100 callers share one core-bound loop), not the store.
+
+Server side (Redis only): `INFO commandstats` (`cmdstat_evalsha`: calls, usec) is read just
+before and just after each measured Redis pass (after its warm-up); usec delta / calls delta
+is the mean time Redis spent executing the reserve script per call, on the server, without
+network, client or queueing time. It is a mean (Redis gives no per-command percentile delta),
+and it counts every EVALSHA on the server during the pass, so it is exact only when nothing
+else calls scripts meanwhile (`server_calls` shows how many calls it covered).
 
 Overrides: HOTDEAL_BENCH_REDIS_URL (default redis://127.0.0.1:56379/2) and
 HOTDEAL_BENCH_PG_DSN (default postgresql://hotdeal:hotdeal@127.0.0.1:55432/hotdeal).
@@ -37,7 +46,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +76,8 @@ class Result:
     ops_per_s: float
     p50_ms: float
     p99_ms: float
+    server_usec_per_call: float | None = None  # Redis: mean EVALSHA execution, server side
+    server_calls: int | None = None  # EVALSHA calls counted by that mean
 
 
 def percentile(sorted_values: list[float], pct: float) -> float:
@@ -102,6 +113,12 @@ async def measure(backend: str, op: Op, ops: int, concurrency: int, warmup: int)
                   round(percentile(latencies, 99) * 1000, 3))
 
 
+async def evalsha_stats(redis: Redis) -> tuple[int, int]:
+    """(calls, usec) of EVALSHA since the server's start, from INFO commandstats."""
+    stat = (await redis.info("commandstats")).get("cmdstat_evalsha") or {}
+    return int(stat.get("calls", 0)), int(stat.get("usec", 0))
+
+
 async def bench_redis(ops: int, warmup: int) -> tuple[list[Result], str]:
     redis = Redis.from_url(REDIS_URL, max_connections=max(CONCURRENCIES) + 10)
     store = RedisStockStore(redis)
@@ -123,7 +140,13 @@ async def bench_redis(ops: int, warmup: int) -> tuple[list[Result], str]:
 
         results = []
         for concurrency in CONCURRENCIES:
-            results.append(await measure("redis", reserve, ops, concurrency, warmup))
+            await drive(reserve, warmup, concurrency)
+            calls0, usec0 = await evalsha_stats(redis)
+            result = await measure("redis", reserve, ops, concurrency, 0)
+            calls1, usec1 = await evalsha_stats(redis)
+            calls = calls1 - calls0
+            results.append(replace(result, server_calls=calls, server_usec_per_call=round(
+                (usec1 - usec0) / calls, 2) if calls > 0 else None))
         return results, version
     finally:
         await store.drop(product_id, deal_id)
@@ -163,11 +186,16 @@ def render(results: list[Result], machine: dict[str, Any]) -> str:
     lines = [f"machine: {machine['cpu_count']} CPUs, {machine['platform']}, "
              f"Python {machine['python']}, Redis {machine['redis_version']}, "
              f"PostgreSQL {machine['postgres_version']}", "",
-             "| backend | concurrency | ops | ops/s | p50 ms | p99 ms |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| backend | concurrency | ops | ops/s | client p50 ms | client p99 ms "
+             "| server mean us/call (calls) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r.backend} | {r.concurrency} | {r.ops} | {r.ops_per_s:,.1f} | "
-              f"{r.p50_ms:.3f} | {r.p99_ms:.3f} |" for r in results]
-    lines.append("")
+              f"{r.p50_ms:.3f} | {r.p99_ms:.3f} | "
+              + ("-" if r.server_usec_per_call is None else
+                 f"{r.server_usec_per_call:.2f} ({r.server_calls:,})") + " |" for r in results]
+    lines += ["", "client p50/p99: perf_counter around the client call (pool checkout and event-"
+              "loop queueing included); server mean: Redis INFO commandstats cmdstat_evalsha "
+              "usec/calls delta over the pass (script execution only, no network/queueing)", ""]
     for c, ratio in ratios(results).items():
         lines.append(f"concurrency {c}: Redis/Postgres ops/s = {ratio['ops_per_s']:.2f}x, "
                      f"Postgres/Redis p99 = {ratio['p99']:.2f}x")
