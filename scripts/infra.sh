@@ -26,7 +26,12 @@ PG_DBS="${HOTDEAL_PG_DATABASES:-hotdeal hotdeal_test}"
 PG_USER=hotdeal
 PG_PASSWORD=hotdeal
 
+# PostgreSQL runs as the postgres user, which must reach its data directory. A checkout in a
+# root-only directory (mktemp -d is 0700) is out of its reach: use a folder of its own then.
 PG_DIR="$INFRA/postgres"
+if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 && ! runuser -u postgres -- test -x "$ROOT"; then
+  PG_DIR="/var/lib/postgresql/hotdeal-$(printf '%s' "$ROOT" | md5sum | cut -c1-12)"
+fi
 REDIS_DIR="$INFRA/redis"
 KAFKA_DIR="$INFRA/kafka"
 
@@ -78,7 +83,7 @@ pg_up() {
   else
     [ -x "$PG_BIN/postgres" ] || die "PostgreSQL 15 server not found in $PG_BIN (apt-get install postgresql-15, or set HOTDEAL_PG_BIN)"
     mkdir -p "$PG_DIR"
-    [ "$(id -u)" = 0 ] && chown postgres:postgres "$PG_DIR"
+    if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$PG_DIR"; fi
     if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
       log "postgres: initdb in $PG_DIR/data"
       as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
@@ -258,6 +263,7 @@ status_line() { # name, answers-fn, pidfile, port
 case "${1:-}" in
   up)
     started=$SECONDS
+    log "postgres data directory: $PG_DIR"
     pg_up; redis_up; kafka_up
     log "all services ready in $((SECONDS - started)) s:"
     log "  DATABASE_URL=postgresql+asyncpg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/hotdeal"
