@@ -45,8 +45,8 @@ fail_with_log() { # message, log file
 pid_alive() { [ -f "$1" ] && kill -0 "$(head -n 1 "$1")" 2>/dev/null; }
 
 # Run a command as the postgres user when we are root (PostgreSQL refuses to run as root).
-as_pg() {
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+as_pg() {  # from /, since the caller's directory may be out of the postgres user's reach
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 wait_for() { # description, seconds, command...
