@@ -39,7 +39,17 @@ from typing import Any
 
 from devtools import report
 from devtools.procs import MODULES, Proc
-from devtools.swarm import BIN, ROOT, RUN_DIR, SwarmConfig, mode_env, procs, run_swarm, stamp
+from devtools.swarm import (
+    BIN,
+    ROOT,
+    RUN_DIR,
+    SwarmConfig,
+    add_load_arguments,
+    mode_env,
+    procs,
+    run_swarm,
+    stamp,
+)
 from hotdeal_core.settings import load_settings
 
 Run = Mapping[str, Any]
@@ -176,12 +186,7 @@ def render(doc: Mapping[str, Any]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--users", type=int, default=100)
-    p.add_argument("--duration", default="30s")
-    p.add_argument("--shape", choices=["constant", "spike", "step"], default="constant")
-    p.add_argument("--stock", type=int, default=1000)
-    p.add_argument("--limit", type=int, default=1, help="per-user limit")
-    p.add_argument("--processes", type=int, default=1, help="locust --processes")
+    add_load_arguments(p)
     p.add_argument("--command", default="python -m devtools.compare")
     a = p.parse_args()
     out = ROOT / "reports" / f"compare-{stamp()}"

@@ -409,16 +409,21 @@ def stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=["redis", "db"], default="redis")
+def add_load_arguments(p: argparse.ArgumentParser) -> None:
+    """The load knobs shared by `make swarm` and `make compare`."""
     p.add_argument("--users", type=int, default=100)
     p.add_argument("--duration", default="30s")
     p.add_argument("--shape", choices=["constant", "spike", "step"], default="constant")
     p.add_argument("--stock", type=int, default=1000)
     p.add_argument("--limit", type=int, default=1, help="per-user limit")
     p.add_argument("--processes", type=int, default=1, help="locust --processes")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=["redis", "db"], default="redis")
+    add_load_arguments(p)
     p.add_argument("--command", default=shlex.join(["python", "-m", "devtools.swarm",
                                                      *sys.argv[1:]]))
     a = p.parse_args()
