@@ -42,7 +42,3 @@ _TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 
 def can_transition(current: OrderStatus, target: OrderStatus) -> bool:
     return target in _TRANSITIONS[current]
-
-
-def order_total(quantity: int, unit_price: int) -> int:
-    return quantity * unit_price
