@@ -7,6 +7,7 @@ from uuid import UUID
 
 from hotdeal_core.stock.port import (
     DealSnapshot,
+    DueReservations,
     RebuiltState,
     ReleaseOutcome,
     Reservation,
@@ -26,6 +27,7 @@ class _Deal:
     users: dict[str, int] = field(default_factory=dict)
     res: dict[UUID, Reservation] = field(default_factory=dict)
     idem: dict[tuple[str, str], UUID] = field(default_factory=dict)
+    since: dict[UUID, int] = field(default_factory=dict)
 
 
 class FakeStockStore:
@@ -49,6 +51,7 @@ class FakeStockStore:
         deal.users[user_id] = held + quantity
         deal.res[order_id] = Reservation(order_id, user_id, quantity, now_ms,
                                          idempotency_key or "")
+        deal.since[order_id] = now_ms
         if idempotency_key:
             deal.idem[(user_id, idempotency_key)] = order_id
         return ReserveResult(ReserveOutcome.RESERVED, epoch=deal.epoch, remaining=deal.stock,
@@ -61,6 +64,10 @@ class FakeStockStore:
         reservation = deal.res.pop(order_id, None)
         if reservation is None:
             return ReleaseOutcome.NO_RESERVATION
+        deal.since.pop(order_id, None)
+        key = (reservation.user_id, reservation.idempotency_key)
+        if reservation.idempotency_key and deal.idem.get(key) == order_id:
+            del deal.idem[key]
         deal.stock += reservation.quantity
         left = deal.users.get(reservation.user_id, 0) - reservation.quantity
         if left > 0:
@@ -71,7 +78,10 @@ class FakeStockStore:
 
     async def forget(self, product_id: int, order_id: UUID) -> bool:
         deal = self.deals.get(product_id)
-        return deal is not None and deal.res.pop(order_id, None) is not None
+        if deal is None:
+            return False
+        deal.since.pop(order_id, None)
+        return deal.res.pop(order_id, None) is not None
 
     async def open(self, product_id: int, deal_id: int, stock: int, per_user_limit: int,
                    epoch: int, unit_price: int) -> bool:
@@ -94,6 +104,29 @@ class FakeStockStore:
         return DealSnapshot(deal.status, deal.epoch, deal.deal_id, deal.stock,
                             list(deal.res.values()))
 
+    async def peek(self, product_id: int) -> DealSnapshot:
+        deal = self.deals.get(product_id)
+        if deal is None:
+            return DealSnapshot(None, 0, 0, 0)
+        return DealSnapshot(deal.status, deal.epoch, deal.deal_id, deal.stock)
+
+    async def due(self, product_id: int, cutoff_ms: int, limit: int) -> DueReservations:
+        deal = self.deals.get(product_id)
+        if deal is None:
+            return DueReservations(None, 0, [])
+        due = sorted((ms, str(oid)) for oid, ms in deal.since.items() if ms <= cutoff_ms)
+        return DueReservations(deal.status, deal.deal_id,
+                               [deal.res[UUID(oid)] for _, oid in due[:limit]])
+
+    async def reschedule(self, product_id: int, since_ms: dict[UUID, int]) -> int:
+        deal = self.deals.get(product_id)
+        if deal is None:
+            return 0
+        moved = [oid for oid in since_ms if oid in deal.since and deal.since[oid] != since_ms[oid]]
+        for oid in moved:
+            deal.since[oid] = since_ms[oid]
+        return len(moved)
+
     async def drop(self, product_id: int, deal_id: int) -> bool:
         deal = self.deals.get(product_id)
         if deal is None or deal.deal_id != deal_id:
@@ -110,5 +143,6 @@ class FakeStockStore:
         deal.users = dict(state.users)
         deal.res = {r.order_id: r for r in state.reservations}
         deal.idem = dict(state.idempotency)
+        deal.since = {r.order_id: r.reserved_at_ms for r in state.reservations}
         self.deals[product_id] = deal
         return True

@@ -8,8 +8,14 @@ tests. Both follow the same rules:
   enough stock? under the per-user limit? then decrement and record the reservation under
   the order id. A missing deal is `NOT_ACTIVE`, never an error.
 - `release` returns an order's units exactly once: the reservation record is the token.
-  It refuses (`NOT_OPEN`) once the deal is closed or its state is gone; the flush or the
-  rebuild then accounts for those units from Postgres.
+  Its idempotency record goes with it (a retry with that key is served anew). It refuses
+  (`NOT_OPEN`) once the deal is closed or its state is gone; the flush or the rebuild then
+  accounts for those units from Postgres. `forget` (a confirmed order) drops the
+  reservation record only: the units stay sold and the key keeps its first answer.
+- Reads cost what they return: `peek` is the status and stock in one read, `due` the
+  reservations whose grace period started before a cutoff (a sorted set by time, so the
+  orphan sweep never reads every live reservation), `reschedule` starts that period again
+  for reservations whose order is known. `snapshot` reads everything (the flush, the audit).
 - `open` never overwrites a live state; `close` stops every reservation and release;
   `drop` deletes keys only of the deal that owns them; `rebuild` replaces the state with
   one recomputed from Postgres unless a newer epoch is already there.
@@ -85,6 +91,13 @@ class RebuiltState:
     idempotency: dict[tuple[str, str], UUID]
 
 
+@dataclass(frozen=True, slots=True)
+class DueReservations:
+    status: str | None
+    deal_id: int
+    reservations: list[Reservation]
+
+
 class StockStore(Protocol):
     async def reserve(self, product_id: int, order_id: UUID, user_id: str, quantity: int,
                       idempotency_key: str | None, now_ms: int) -> ReserveResult: ...
@@ -99,6 +112,14 @@ class StockStore(Protocol):
     async def close(self, product_id: int, deal_id: int) -> bool: ...
 
     async def snapshot(self, product_id: int) -> DealSnapshot: ...
+
+    async def peek(self, product_id: int) -> DealSnapshot:
+        """Status, epoch, deal and stock; `reservations` is always empty."""
+        ...
+
+    async def due(self, product_id: int, cutoff_ms: int, limit: int) -> DueReservations: ...
+
+    async def reschedule(self, product_id: int, since_ms: dict[UUID, int]) -> int: ...
 
     async def drop(self, product_id: int, deal_id: int) -> bool: ...
 

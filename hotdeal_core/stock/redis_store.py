@@ -11,6 +11,7 @@ from redis.commands.core import AsyncScript
 
 from hotdeal_core.stock.port import (
     DealSnapshot,
+    DueReservations,
     RebuiltState,
     ReleaseOutcome,
     Reservation,
@@ -18,11 +19,14 @@ from hotdeal_core.stock.port import (
     ReserveResult,
 )
 
+STATE, STOCK, USERS, RES, IDEM, SINCE = range(6)
+
 
 def deal_keys(product_id: int) -> list[str]:
-    """state, stock, users, res, idem: one hash tag per deal (one Redis Cluster slot)."""
+    """state, stock, users, res, idem, since: one hash tag per deal (one Redis Cluster slot)."""
     tag = f"hotdeal:{{{product_id}}}"
-    return [f"{tag}:state", f"{tag}:stock", f"{tag}:users", f"{tag}:res", f"{tag}:idem"]
+    return [f"{tag}:state", f"{tag}:stock", f"{tag}:users", f"{tag}:res", f"{tag}:idem",
+            f"{tag}:since"]
 
 
 def _script(redis: Redis, name: str) -> AsyncScript:
@@ -50,6 +54,9 @@ class RedisStockStore:
         self._snapshot = _script(redis, "snapshot")
         self._drop = _script(redis, "drop")
         self._rebuild = _script(redis, "rebuild")
+        self._peek = _script(redis, "peek")
+        self._due = _script(redis, "due")
+        self._reschedule = _script(redis, "reschedule")
 
     async def reserve(self, product_id: int, order_id: UUID, user_id: str, quantity: int,
                       idempotency_key: str | None, now_ms: int) -> ReserveResult:
@@ -69,12 +76,13 @@ class RedisStockStore:
         return ReserveResult(outcome)
 
     async def release(self, product_id: int, order_id: UUID) -> ReleaseOutcome:
-        keys = deal_keys(product_id)[:4]
+        keys = deal_keys(product_id)
         return ReleaseOutcome(int(await self._release(keys=keys, args=[str(order_id)])))
 
     async def forget(self, product_id: int, order_id: UUID) -> bool:
-        res_key = deal_keys(product_id)[3]
-        return int(await self._forget(keys=[res_key], args=[str(order_id)])) == 1
+        keys = deal_keys(product_id)
+        return int(await self._forget(keys=[keys[RES], keys[SINCE]],
+                                      args=[str(order_id)])) == 1
 
     async def open(self, product_id: int, deal_id: int, stock: int, per_user_limit: int,
                    epoch: int, unit_price: int) -> bool:
@@ -82,7 +90,7 @@ class RedisStockStore:
         return int(await self._open(keys=deal_keys(product_id), args=args)) == 1
 
     async def close(self, product_id: int, deal_id: int) -> bool:
-        state = deal_keys(product_id)[0]
+        state = deal_keys(product_id)[STATE]
         return int(await self._close(keys=[state], args=[deal_id])) == 1
 
     async def snapshot(self, product_id: int) -> DealSnapshot:
@@ -92,6 +100,29 @@ class RedisStockStore:
             return DealSnapshot(None, 0, 0, 0)
         reservations = [parse_reservation(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
         return DealSnapshot(_text(status), int(epoch), int(deal_id), int(stock), reservations)
+
+    async def peek(self, product_id: int) -> DealSnapshot:
+        status, epoch, deal_id, stock = await self._peek(keys=deal_keys(product_id)[:2], args=[])
+        if not status:
+            return DealSnapshot(None, 0, 0, 0)
+        return DealSnapshot(_text(status), int(epoch), int(deal_id), int(stock))
+
+    async def due(self, product_id: int, cutoff_ms: int, limit: int) -> DueReservations:
+        keys = deal_keys(product_id)
+        status, deal_id, flat = await self._due(keys=[keys[STATE], keys[RES], keys[SINCE]],
+                                                args=[cutoff_ms, limit])
+        if not status:
+            return DueReservations(None, 0, [])
+        return DueReservations(_text(status), int(deal_id), [
+            parse_reservation(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)])
+
+    async def reschedule(self, product_id: int, since_ms: dict[UUID, int]) -> int:
+        if not since_ms:
+            return 0
+        args: list[str | int] = []
+        for order_id, ms in since_ms.items():
+            args += [str(order_id), ms]
+        return int(await self._reschedule(keys=[deal_keys(product_id)[SINCE]], args=args))
 
     async def drop(self, product_id: int, deal_id: int) -> bool:
         return int(await self._drop(keys=deal_keys(product_id), args=[deal_id])) == 1

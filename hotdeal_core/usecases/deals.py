@@ -92,7 +92,7 @@ async def start_deal(ctx: Context, cmd: StartDeal) -> StartedDeal:
 async def _clear_stale_redis_state(ctx: Context, product_id: int) -> None:
     """Redis state of a deal that is no longer live in Postgres (a crash after the flush
     left its keys) is dropped; the state of a live deal is never touched."""
-    snap = await ctx.stock.snapshot(product_id)
+    snap = await ctx.stock.peek(product_id)
     if snap.status is None:
         return
     async with ctx.engine.connect() as conn:

@@ -61,7 +61,7 @@ async def get_product(ctx: Context, product_id: int) -> ProductView:
         d = deal
         remaining: int | None = d.remaining_stock  # type: ignore[attr-defined]
         if d.stock_backend == StockBackend.REDIS:  # type: ignore[attr-defined]
-            snap = await ctx.stock.snapshot(product_id)
+            snap = await ctx.stock.peek(product_id)
             remaining = snap.stock if snap.deal_id == d.id else None  # type: ignore[attr-defined]
         deal_view = DealView(d.id, d.status, d.stock_backend, d.initial_stock,  # type: ignore[attr-defined]
                              d.per_user_limit, remaining, d.epoch, d.ends_at)  # type: ignore[attr-defined]

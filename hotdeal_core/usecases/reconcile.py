@@ -23,9 +23,11 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, select, text
+from sqlalchemy import ARRAY, any_, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import BindParameter
 
 from hotdeal_core.db.fence import own_deal
 from hotdeal_core.db.tables import hot_deals, orders, products, reconciliations
@@ -131,9 +133,20 @@ async def _audit_once(ctx: Context, deal_id: int) -> Audit:
 async def _statuses(conn: AsyncConnection, order_ids: list[UUID]) -> dict[UUID, str]:
     if not order_ids:
         return {}
+    # One array parameter, not one parameter per id: a deal may hold more live
+    # reservations than a statement may have parameters (32,767).
     rows = (await conn.execute(select(orders.c.id, orders.c.status).where(
-        orders.c.id.in_(order_ids)))).all()
+        orders.c.id == any_(_ids(order_ids))))).all()
     return {row.id: row.status for row in rows}
+
+
+_UUID_ARRAY: ARRAY[Any] = ARRAY(PG_UUID(as_uuid=True))
+
+
+def _ids(items: list[UUID] | list[Reservation]) -> BindParameter[Any]:
+    """Order ids as one uuid[] parameter."""
+    ids = [i if isinstance(i, UUID) else i.order_id for i in items]
+    return bindparam("ids", ids, type_=_UUID_ARRAY)
 
 
 async def audit_live_deals(ctx: Context) -> list[Audit]:
@@ -291,7 +304,7 @@ async def recover_lost_states(ctx: Context) -> list[RecoverReport]:
             hot_deals.c.stock_backend == StockBackend.REDIS))).all()
     reports = []
     for deal_id, product_id in live:
-        snap = await ctx.stock.snapshot(product_id)
+        snap = await ctx.stock.peek(product_id)
         if snap.status is None or snap.deal_id != deal_id:
             try:
                 reports.append(await recover_deal(ctx, product_id))
@@ -300,34 +313,57 @@ async def recover_lost_states(ctx: Context) -> list[RecoverReport]:
     return reports
 
 
-async def release_orphans(ctx: Context, grace_seconds: float) -> int:
+ORPHAN_SWEEP_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanSweep:
+    released: int  # units given back
+    examined: int  # due reservations looked at
+    more: bool  # a deal had a full batch due: sweep again at once
+
+
+async def release_orphans(ctx: Context, grace_seconds: float,
+                          batch: int = ORPHAN_SWEEP_BATCH) -> OrphanSweep:
     """Reservations older than the grace period whose order row was never written (the API
     died in between) are voided in Postgres, then released. Reservations of orders already
-    cancelled are released too (the release step was interrupted). Returns units released."""
+    cancelled are released too (the release step was interrupted), those of confirmed
+    orders forgotten. A reservation whose order is PENDING is looked at again only once
+    the order should have expired, so each sweep reads just the reservations that are due,
+    never every live one."""
     async with ctx.engine.connect() as conn:
         live = (await conn.execute(select(hot_deals.c.id, hot_deals.c.product_id).where(
             hot_deals.c.status == DealStatus.ACTIVE,
             hot_deals.c.stock_backend == StockBackend.REDIS))).all()
-    cutoff_ms = int((time.time() - grace_seconds) * 1000)
-    released = 0
+    now_ms = int(time.time() * 1000)
+    cutoff_ms = now_ms - int(grace_seconds * 1000)
+    released = examined = 0
+    more = False
     for deal_id, product_id in live:
-        snap = await ctx.stock.snapshot(product_id)
-        old = [r for r in snap.reservations if r.reserved_at_ms < cutoff_ms]
-        if snap.deal_id != deal_id or not old:
+        due = await ctx.stock.due(product_id, cutoff_ms, batch)
+        if due.deal_id != deal_id or not due.reservations:
             continue
+        examined += len(due.reservations)
+        more = more or len(due.reservations) == batch
         async with ctx.engine.connect() as conn:
-            statuses = await _statuses(conn, [r.order_id for r in old])
-        for r in old:
-            status = statuses.get(r.order_id)
-            if status is None and not await _void(ctx, deal_id, product_id, r):
+            rows = (await conn.execute(select(orders.c.id, orders.c.status, orders.c.expires_at)
+                                       .where(orders.c.id == any_(_ids(due.reservations))))
+                    ).all()
+        known = {row.id: row for row in rows}
+        later: dict[UUID, int] = {}
+        for r in due.reservations:
+            row = known.get(r.order_id)
+            if row is None and not await _void(ctx, deal_id, product_id, r):
                 continue  # the order row appeared after all: not an orphan
-            if status == OrderStatus.CONFIRMED:
+            if row is not None and row.status == OrderStatus.PENDING:
+                later[r.order_id] = max(now_ms, int(row.expires_at.timestamp() * 1000))
+            elif row is not None and row.status == OrderStatus.CONFIRMED:
                 await ctx.stock.forget(product_id, r.order_id)
-            elif status != OrderStatus.PENDING and \
-                    await ctx.stock.release(product_id, r.order_id) is ReleaseOutcome.RELEASED:
+            elif await ctx.stock.release(product_id, r.order_id) is ReleaseOutcome.RELEASED:
                 released += r.quantity
                 log.warning("released orphan reservation %s (%d units)", r.order_id, r.quantity)
-    return released
+        await ctx.stock.reschedule(product_id, later)
+    return OrphanSweep(released, examined, more)
 
 
 async def _void(ctx: Context, deal_id: int, product_id: int, r: Reservation) -> bool:

@@ -1,6 +1,7 @@
 -- Reserve units of a hot deal for one order, atomically.
 -- KEYS: 1 state (hash: status, epoch, deal_id, limit, price), 2 stock, 3 users (user -> units held),
---       4 res (order_id -> "user<TAB>qty<TAB>ms<TAB>idem"), 5 idem ("user<TAB>key" -> order_id)
+--       4 res (order_id -> "user<TAB>qty<TAB>ms<TAB>idem"), 5 idem ("user<TAB>key" -> order_id),
+--       6 since (sorted set: order_id -> ms from which the orphan sweep's grace period runs)
 -- ARGV: 1 order_id, 2 user_id, 3 qty, 4 idempotency key or '', 5 now (ms)
 -- Returns {code, a, b, c, d}:
 --   { 1, epoch, remaining, deal_id, price }  reserved
@@ -29,6 +30,7 @@ if held + qty > limit then return {-2, held, limit, 0, 0} end
 redis.call('DECRBY', KEYS[2], qty)
 redis.call('HINCRBY', KEYS[3], ARGV[2], qty)
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[2] .. '\t' .. qty .. '\t' .. ARGV[5] .. '\t' .. ARGV[4])
+redis.call('ZADD', KEYS[6], ARGV[5], ARGV[1])
 if idem_field then redis.call('HSET', KEYS[5], idem_field, ARGV[1]) end
 local st = redis.call('HMGET', KEYS[1], 'epoch', 'deal_id', 'price')
 return {1, tonumber(st[1]), stock - qty, tonumber(st[2]), tonumber(st[3])}

@@ -1,0 +1,225 @@
+"""The stock store's contract: every case runs against the Redis/Lua store and against the
+in-memory fake, so the fake that unit tests rely on cannot drift from the scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+
+import pytest
+from redis.asyncio import Redis
+
+from hotdeal_core.stock.fake import FakeStockStore
+from hotdeal_core.stock.port import (
+    RebuiltState,
+    ReleaseOutcome,
+    Reservation,
+    ReserveOutcome,
+    StockStore,
+)
+from hotdeal_core.stock.redis_store import RedisStockStore
+
+
+@pytest.fixture(params=["redis", "fake"])
+def store(request: pytest.FixtureRequest, redis: Redis) -> StockStore:
+    if request.param == "fake":
+        return FakeStockStore()
+    return RedisStockStore(redis)
+
+
+def _pid() -> int:
+    return random.randint(10**9, 2 * 10**9)
+
+
+async def _opened(store: StockStore, stock: int, limit: int = 1) -> tuple[int, int]:
+    pid, deal_id = _pid(), random.randint(1, 10**9)
+    assert await store.open(pid, deal_id, stock, limit, epoch=3, unit_price=500)
+    return pid, deal_id
+
+
+async def test_reserve_with_stock_zero_is_sold_out(store: StockStore) -> None:
+    pid, _ = await _opened(store, 0)
+    result = await store.reserve(pid, uuid.uuid4(), "u1", 1, None, 1)
+    assert result.outcome is ReserveOutcome.SOLD_OUT and result.remaining == 0
+
+
+async def test_reserve_with_stock_one_sells_exactly_once(store: StockStore) -> None:
+    pid, deal_id = await _opened(store, 1)
+    first = await store.reserve(pid, uuid.uuid4(), "u1", 1, None, 1)
+    second = await store.reserve(pid, uuid.uuid4(), "u2", 1, None, 1)
+    assert first.outcome is ReserveOutcome.RESERVED
+    assert (first.epoch, first.remaining, first.deal_id, first.unit_price) == (3, 0, deal_id, 500)
+    assert second.outcome is ReserveOutcome.SOLD_OUT
+
+
+async def test_reserve_with_stock_n_under_concurrency_never_oversells(store: StockStore) -> None:
+    pid, _ = await _opened(store, 50)
+    results = await asyncio.gather(*(store.reserve(pid, uuid.uuid4(), f"u{i}", 1, None, 1)
+                                     for i in range(500)))
+    outcomes = [r.outcome for r in results]
+    assert outcomes.count(ReserveOutcome.RESERVED) == 50
+    assert outcomes.count(ReserveOutcome.SOLD_OUT) == 450
+    snap = await store.snapshot(pid)
+    assert snap.stock == 0 and len(snap.reservations) == 50
+
+
+async def test_repeat_buyer_is_refused_over_the_per_user_limit(store: StockStore) -> None:
+    pid, _ = await _opened(store, 10, limit=2)
+    assert (await store.reserve(pid, uuid.uuid4(), "u1", 2, None, 1)).outcome \
+        is ReserveOutcome.RESERVED
+    refused = await store.reserve(pid, uuid.uuid4(), "u1", 1, None, 1)
+    assert refused.outcome is ReserveOutcome.LIMIT_EXCEEDED
+    assert (refused.held, refused.limit) == (2, 2)
+    assert (await store.snapshot(pid)).stock == 8
+
+
+async def test_repeated_idempotency_key_reserves_nothing_more(store: StockStore) -> None:
+    pid, _ = await _opened(store, 10, limit=5)
+    first_id = uuid.uuid4()
+    assert (await store.reserve(pid, first_id, "u1", 1, "k1", 1)).outcome \
+        is ReserveOutcome.RESERVED
+    again = await store.reserve(pid, uuid.uuid4(), "u1", 1, "k1", 1)
+    assert again.outcome is ReserveOutcome.DUPLICATE and again.first_order_id == first_id
+    other_user = await store.reserve(pid, uuid.uuid4(), "u2", 1, "k1", 1)
+    assert other_user.outcome is ReserveOutcome.RESERVED  # keys are per user
+    assert (await store.snapshot(pid)).stock == 8
+
+
+async def test_a_repeated_key_finds_its_first_answer_even_when_sold_out(
+        store: StockStore) -> None:
+    pid, _ = await _opened(store, 1)
+    first_id = uuid.uuid4()
+    await store.reserve(pid, first_id, "u1", 1, "k1", 1)
+    again = await store.reserve(pid, uuid.uuid4(), "u1", 1, "k1", 2)
+    assert again.outcome is ReserveOutcome.DUPLICATE and again.first_order_id == first_id
+
+
+async def test_missing_deal_key_means_not_active_not_an_error(store: StockStore) -> None:
+    result = await store.reserve(_pid(), uuid.uuid4(), "u1", 1, None, 1)
+    assert result.outcome is ReserveOutcome.NOT_ACTIVE
+    assert await store.release(_pid(), uuid.uuid4()) is ReleaseOutcome.NOT_OPEN
+    assert (await store.peek(_pid())).status is None
+
+
+async def test_release_gives_units_back_exactly_once(store: StockStore) -> None:
+    pid, _ = await _opened(store, 1)
+    order_id = uuid.uuid4()
+    await store.reserve(pid, order_id, "u1", 1, None, 1)
+    outcomes = await asyncio.gather(*(store.release(pid, order_id) for _ in range(20)))
+    assert outcomes.count(ReleaseOutcome.RELEASED) == 1
+    assert outcomes.count(ReleaseOutcome.NO_RESERVATION) == 19
+    assert (await store.snapshot(pid)).stock == 1
+    # The per-user count went back too: the same buyer may buy again under limit 1.
+    assert (await store.reserve(pid, uuid.uuid4(), "u1", 1, None, 1)).outcome \
+        is ReserveOutcome.RESERVED
+
+
+async def test_release_drops_the_idempotency_record_of_the_reservation(
+        store: StockStore) -> None:
+    pid, _ = await _opened(store, 5, limit=5)
+    first_id, retry_id = uuid.uuid4(), uuid.uuid4()
+    await store.reserve(pid, first_id, "u1", 1, "k1", 1)
+    assert await store.release(pid, first_id) is ReleaseOutcome.RELEASED
+    retry = await store.reserve(pid, retry_id, "u1", 1, "k1", 2)
+    assert retry.outcome is ReserveOutcome.RESERVED  # served anew, not "in progress"
+    # A stale release of the first order must not drop the retry's record.
+    assert await store.release(pid, first_id) is ReleaseOutcome.NO_RESERVATION
+    again = await store.reserve(pid, uuid.uuid4(), "u1", 1, "k1", 3)
+    assert again.outcome is ReserveOutcome.DUPLICATE and again.first_order_id == retry_id
+
+
+async def test_forget_keeps_the_units_sold_and_the_key_answered(store: StockStore) -> None:
+    pid, _ = await _opened(store, 5, limit=5)
+    order_id = uuid.uuid4()
+    await store.reserve(pid, order_id, "u1", 2, "k1", 1)
+    assert await store.forget(pid, order_id)
+    assert not await store.forget(pid, order_id)
+    snap = await store.snapshot(pid)
+    assert (snap.stock, snap.reservations) == (3, [])
+    again = await store.reserve(pid, uuid.uuid4(), "u1", 1, "k1", 2)
+    assert again.outcome is ReserveOutcome.DUPLICATE and again.first_order_id == order_id
+    assert await store.release(pid, order_id) is ReleaseOutcome.NO_RESERVATION
+
+
+async def test_closed_deal_refuses_reservations_and_releases(store: StockStore) -> None:
+    pid, deal_id = await _opened(store, 5)
+    order_id = uuid.uuid4()
+    await store.reserve(pid, order_id, "u1", 1, None, 1)
+    assert await store.close(pid, deal_id)
+    assert (await store.reserve(pid, uuid.uuid4(), "u2", 1, None, 1)).outcome \
+        is ReserveOutcome.NOT_ACTIVE
+    assert await store.release(pid, order_id) is ReleaseOutcome.NOT_OPEN
+    snap = await store.snapshot(pid)
+    assert (snap.status, snap.stock, snap.reserved_units) == ("closed", 4, 1)
+
+
+async def test_open_never_overwrites_live_state_and_drop_checks_the_owner(
+        store: StockStore) -> None:
+    pid, deal_id = await _opened(store, 5)
+    assert not await store.open(pid, deal_id + 1, 99, 1, epoch=1, unit_price=1)
+    assert not await store.drop(pid, deal_id + 1)
+    assert (await store.snapshot(pid)).stock == 5
+    assert await store.drop(pid, deal_id)
+    assert (await store.snapshot(pid)).status is None
+
+
+async def test_peek_reads_status_and_stock_without_the_reservations(store: StockStore) -> None:
+    pid, deal_id = await _opened(store, 5, limit=5)
+    await store.reserve(pid, uuid.uuid4(), "u1", 2, None, 1)
+    peek = await store.peek(pid)
+    assert (peek.status, peek.epoch, peek.deal_id, peek.stock) == ("open", 3, deal_id, 3)
+    assert peek.reservations == []
+
+
+async def test_due_returns_only_reservations_past_the_cutoff_oldest_first(
+        store: StockStore) -> None:
+    pid, deal_id = await _opened(store, 10, limit=10)
+    ids = [uuid.uuid4() for _ in range(4)]
+    for order_id, ms in zip(ids, (400, 100, 300, 900), strict=True):
+        await store.reserve(pid, order_id, "u1", 1, None, ms)
+    due = await store.due(pid, cutoff_ms=500, limit=10)
+    assert (due.status, due.deal_id) == ("open", deal_id)
+    assert [r.order_id for r in due.reservations] == [ids[1], ids[2], ids[0]]
+    assert [r.order_id for r in (await store.due(pid, 500, limit=2)).reservations] \
+        == [ids[1], ids[2]]
+
+
+async def test_released_or_forgotten_reservations_are_never_due(store: StockStore) -> None:
+    pid, _ = await _opened(store, 10, limit=10)
+    released, forgotten, kept = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for order_id in (released, forgotten, kept):
+        await store.reserve(pid, order_id, "u1", 1, None, 100)
+    await store.release(pid, released)
+    await store.forget(pid, forgotten)
+    assert [r.order_id for r in (await store.due(pid, 1000, 10)).reservations] == [kept]
+
+
+async def test_reschedule_postpones_only_reservations_still_held(store: StockStore) -> None:
+    pid, _ = await _opened(store, 10, limit=10)
+    pending, released = uuid.uuid4(), uuid.uuid4()
+    await store.reserve(pid, pending, "u1", 1, None, 100)
+    await store.reserve(pid, released, "u1", 1, None, 100)
+    await store.release(pid, released)
+    assert await store.reschedule(pid, {pending: 5000, released: 5000}) == 1
+    assert (await store.due(pid, 1000, 10)).reservations == []
+    assert [r.order_id for r in (await store.due(pid, 5000, 10)).reservations] == [pending]
+    assert (await store.snapshot(pid)).stock == 9  # the released one stayed released
+
+
+async def test_rebuild_restores_reservations_keys_and_their_due_times(
+        store: StockStore) -> None:
+    pid, deal_id = await _opened(store, 10, limit=3)
+    held = uuid.uuid4()
+    state = RebuiltState(deal_id, stock=8, per_user_limit=3, epoch=4, unit_price=500,
+                         users={"u1": 2}, reservations=[Reservation(held, "u1", 2, 700, "k1")],
+                         idempotency={("u1", "k1"): held})
+    assert await store.rebuild(pid, state)
+    assert not await store.rebuild(pid, RebuiltState(deal_id, 1, 3, 2, 500, {}, [], {}))
+    again = await store.reserve(pid, uuid.uuid4(), "u1", 1, "k1", 800)
+    assert again.outcome is ReserveOutcome.DUPLICATE and again.first_order_id == held
+    assert [r.order_id for r in (await store.due(pid, 700, 10)).reservations] == [held]
+    assert (await store.reserve(pid, uuid.uuid4(), "u1", 2, None, 800)).outcome \
+        is ReserveOutcome.LIMIT_EXCEEDED
+    assert await store.release(pid, held) is ReleaseOutcome.RELEASED
+    assert (await store.peek(pid)).stock == 10
