@@ -96,6 +96,10 @@ orders = Table(
     Column("cancel_reason", String(32), nullable=True),
     Column("idempotency_key", String(128), nullable=True),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+    # Set by the webhook when a successful payment is accepted in time (the sweeper skips it).
+    Column("paid_at", DateTime(timezone=True), nullable=True),
+    # The payment that confirmed the order (set by the stock worker).
+    Column("payment_id", String(128), nullable=True),
     _ts("created_at"), _ts("updated_at"),
     CheckConstraint("quantity > 0", name="quantity_positive"),
     CheckConstraint("unit_price >= 0", name="unit_price_non_negative"),
@@ -134,6 +138,9 @@ outbox = Table(
     _ts("created_at"),
     Column("claimed_until", DateTime(timezone=True), nullable=True),
     Column("published_at", DateTime(timezone=True), nullable=True),
+    # Failed publish attempts; a row past the relay's limit is set aside (see outbox.py).
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text, nullable=True),
 )
 Index("ix_outbox_unpublished", outbox.c.id, postgresql_where=text("published_at IS NULL"))
 

@@ -63,7 +63,9 @@ def _not_active() -> Conflict:
 
 async def place_order(ctx: Context, cmd: PlaceOrder) -> OrderView:
     order_id = uuid4()
-    if ctx.sold_out.sold_out(cmd.product_id):
+    # A retry with an idempotency key must find its first answer (the last unit may be
+    # its own), so only requests without a key may be refused from the sold-out memo.
+    if cmd.idempotency_key is None and ctx.sold_out.sold_out(cmd.product_id):
         raise _sold_out()
     if ctx.settings.hotdeal_stock_redis:
         now_ms = int(time.time() * 1000)

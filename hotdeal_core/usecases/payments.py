@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from typing import Literal
 from uuid import UUID
 
+from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 
-from hotdeal_core.db.tables import payments
+from hotdeal_core.db.tables import orders, payments
+from hotdeal_core.domain import OrderStatus
 from hotdeal_core.errors import NotFound, Unprocessable
 from hotdeal_core.outbox import add_event
 from hotdeal_core.usecases.context import Context
@@ -54,6 +56,13 @@ async def record_payment(ctx: Context, cb: PaymentCallback) -> PaymentReceipt:
             first = (await conn.execute(payments.select().where(
                 payments.c.payment_id == cb.payment_id))).one()
             return PaymentReceipt(cb.payment_id, first.outcome, duplicate=True)
+        if outcome == "accepted" and cb.status == "succeeded":
+            # Accepted in time: the expiry sweeper must not cancel the order any more (it
+            # checks paid_at in its compare-and-set, which this row lock makes it wait for).
+            await conn.execute(orders.update().where(
+                orders.c.id == cb.order_id, orders.c.status == OrderStatus.PENDING,
+                orders.c.paid_at.is_(None), orders.c.expires_at >= func.now())
+                .values(paid_at=func.now()))
         if outcome == "accepted":
             event_type = PaymentSucceeded if cb.status == "succeeded" else PaymentFailed
             await add_event(conn, ctx.topics, event_type(

@@ -73,23 +73,27 @@ async def confirm_order(ctx: Context, order_id: UUID, *, payment_id: str | None,
         row = (await conn.execute(
             orders.update().where(orders.c.id == order_id,
                                   orders.c.status == OrderStatus.PENDING)
-            .values(status=OrderStatus.CONFIRMED, updated_at=text("now()"))
+            .values(status=OrderStatus.CONFIRMED, payment_id=payment_id,
+                    updated_at=text("now()"))
             .returning(orders))).first()
         if row is not None:
             await add_event(conn, ctx.topics, OrderConfirmed(
                 order_id=order_id, product_id=row.product_id, hot_deal_id=row.hot_deal_id,
                 user_id=row.user_id, quantity=row.quantity, payment_id=payment_id))
         else:
-            current = (await conn.execute(select(orders.c.status).where(
-                orders.c.id == order_id))).scalar_one_or_none()
+            current = (await conn.execute(select(orders.c.status, orders.c.payment_id).where(
+                orders.c.id == order_id))).first()
             if current is None:
                 return SettleResult("not_found")
-            if payment_id is not None and current == OrderStatus.CANCELLED:
-                # Paid too late (the reservation expired): never lose the money, refund it.
+            refund = payment_id is not None and await _refund_reason(
+                conn, order_id, current.status, current.payment_id, payment_id)
+            if refund:
+                # Never lose the money: a payment that cannot settle the order goes back.
+                assert payment_id is not None
                 await add_event(conn, ctx.topics, RefundRequested(
                     order_id=order_id, payment_id=payment_id, amount=amount or 0,
-                    reason="order_cancelled"))
-            result = SettleResult("no_change", current)
+                    reason=refund))
+            result = SettleResult("no_change", current.status)
     ctx.outbox_written()
     if row is None:
         return result
@@ -101,6 +105,23 @@ async def confirm_order(ctx: Context, order_id: UUID, *, payment_id: str | None,
     return SettleResult("applied", OrderStatus.CONFIRMED)
 
 
+async def _refund_reason(conn: AsyncConnection, order_id: UUID, status: str,
+                         confirmed_by: str | None, payment_id: str) -> str | None:
+    """Why a successful payment of an order that is no longer PENDING is refunded, if it is."""
+    if status == OrderStatus.CANCELLED:
+        return "order_cancelled"  # paid too late (the reservation expired) or cancelled
+    if confirmed_by is None:
+        # Confirmed without a payment (admin): the first payment is the order's, keep it.
+        claimed = (await conn.execute(orders.update().where(
+            orders.c.id == order_id, orders.c.payment_id.is_(None)).values(
+            payment_id=payment_id, updated_at=text("now()")).returning(orders.c.id))).first()
+        if claimed is not None:
+            return None
+        confirmed_by = (await conn.execute(select(orders.c.payment_id).where(
+            orders.c.id == order_id))).scalar_one()
+    return None if confirmed_by == payment_id else "duplicate_payment"
+
+
 async def cancel_order(ctx: Context, order_id: UUID, reason: CancelReason, *,
                        event_id: UUID | None = None,
                        consumer: str = "stock-worker") -> SettleResult:
@@ -110,9 +131,13 @@ async def cancel_order(ctx: Context, order_id: UUID, reason: CancelReason, *,
             result = SettleResult("already_processed")
         else:
             deal_id, deal = await _deal_of(conn, order_id)
+            cas = [orders.c.id == order_id, orders.c.status == OrderStatus.PENDING]
+            if reason is CancelReason.EXPIRED:
+                # An order paid in time is never expired. The webhook marks paid_at under
+                # the order's row lock, so this compare-and-set waits for it and sees it.
+                cas.append(orders.c.paid_at.is_(None))
             row = (await conn.execute(
-                orders.update().where(orders.c.id == order_id,
-                                      orders.c.status == OrderStatus.PENDING)
+                orders.update().where(*cas)
                 .values(status=OrderStatus.CANCELLED, cancel_reason=reason,
                         updated_at=text("now()"))
                 .returning(orders))).first()
@@ -164,11 +189,13 @@ async def _give_back_in_postgres(conn: AsyncConnection, row: object, deal_id: in
 
 
 async def expire_due_orders(ctx: Context, batch_size: int) -> int:
-    """Cancel PENDING orders past their reservation TTL; returns how many were cancelled."""
+    """Cancel PENDING orders past their reservation TTL that were not paid in time; returns
+    how many were cancelled."""
     async with ctx.engine.connect() as conn:
         due = (await conn.execute(text(
             "SELECT id FROM orders WHERE status = 'PENDING' AND expires_at < now() "
-            "ORDER BY expires_at LIMIT :n"), {"n": batch_size})).scalars().all()
+            "AND paid_at IS NULL ORDER BY expires_at LIMIT :n"), {"n": batch_size})
+        ).scalars().all()
     cancelled = 0
     for order_id in due:
         result = await cancel_order(ctx, order_id, CancelReason.EXPIRED)
