@@ -347,7 +347,7 @@ def run_swarm(cfg: SwarmConfig, api_pid: int | None = None) -> dict[str, Any]:
     env = {**os.environ, "HOTDEAL_API_URL": cfg.api_url, "HOTDEAL_USERS": str(buyers),
            "HOTDEAL_TARGET": cfg.target, "HOTDEAL_SHAPE": cfg.shape,
            "HOTDEAL_ACCEPTED_FILE": str(accepted_file),
-           "PAYMENT_WEBHOOK_SECRET": settings.payment_webhook_secret,
+           "PAYMENT_WEBHOOK_SECRET": settings.payment_webhook_secret.get_secret_value(),
            "HOTDEAL_SPIKE_USERS": str(cfg.users), "HOTDEAL_STEP_MAX": str(cfg.users), **cfg.env}
     if cfg.target == "orders":
         product = hotdeal("product", "create", "--name", f"{cfg.label} {started:%H:%M:%S}",

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import argparse
+
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The defaults of the two secrets: usable only with ALLOW_DEV_SECRETS=true.
+DEV_WEBHOOK_SECRET = "dev-webhook-secret-change-me"
+DEV_ADMIN_TOKEN = "dev-admin-token-change-me"
+
+
+class InsecureSecrets(ValueError):
+    """The order API was started with a default or empty secret and no development switch."""
 
 
 class Settings(BaseSettings):
@@ -17,8 +27,10 @@ class Settings(BaseSettings):
     kafka_topic_prefix: str = ""
     kafka_partitions: int = Field(default=6, ge=1)
     hotdeal_stock_redis: bool = True
-    payment_webhook_secret: str = "dev-webhook-secret-change-me"
-    admin_token: str = "dev-admin-token-change-me"
+    payment_webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
+    admin_token: SecretStr = SecretStr(DEV_ADMIN_TOKEN)
+    # Development switch: allow the default secrets above (the make targets and tests set it).
+    allow_dev_secrets: bool = False
     reservation_ttl_seconds: int = Field(default=600, ge=1)
 
     order_api_host: str = "127.0.0.1"
@@ -42,7 +54,45 @@ class Settings(BaseSettings):
     # A consumer process writes this file once it is running (process supervisors wait on it).
     ready_file: str | None = None
     reconcile_interval_seconds: float = Field(default=1.0, gt=0)
+    # A consumed message whose handler keeps failing (not a dependency outage) is tried this
+    # many times, with backoff, then dead-lettered with the reason.
+    handler_max_attempts: int = Field(default=5, ge=1)
+    # An outbox row that keeps failing to publish is set aside after this many attempts.
+    outbox_max_attempts: int = Field(default=10, ge=1)
+
+    def require_real_secrets(self) -> None:
+        """Raise InsecureSecrets if a secret is empty, or the development default without
+        ALLOW_DEV_SECRETS (called by the order API, the one process that uses them)."""
+        for name, value, default in (
+                ("PAYMENT_WEBHOOK_SECRET", self.payment_webhook_secret, DEV_WEBHOOK_SECRET),
+                ("ADMIN_TOKEN", self.admin_token, DEV_ADMIN_TOKEN)):
+            secret = value.get_secret_value()
+            if not secret.strip():
+                raise InsecureSecrets(f"{name} is empty; set a real secret")
+            if secret == default and not self.allow_dev_secrets:
+                raise InsecureSecrets(f"{name} is the development default; set a real "
+                                      "secret, or ALLOW_DEV_SECRETS=true for local development")
+
+
+def parse_command_line(prog: str, summary: str, argv: list[str] | None = None) -> None:
+    """The processes take no arguments, only settings: `--help` says so and lists them."""
+    lines = []
+    for name, info in Settings.model_fields.items():
+        default = "(secret)" if "secret" in name or "token" in name else info.default
+        lines.append(f"  {name.upper():28} {default}")
+    parser = argparse.ArgumentParser(
+        prog=prog, description=summary, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="settings (environment variables or .env, read once at start-up; defaults):\n"
+               + "\n".join(lines))
+    parser.parse_args(argv)
 
 
 def load_settings() -> Settings:
-    return Settings()
+    """The settings of a process at start-up; a bad setting ends it with a clear message
+    instead of a traceback."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                             for e in exc.errors())
+        raise SystemExit(f"hotdeal: refusing to start: {problems}") from None

@@ -13,15 +13,23 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from hotdeal_core.db.engine import is_unavailable
 from hotdeal_core.errors import DependencyUnavailable, HotdealError
 
 log = logging.getLogger(__name__)
+
+# Error replies of a Redis that cannot serve for a while (a long script, maxmemory, a
+# replica or a failover, loading its data, a cluster resharding); any other error reply
+# (WRONGTYPE, a script's own error...) is a bug here, a 500.
+_REDIS_BUSY_CODES = frozenset(
+    {"BUSY", "OOM", "READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"})
 
 
 def error_response(status: int, code: str, message: str,
@@ -62,9 +70,19 @@ async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
     return _unavailable("redis", "the stock store is unavailable; retry shortly")
 
 
+async def _redis_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RedisResponseError)
+    # redis-py strips the code of the replies it knows into `status_code` (OOM, READONLY...)
+    # and leaves the others (BUSY) at the head of the message.
+    code = exc.status_code or str(exc).split(" ", 1)[0]
+    if code in _REDIS_BUSY_CODES:
+        return await _redis_down(request, exc)
+    log.exception("redis error", exc_info=exc)
+    return error_response(500, "internal_error", "unexpected stock store error")
+
+
 async def _postgres_down(_: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError | InterfaceError) \
-            and not exc.connection_invalidated:
+    if not is_unavailable(exc):
         log.exception("database error")
         return error_response(500, "internal_error", "unexpected database error")
     log.warning("postgres unavailable: %s", exc)
@@ -95,6 +113,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)
+    app.add_exception_handler(RedisResponseError, _redis_error)
     app.add_exception_handler(DBAPIError, _postgres_down)
     app.add_exception_handler(PoolTimeoutError, _postgres_down)
     app.add_exception_handler(ClientDisconnect, _client_gone)

@@ -7,7 +7,7 @@ import time
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
 
@@ -21,6 +21,7 @@ from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.views import OrderView
 from order_api.errors import error_response
 from schemas.http import (
+    BIGINT_LIMIT,
     CancelOrderRequest,
     EndDealResponse,
     ErrorResponse,
@@ -46,13 +47,17 @@ async def ctx_of(request: Request) -> Context:
 
 
 Ctx = Annotated[Context, Depends(ctx_of)]
+# A BIGINT id: out of that range it cannot exist (and asyncpg cannot even send it).
+ProductIdPath = Annotated[int, Path(ge=1, lt=BIGINT_LIMIT)]
 
 
 async def require_admin(request: Request,
                   authorization: Annotated[str | None, Header()] = None) -> None:
-    token = request.app.state.settings.admin_token
+    token = request.app.state.settings.admin_token.get_secret_value().encode()
     scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+    # An empty token (configured or given) never passes.
+    if scheme.lower() != "bearer" or not given or not token or \
+            not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token):
         raise Unauthorized("unauthorized", "a valid admin bearer token is required")
 
 
@@ -68,7 +73,8 @@ def order_response(order: OrderView) -> OrderResponse:
 @router.post("/orders", status_code=202, response_model=OrderResponse, responses=ERRORS)
 async def place_order(body: PlaceOrderRequest, ctx: Ctx,
                       idempotency_key: Annotated[str | None, Header(
-                          min_length=1, max_length=128)] = None) -> OrderResponse:
+                          min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")] = None,
+                      ) -> OrderResponse:
     order = await orders.place_order(ctx, orders.PlaceOrder(
         body.product_id, body.user_id, body.quantity, idempotency_key))
     return order_response(order)
@@ -99,8 +105,9 @@ async def payment_webhook(request: Request, ctx: Ctx,
                           ) -> PaymentWebhookResponse | JSONResponse:
     """The payment provider's callback, signed with PAYMENT_WEBHOOK_SECRET."""
     raw = await request.body()
-    signature.verify(ctx.settings.payment_webhook_secret, x_payment_signature, raw,
-                     time.time(), ctx.settings.webhook_tolerance_seconds)
+    secret = ctx.settings.payment_webhook_secret.get_secret_value()
+    signature.verify(secret, x_payment_signature, raw, time.time(),
+                     ctx.settings.webhook_tolerance_seconds)
     try:
         body = PaymentWebhookRequest.model_validate_json(raw)
     except ValidationError as exc:
@@ -114,7 +121,7 @@ async def payment_webhook(request: Request, ctx: Ctx,
 
 
 @router.get("/products/{product_id}", response_model=ProductResponse, responses=ERRORS)
-async def get_product(product_id: int, ctx: Ctx) -> ProductResponse:
+async def get_product(product_id: ProductIdPath, ctx: Ctx) -> ProductResponse:
     p = await products.get_product(ctx, product_id)
     deal = None
     if p.deal is not None:
@@ -129,7 +136,8 @@ async def get_product(product_id: int, ctx: Ctx) -> ProductResponse:
 @router.post("/products/{product_id}/hotdeal/start", status_code=201,
              response_model=StartDealResponse, responses=ERRORS,
              dependencies=[Depends(require_admin)])
-async def start_hotdeal(product_id: int, body: StartDealRequest, ctx: Ctx) -> StartDealResponse:
+async def start_hotdeal(product_id: ProductIdPath, body: StartDealRequest,
+                        ctx: Ctx) -> StartDealResponse:
     started = await deals.start_deal(ctx, deals.StartDeal(
         product_id, body.stock, body.per_user_limit, body.duration_seconds))
     return StartDealResponse(hot_deal_id=started.deal_id, product_id=started.product_id,
@@ -139,7 +147,7 @@ async def start_hotdeal(product_id: int, body: StartDealRequest, ctx: Ctx) -> St
 
 @router.post("/products/{product_id}/hotdeal/end", response_model=EndDealResponse,
              responses=ERRORS, dependencies=[Depends(require_admin)])
-async def end_hotdeal(product_id: int, ctx: Ctx) -> EndDealResponse:
+async def end_hotdeal(product_id: ProductIdPath, ctx: Ctx) -> EndDealResponse:
     """Stop intake at once; the reconciler flushes the deal's stock back to Postgres."""
     deal_id, ended_now = await deals.end_deal(ctx, product_id)
     return EndDealResponse(hot_deal_id=deal_id, product_id=product_id, ended_now=ended_now)

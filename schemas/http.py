@@ -8,7 +8,12 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+# Ids and amounts are Postgres BIGINTs (< 2**63): a larger number cannot even be sent as a
+# query parameter. Used as `lt=`: the OpenAPI document holds numbers as floats, and 2**63 is
+# one exactly (2**63 - 1 is not).
+BIGINT_LIMIT = 2**63
 UserId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+ProductId = Annotated[StrictInt, Field(ge=1, lt=BIGINT_LIMIT)]
 MAX_ORDER_QUANTITY = 100
 
 
@@ -17,7 +22,7 @@ class _Request(BaseModel):
 
 
 class PlaceOrderRequest(_Request):
-    product_id: Annotated[StrictInt, Field(ge=1)]
+    product_id: ProductId
     user_id: UserId
     quantity: Annotated[StrictInt, Field(ge=1, le=MAX_ORDER_QUANTITY)]
 
@@ -27,10 +32,11 @@ class CancelOrderRequest(_Request):
 
 
 class PaymentWebhookRequest(_Request):
-    payment_id: Annotated[str, Field(min_length=1, max_length=128)]
+    # Any text but NUL, which a Postgres text cannot hold.
+    payment_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00]+$")]
     order_id: UUID
     status: Literal["succeeded", "failed"]
-    amount: Annotated[StrictInt, Field(ge=0)]
+    amount: Annotated[StrictInt, Field(ge=0, lt=BIGINT_LIMIT)]
 
 
 class StartDealRequest(_Request):
