@@ -15,6 +15,10 @@ DATABASE_URL ?= postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:$(HOTDEAL_PG_PORT
 REDIS_URL ?= redis://127.0.0.1:$(HOTDEAL_REDIS_PORT)/0
 KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(HOTDEAL_KAFKA_PORT)
 export DATABASE_URL REDIS_URL KAFKA_BOOTSTRAP_SERVERS
+# The make targets run on a developer's machine: the default secrets are allowed here (a
+# process started any other way refuses them; see hotdeal_core/settings.py).
+ALLOW_DEV_SECRETS ?= true
+export ALLOW_DEV_SECRETS
 
 # The test suite has its own database, Redis db and topic prefix, so tests never see demo data.
 TEST_ENV := DATABASE_URL=postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:$(HOTDEAL_PG_PORT)/hotdeal_test \

@@ -15,16 +15,17 @@ from faststream import FastStream
 
 from hotdeal_core.kafka_topics import ensure_topics
 from hotdeal_core.runtime import Runtime, build_runtime
-from hotdeal_core.settings import Settings, load_settings
+from hotdeal_core.settings import Settings, load_settings, parse_command_line
 from hotdeal_core.topics import Topics
 from hotdeal_core.usecases.context import Context
 
 log = logging.getLogger(__name__)
 
 
-def run_consumer(create_app: Callable[[Settings], FastStream]) -> None:
+def run_consumer(create_app: Callable[[Settings], FastStream], prog: str, summary: str) -> None:
     """`python -m stock_worker` / `python -m reconciler`: settings read once, run until
     SIGTERM/SIGINT (graceful: in-flight messages finish or stay uncommitted for redelivery)."""
+    parse_command_line(prog, summary)
     settings = load_settings()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")

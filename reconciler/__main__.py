@@ -4,4 +4,7 @@ from hotdeal_core.service import run_consumer
 from reconciler.app import create_app
 
 if __name__ == "__main__":
-    run_consumer(create_app)
+    run_consumer(create_app, "python -m reconciler",
+                 "The hotdeal reconciler: flushes ended deals back to Postgres, audits them, "
+                 "ends deals whose duration is over, rebuilds lost Redis state, releases "
+                 "orphan reservations. Stops gracefully on SIGTERM.")

@@ -4,4 +4,7 @@ from hotdeal_core.service import run_consumer
 from stock_worker.app import create_app
 
 if __name__ == "__main__":
-    run_consumer(create_app)
+    run_consumer(create_app, "python -m stock_worker",
+                 "The hotdeal stock worker: settles orders from payments.v1 and "
+                 "order-requests.v1, releases stock, expires reservations. Stops gracefully "
+                 "on SIGTERM.")

@@ -17,6 +17,7 @@ _REDIS_PORT = os.environ.get("HOTDEAL_REDIS_PORT", "56379")
 os.environ.setdefault("DATABASE_URL",
                       f"postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:{_PG_PORT}/hotdeal_test")
 os.environ.setdefault("REDIS_URL", f"redis://127.0.0.1:{_REDIS_PORT}/1")
+os.environ.setdefault("ALLOW_DEV_SECRETS", "true")
 # One topic namespace per test session: two sessions on one broker (a developer's and a
 # helper's) must not share consumer groups' partitions.
 os.environ["KAFKA_TOPIC_PREFIX"] = (

@@ -12,12 +12,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from hotdeal_core.db import migrate
+from hotdeal_core.db.engine import make_engine
 from hotdeal_core.db.tables import metadata, orders, products
 from hotdeal_core.settings import Settings
 
@@ -120,3 +121,19 @@ async def test_schema_refuses_a_zero_quantity_order(engine: AsyncEngine) -> None
                 id=uuid.uuid4(), product_id=pid, user_id="u", quantity=0, unit_price=1,
                 status="PENDING", expires_at=datetime.now(UTC)))
         await conn.rollback()
+
+
+async def test_engine_runs_every_transaction_in_read_committed(settings: Settings) -> None:
+    """The deal fence needs READ COMMITTED (a fresh snapshot after the lock): our engine
+    keeps it even on a connection whose default isolation was raised."""
+    eng = make_engine(settings, pool_size=1)
+    try:
+        async with eng.connect() as conn:
+            await conn.execute(text(
+                "SET SESSION default_transaction_isolation = 'serializable'"))
+            await conn.commit()
+            async with conn.begin():
+                level = (await conn.execute(text("SHOW transaction_isolation"))).scalar_one()
+    finally:
+        await eng.dispose()
+    assert level == "read committed"
