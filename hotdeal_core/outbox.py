@@ -6,6 +6,33 @@ commits the claim, publishes (idempotent producer, acks=all, key = entity id), t
 the rows published. No DB transaction is held across the Kafka await; two relays never
 publish the same row at once; a relay that dies mid-batch leaves rows whose lease expires
 and are published again (at-least-once: consumers are idempotent by event_id).
+
+Rows are published independently: a row that fails does not fail the rest of its batch.
+
+- A transient failure (Kafka unreachable or timing out, an error aiokafka marks retriable)
+  says nothing about the row: it is claimed again TRANSIENT_RETRY_SECONDS later, without
+  counting an attempt, for as long as the outage lasts.
+- Any other failure (MessageSizeTooLargeError, a topic we may not write to, a payload that
+  does not encode) counts an attempt: `attempts` is incremented, `last_error` keeps the
+  reason, and the row's next claim waits an exponential backoff (`retry_backoff_base`
+  seconds, doubled per attempt, capped at MAX_BACKOFF_SECONDS). A row that reaches
+  `max_attempts` (OUTBOX_MAX_ATTEMPTS) is **set aside**: the claim skips it from then on, an
+  error is logged once, `set_aside_total` counts it and `set_aside_count()` tells how many
+  rows are set aside. Once the cause is fixed, `UPDATE outbox SET attempts = 0 WHERE id =
+  ...` has it published.
+- A row that failed before is sent on its own (awaited before the next one), so that it
+  cannot fail its neighbours again: the broker refuses a whole produce batch (every row of
+  one partition in one request) for one bad record.
+- After the broker refused a batch, the idempotent producer's sequence numbers for that
+  partition no longer match the broker's (every later send there fails with
+  OutOfOrderSequenceNumber, and aiokafka does not recover from it): the relay replaces its
+  producer (`producer_factory`) before sending anything else. Those producer-state errors
+  are never counted against a row.
+
+Ordering caveat: within one key, events are published in the order they were written only
+while none of them fails. A row that is retried later, or set aside, is overtaken by the
+later rows of its key (e.g. an OrderCancelled published while the OrderPlaced before it is
+set aside). Consumers must not assume that they saw every earlier event of a key.
 """
 
 from __future__ import annotations
@@ -14,10 +41,21 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -30,19 +68,67 @@ from schemas.events import AnyEvent
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 30
+# A row whose send failed transiently (Kafka down) is claimed again after this long.
+TRANSIENT_RETRY_SECONDS = 1.0
+# The longest wait between two attempts of a row that keeps failing.
+MAX_BACKOFF_SECONDS = 300.0
 
 _CLAIM = text(f"""
     UPDATE outbox SET claimed_until = now() + interval '{LEASE_SECONDS} seconds'
     WHERE id IN (
         SELECT id FROM outbox
-        WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
+        WHERE published_at IS NULL AND attempts < :max_attempts
+          AND (claimed_until IS NULL OR claimed_until < now())
         ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED)
-    RETURNING id, topic, key, payload, created_at
+    RETURNING id, topic, key, payload, created_at, attempts
 """)
 _MARK = text("""
     UPDATE outbox SET published_at = now() WHERE id = ANY(:ids)
     RETURNING EXTRACT(EPOCH FROM (published_at - created_at)) AS delay
 """)
+# One attempt more for each failed row; the next claim waits base * 2^(attempts before).
+_FAILED = text("""
+    UPDATE outbox AS o SET attempts = o.attempts + 1, last_error = f.error,
+        claimed_until = now() + make_interval(secs => LEAST(
+            CAST(:cap AS double precision),
+            CAST(:base AS double precision) * power(2, o.attempts)))
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:errors AS text[])) AS f(id, error)
+    WHERE o.id = f.id AND o.published_at IS NULL
+    RETURNING o.id, o.topic, o.key, o.event_type, o.attempts, o.last_error
+""")
+# Transient failures (claimed again a moment later) and rows not tried (claimed again now).
+_RETRY_AFTER = text("""
+    UPDATE outbox SET claimed_until = now() + make_interval(
+        secs => CAST(:delay AS double precision))
+    WHERE id = ANY(:ids) AND published_at IS NULL
+""")
+_SET_ASIDE = text("""
+    SELECT count(*) FROM outbox WHERE published_at IS NULL AND attempts >= :max_attempts
+""")
+
+
+# The idempotent producer's own state is out of step with the broker's: not the row's fault.
+_PRODUCER_STATE_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch,
+                          InvalidProducerIdMapping, ProducerFenced)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failed send that says nothing about the row: retried without counting an attempt."""
+    if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError, *_PRODUCER_STATE_ERRORS)):
+        return True
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable)
+    # Socket errors and timeouts (the builtin TimeoutError is asyncio's), a cancelled send.
+    return isinstance(exc, OSError | asyncio.CancelledError)
+
+
+def _describe(exc: BaseException) -> str:
+    text_ = str(exc)
+    name = type(exc).__name__
+    return (text_ if name in text_ else f"{name}: {text_}")[:2000]
+
+
+_NOT_TRIED = object()  # a row left for the next batch (the producer is being replaced)
 
 
 async def add_event(conn: AsyncConnection, topics: Topics, event: AnyEvent) -> None:
@@ -67,10 +153,21 @@ class OutboxRelay:
         "hotdeal_outbox_publish_delay_seconds",
         "Time from an outbox row's commit to its publication on Kafka"))
     published_total: int = 0
+    # Rows this relay set aside (each row is counted once, by the relay that made its last
+    # attempt); set_aside_count() asks the database for all of them.
+    set_aside_total: int = 0
     connected: bool = False
     # Created (or grown) before the first publish; see hotdeal_core.kafka_topics.
     topics: list[str] = field(default_factory=list)
     partitions: int = 6
+    # A row that failed (not transiently) this many times is set aside (OUTBOX_MAX_ATTEMPTS).
+    max_attempts: int = 10
+    # The wait before a failed row's 2nd attempt, doubled for each further one.
+    retry_backoff_base: float = 1.0
+    # Builds a new producer when the current one is out of step with the broker (see the
+    # module docstring). Without one, such a partition stays blocked until a restart.
+    producer_factory: Callable[[], AIOKafkaProducer] | None = None
+    _topics_ready: bool = False
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
@@ -87,17 +184,18 @@ class OutboxRelay:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self.connected:
-            await self.producer.stop()
-            self.connected = False
+        await self.producer.stop()  # also a producer never started (nothing to flush)
+        self.connected = False
 
-    async def _connect(self) -> None:
-        # Kafka may be down at start-up: orders keep being accepted (the outbox holds their
-        # events) and the relay keeps trying.
+    async def connect(self) -> None:
+        """Start the producer (and create the topics, the first time); retries until Kafka
+        answers. Kafka may be down at start-up: orders keep being accepted (the outbox holds
+        their events) and the relay keeps trying."""
         while not self.connected:
             try:
-                if self.topics:
+                if self.topics and not self._topics_ready:
                     await ensure_topics(self.bootstrap_servers, self.topics, self.partitions)
+                    self._topics_ready = True
                 await self.producer.start()
                 self.connected = True
             except asyncio.CancelledError:
@@ -107,7 +205,6 @@ class OutboxRelay:
                 await asyncio.sleep(1.0)
 
     async def _run(self) -> None:
-        await self._connect()
         while True:
             try:
                 published = await self.publish_batch()
@@ -123,20 +220,129 @@ class OutboxRelay:
                 self._wake.clear()
 
     async def publish_batch(self) -> int:
+        """Claim a batch, send its rows, record each row's outcome; returns how many rows
+        were published."""
+        if not self.connected:
+            await self.connect()
         async with self.engine.begin() as conn:
-            rows = (await conn.execute(_CLAIM, {"limit": self.batch_size})).all()
+            rows = (await conn.execute(_CLAIM, {"limit": self.batch_size,
+                                                "max_attempts": self.max_attempts})).all()
         if not rows:
             return 0
         rows = sorted(rows, key=lambda r: r.id)
-        futures = [await self.producer.send(
-            r.topic, value=_encode(r.payload), key=r.key.encode()) for r in rows]
-        await asyncio.gather(*futures)
+        outcome: dict[int, object] = {}  # id -> None (acknowledged), an exception, _NOT_TRIED
+        broken = False  # the producer must be replaced before it sends anything else
+        # Rows that failed before: one at a time, each alone in its produce request.
+        for r in (r for r in rows if r.attempts > 0):
+            if broken:
+                outcome[r.id] = _NOT_TRIED
+                continue
+            (outcome[r.id],), broken = await self._send([r])
+        fresh = [r for r in rows if r.attempts == 0]
+        if broken:
+            outcome.update((r.id, _NOT_TRIED) for r in fresh)
+        elif fresh:
+            errors, broken = await self._send(fresh)
+            outcome.update(zip((r.id for r in fresh), errors, strict=True))
+        published = await self._record(rows, outcome)
+        if broken:
+            await self._replace_producer()
+        return published
+
+    async def _send(self, rows: Sequence[Any]) -> tuple[list[BaseException | None], bool]:
+        """Send `rows` pipelined; each row's error (None: acknowledged), and whether the
+        producer is now out of step with the broker."""
+        sent: list[asyncio.Future[Any] | BaseException] = []
+        for r in rows:
+            try:  # send() itself refuses some rows (too large, buffer full): no future then
+                sent.append(await self.producer.send(
+                    r.topic, value=_encode(r.payload), key=r.key.encode()))
+            except Exception as exc:  # noqa: BLE001 - recorded against the row
+                sent.append(exc)
+        futures = [s for s in sent if isinstance(s, asyncio.Future)]
+        acks = iter(await asyncio.gather(*futures, return_exceptions=True))
+        errors: list[BaseException | None] = []
+        broken = False
+        for s in sent:
+            if isinstance(s, asyncio.Future):
+                ack = next(acks)
+                error = ack if isinstance(ack, BaseException) else None
+                # The broker refused a request: the sequence numbers are out of step now.
+                broken = broken or (error is not None and not is_transient(error))
+            else:
+                error = s
+            broken = broken or isinstance(error, _PRODUCER_STATE_ERRORS)
+            errors.append(error)
+        return errors, broken
+
+    async def _record(self, rows: Sequence[Any], outcome: dict[int, object]) -> int:
+        published = [r.id for r in rows if outcome[r.id] is None]
+        not_tried = [r.id for r in rows if outcome[r.id] is _NOT_TRIED]
+        transient: list[int] = []
+        failed: list[tuple[int, str]] = []
+        for r in rows:
+            error = outcome[r.id]
+            if isinstance(error, BaseException):
+                if is_transient(error):
+                    transient.append(r.id)
+                else:
+                    failed.append((r.id, _describe(error)))
+        if transient:
+            first = outcome[transient[0]]
+            assert isinstance(first, BaseException)
+            log.warning("outbox relay: %d rows not sent (%s); retrying", len(transient),
+                        _describe(first))
+        counted: Sequence[Any] = ()
+        delays: Sequence[Any] = ()
         async with self.engine.begin() as conn:
-            delays = (await conn.execute(_MARK, {"ids": [r.id for r in rows]})).scalars().all()
+            if published:
+                delays = (await conn.execute(_MARK, {"ids": published})).scalars().all()
+            if failed:
+                counted = (await conn.execute(_FAILED, {
+                    "ids": [i for i, _ in failed], "errors": [e for _, e in failed],
+                    "base": self.retry_backoff_base, "cap": MAX_BACKOFF_SECONDS})).all()
+            if transient:
+                await conn.execute(_RETRY_AFTER, {"ids": transient,
+                                                  "delay": TRANSIENT_RETRY_SECONDS})
+            if not_tried:
+                await conn.execute(_RETRY_AFTER, {"ids": not_tried, "delay": 0.0})
         for delay in delays:
             self.publish_delay.observe(float(delay))
-        self.published_total += len(rows)
-        return len(rows)
+        self.published_total += len(published)
+        for row in counted:
+            self._report_failure(row)
+        return len(published)
+
+    def _report_failure(self, row: Any) -> None:
+        if row.attempts >= self.max_attempts:
+            self.set_aside_total += 1
+            log.error("outbox relay: row %s (%s to %s, key %s) set aside after %d failed "
+                      "attempts; last error: %s", row.id, row.event_type, row.topic, row.key,
+                      row.attempts, row.last_error)
+        else:
+            log.warning("outbox relay: row %s (%s to %s) failed (attempt %d of %d), retried "
+                        "later: %s", row.id, row.event_type, row.topic, row.attempts,
+                        self.max_attempts, row.last_error)
+
+    async def _replace_producer(self) -> None:
+        if self.producer_factory is None:
+            log.error("outbox relay: the producer is out of step with the broker and cannot "
+                      "be replaced (no producer_factory); restart the process")
+            return
+        log.warning("outbox relay: replacing the producer (its sequence numbers are out of "
+                    "step with the broker after a refused batch)")
+        old, self.producer = self.producer, self.producer_factory()
+        self.connected = False  # the next batch starts the new one
+        try:
+            await old.stop()
+        except Exception as exc:  # noqa: BLE001 - the old producer is dropped either way
+            log.warning("outbox relay: stopping the old producer failed: %s", exc)
+
+    async def set_aside_count(self) -> int:
+        """How many rows are set aside now (unpublished, out of attempts), by any relay."""
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(
+                _SET_ASIDE, {"max_attempts": self.max_attempts})).scalar_one())
 
 
 def _encode(payload: Any) -> bytes:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from aiokafka import AIOKafkaProducer
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -56,7 +57,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.relay.stop()
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)  # a pool we passed in: close it
         await self.engine.dispose()
 
 
@@ -69,11 +70,15 @@ def build_runtime(settings: Settings, *, pool_size: int | None = None) -> Runtim
         settings.redis_url, max_connections=settings.redis_max_connections, timeout=10,
         socket_timeout=5, socket_connect_timeout=5))
     topics = Topics(settings.kafka_topic_prefix)
-    relay = OutboxRelay(engine, make_producer(settings.kafka_bootstrap_servers),
+    def new_producer() -> AIOKafkaProducer:
+        return make_producer(settings.kafka_bootstrap_servers)
+
+    relay = OutboxRelay(engine, new_producer(), producer_factory=new_producer,
                         bootstrap_servers=settings.kafka_bootstrap_servers,
                         batch_size=settings.outbox_batch_size,
                         poll_interval=settings.outbox_poll_interval_ms / 1000,
-                        topics=topics.all(), partitions=settings.kafka_partitions)
+                        topics=topics.all(), partitions=settings.kafka_partitions,
+                        max_attempts=settings.outbox_max_attempts)
     ctx = Context(engine=engine, stock=RedisStockStore(redis), settings=settings,
                   topics=topics, outbox_written=relay.wake,
                   sold_out=SoldOutMemo(settings.sold_out_cache_ms / 1000))

@@ -15,7 +15,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from sqlalchemy import select, text
 
-from hotdeal_core.consumer import handle
+from hotdeal_core.consumer import RetryPolicy, handle
 from hotdeal_core.db.tables import hot_deals
 from hotdeal_core.service import Duty, Service
 from hotdeal_core.settings import Settings
@@ -49,14 +49,14 @@ async def flush_stuck(ctx: Context) -> int:
 def create_app(settings: Settings) -> FastStream:
     topics = Topics(settings.kafka_topic_prefix)
     group = settings.kafka_topic_prefix + GROUP  # environments sharing a broker stay apart
+    retry = RetryPolicy.from_settings(settings)  # a failing handler: bounded, then dead letter
     # Per-message logs at DEBUG: at flash-sale rates they would cost more than the work.
     broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=group,
                          graceful_timeout=20.0, log_level=logging.DEBUG)
     every = settings.reconcile_interval_seconds
 
-    async def orphans(ctx: Context) -> int:
-        await release_orphans(ctx, settings.orphan_grace_seconds)
-        return 0
+    async def orphans(ctx: Context) -> bool:
+        return (await release_orphans(ctx, settings.orphan_grace_seconds)).more
 
     async def lost(ctx: Context) -> int:
         await recover_lost_states(ctx)
@@ -79,7 +79,8 @@ def create_app(settings: Settings) -> FastStream:
     @broker.subscriber(topics.hotdeals, group_id=group, ack_policy=AckPolicy.NACK_ON_ERROR,
                        auto_offset_reset="earliest", title=f"{GROUP}:hotdeals")
     async def hotdeals_handler(body: Any, msg: KafkaMessage) -> None:
-        await handle(broker, topics, msg, GROUP, hotdeal_event_adapter, on_hotdeal)
+        await handle(broker, topics, msg, GROUP, hotdeal_event_adapter, on_hotdeal,
+                     retry=retry)
 
     return FastStream(broker, on_startup=[service.start], after_startup=[service.ready],
                       after_shutdown=[service.stop])

@@ -13,7 +13,7 @@ from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from hotdeal_core.consumer import handle
+from hotdeal_core.consumer import RetryPolicy, handle
 from hotdeal_core.domain import CancelReason
 from hotdeal_core.service import Duty, Service
 from hotdeal_core.settings import Settings
@@ -37,6 +37,7 @@ GROUP = "stock-worker"
 def create_app(settings: Settings) -> FastStream:
     topics = Topics(settings.kafka_topic_prefix)
     group = settings.kafka_topic_prefix + GROUP  # environments sharing a broker stay apart
+    retry = RetryPolicy.from_settings(settings)  # a failing handler: bounded, then dead letter
     # Per-message logs at DEBUG: at flash-sale rates they would cost more than the work.
     broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=group,
                          graceful_timeout=15.0, log_level=logging.DEBUG)
@@ -66,13 +67,15 @@ def create_app(settings: Settings) -> FastStream:
     @broker.subscriber(topics.payments, group_id=group, ack_policy=AckPolicy.NACK_ON_ERROR,
                        auto_offset_reset="earliest", title=f"{GROUP}:payments")
     async def payments_handler(body: Any, msg: KafkaMessage) -> None:
-        await handle(broker, topics, msg, GROUP, payment_event_adapter, on_payment)
+        await handle(broker, topics, msg, GROUP, payment_event_adapter, on_payment,
+                     retry=retry)
 
     @broker.subscriber(topics.order_requests, group_id=group,
                        ack_policy=AckPolicy.NACK_ON_ERROR, auto_offset_reset="earliest",
                        title=f"{GROUP}:order-requests")
     async def requests_handler(body: Any, msg: KafkaMessage) -> None:
-        await handle(broker, topics, msg, GROUP, order_request_adapter, on_request)
+        await handle(broker, topics, msg, GROUP, order_request_adapter, on_request,
+                     retry=retry)
 
     return FastStream(broker, on_startup=[service.start], after_startup=[service.ready],
                       after_shutdown=[service.stop])

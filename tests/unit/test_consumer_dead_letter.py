@@ -1,16 +1,26 @@
 """Consumers parse strictly: what cannot be parsed is dead-lettered with its reason (not
-dropped, not blocking); what parses is applied. In-memory broker (TestKafkaBroker)."""
+dropped, not blocking); what parses is applied. A handler that keeps failing is retried a
+bounded number of times, then dead-lettered; a dependency outage is redelivered instead.
+In-memory broker (TestKafkaBroker)."""
 
 from __future__ import annotations
 
 from typing import Any
 from uuid import uuid4
 
+import pytest
+from aiokafka.errors import KafkaConnectionError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from hotdeal_core.consumer import handle
+from hotdeal_core.consumer import RetryPolicy, handle, is_dependency_outage
+from hotdeal_core.errors import DependencyUnavailable, NotFound
+from hotdeal_core.settings import Settings
 from hotdeal_core.topics import Topics
 from schemas.events import PaymentEvent, PaymentSucceeded, payment_event_adapter
 
@@ -55,3 +65,123 @@ async def test_a_poison_message_does_not_block_the_next_one() -> None:
         await br.publish(b"garbage", topic=TOPICS.payments)
         await br.publish(good.model_dump_json().encode(), topic=TOPICS.payments)
     assert applied == [good] and len(letters) == 1
+
+
+# A handler that keeps failing: bounded retries, then the dead-letter topic. The backoffs are
+# zero here; the defaults are in hotdeal_core.consumer.RetryPolicy.
+FAST = RetryPolicy(max_attempts=3, backoff_base=0.0, outage_backoff=0.0)
+
+
+def _failing_app(error: Exception, retry: RetryPolicy = FAST
+                 ) -> tuple[KafkaBroker, list[PaymentEvent], list[PaymentEvent],
+                            list[dict[str, Any]]]:
+    """`poison` (the event that always fails) raises `error`; every other event applies."""
+    broker = KafkaBroker()
+    attempted: list[PaymentEvent] = []
+    applied: list[PaymentEvent] = []
+    letters: list[dict[str, Any]] = []
+
+    async def apply(event: PaymentEvent) -> None:
+        attempted.append(event)
+        if isinstance(event, PaymentSucceeded) and event.payment_id == "poison":
+            raise error
+        applied.append(event)
+
+    @broker.subscriber(TOPICS.payments, group_id="unit", ack_policy=AckPolicy.NACK_ON_ERROR)
+    async def payments(body: Any, msg: KafkaMessage) -> None:
+        await handle(broker, TOPICS, msg, "unit", payment_event_adapter, apply, retry=retry)
+
+    @broker.subscriber(TOPICS.dead_letter, group_id="unit-dlq")
+    async def dead(body: dict[str, Any]) -> None:
+        letters.append(body)
+
+    return broker, attempted, applied, letters
+
+
+async def test_a_handler_that_keeps_failing_is_retried_then_dead_lettered() -> None:
+    broker, attempted, applied, letters = _failing_app(ValueError("no such thing"))
+    poison = PaymentSucceeded(order_id=uuid4(), payment_id="poison", amount=100)
+    good = PaymentSucceeded(order_id=uuid4(), payment_id="p2", amount=100)
+    async with TestKafkaBroker(broker) as br:
+        # Returns normally: the offset is committed, the partition moves on.
+        await br.publish(poison.model_dump_json().encode(), topic=TOPICS.payments,
+                         key=b"k1", partition=0)
+        await br.publish(good.model_dump_json().encode(), topic=TOPICS.payments,
+                         key=b"k2", partition=0)
+    assert attempted == [poison] * FAST.max_attempts + [good]
+    assert applied == [good]
+    assert len(letters) == 1
+    letter = letters[0]
+    assert letter["source_topic"] == TOPICS.payments and letter["key"] == "k1"
+    assert letter["partition"] == 0 and letter["consumer"] == "unit"
+    assert "ValueError" in letter["reason"] and "no such thing" in letter["reason"]
+    assert f"{FAST.max_attempts} attempts" in letter["reason"]
+    assert PaymentSucceeded.model_validate_json(letter["raw"]) == poison
+
+
+async def test_the_attempts_come_from_the_setting() -> None:
+    retry = RetryPolicy.from_settings(Settings(_env_file=None, handler_max_attempts=2))
+    assert retry.max_attempts == 2
+    broker, attempted, _, letters = _failing_app(
+        RuntimeError("bug"), RetryPolicy(retry.max_attempts, backoff_base=0.0))
+    poison = PaymentSucceeded(order_id=uuid4(), payment_id="poison", amount=100)
+    async with TestKafkaBroker(broker) as br:
+        await br.publish(poison.model_dump_json().encode(), topic=TOPICS.payments)
+    assert len(attempted) == 2 and len(letters) == 1
+
+
+@pytest.mark.parametrize("outage", [
+    DependencyUnavailable("postgres"),
+    ConnectionRefusedError(111, "Connection refused"),
+    RedisConnectionError("Error 111 connecting to 127.0.0.1:56379"),
+    RedisResponseError("BUSY Redis is busy running a script"),
+    PoolTimeoutError("QueuePool limit reached"),
+    KafkaConnectionError("Unable to bootstrap from 127.0.0.1:59092"),
+], ids=lambda e: type(e).__name__)
+async def test_a_dependency_outage_is_redelivered_never_dead_lettered(outage: Exception
+                                                                      ) -> None:
+    broker, attempted, applied, letters = _failing_app(outage)
+    poison = PaymentSucceeded(order_id=uuid4(), payment_id="poison", amount=100)
+    async with TestKafkaBroker(broker) as br:
+        # The handler raises: NACK_ON_ERROR seeks back and the message comes again.
+        with pytest.raises(type(outage)):
+            await br.publish(poison.model_dump_json().encode(), topic=TOPICS.payments)
+    assert attempted == [poison]  # not retried in-process: the outage may last
+    assert applied == [] and letters == []
+
+
+class _AsyncpgLike(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"sqlstate {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(("sqlstate", "outage"), [
+    ("08006", True),    # connection_failure
+    ("57P01", True),    # admin_shutdown
+    ("57P03", True),    # cannot_connect_now
+    ("53300", True),    # too_many_connections
+    ("40P01", False),   # deadlock: retried in-process, dead-lettered if it persists
+    ("23505", False),   # unique_violation
+])
+def test_database_errors_are_classified_by_sqlstate(sqlstate: str, outage: bool) -> None:
+    exc = DBAPIError("SELECT 1", None, _AsyncpgLike(sqlstate))
+    assert is_dependency_outage(exc) is outage
+
+
+def test_an_invalidated_connection_is_an_outage() -> None:
+    exc = DBAPIError("SELECT 1", None, _AsyncpgLike("XX000"), connection_invalidated=True)
+    assert is_dependency_outage(exc)
+    assert not is_dependency_outage(ValueError("x"))
+    assert not is_dependency_outage(NotFound("order_not_found", "no such order"))
+    assert not is_dependency_outage(RedisResponseError("WRONGTYPE Operation against a key"))
+
+
+def test_a_wrapped_outage_is_still_an_outage() -> None:
+    try:
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except OSError as cause:
+            raise RuntimeError("flush failed") from cause
+    except RuntimeError as exc:
+        assert is_dependency_outage(exc)
