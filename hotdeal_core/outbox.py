@@ -41,8 +41,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -129,12 +131,49 @@ def _describe(exc: BaseException) -> str:
 
 
 _NOT_TRIED = object()  # a row left for the next batch (the producer is being replaced)
+# Rows handed over for direct publication beyond this wait for the polling relay instead.
+MAX_DIRECT_ROWS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """An outbox row to publish (a claimed one, or one born claimed by its writer)."""
+
+    id: int
+    topic: str
+    key: str
+    payload: Any  # the event: a dict from JSONB, or its JSON text
+    created_at: datetime
+    attempts: int = 0
 
 
 async def add_event(conn: AsyncConnection, topics: Topics, event: AnyEvent) -> None:
     await conn.execute(outbox.insert().values(
         topic=topics.of(event), key=event_key(event), event_type=event.type,
         payload=event.model_dump(mode="json")))
+
+
+_ADD_EVENTS = text(f"""
+    INSERT INTO outbox (topic, key, event_type, payload, claimed_until)
+    SELECT t.topic, t.key, t.event_type, t.payload,
+           CASE WHEN :claim THEN now() + interval '{LEASE_SECONDS} seconds' END
+    FROM unnest(CAST(:topics AS text[]), CAST(:keys AS text[]), CAST(:types AS text[]),
+                CAST(:payloads AS jsonb[])) AS t(topic, key, event_type, payload)
+    RETURNING id, topic, key, payload, created_at
+""")
+
+
+async def add_events(conn: AsyncConnection, topics: Topics, events: Sequence[AnyEvent], *,
+                     claim: bool) -> list[OutboxRow]:
+    """Many events in one statement. `claim`: the rows are born claimed by this process,
+    which publishes them itself after the commit (`OutboxRelay.publish_now`)."""
+    if not events:
+        return []
+    rows = (await conn.execute(_ADD_EVENTS, {
+        "topics": [topics.of(e) for e in events], "keys": [event_key(e) for e in events],
+        "types": [e.type for e in events], "payloads": [e.model_dump_json() for e in events],
+        "claim": claim})).all()
+    return [OutboxRow(r.id, r.topic, r.key, r.payload, r.created_at) for r in rows]
 
 
 def make_producer(bootstrap_servers: str) -> AIOKafkaProducer:
@@ -168,12 +207,23 @@ class OutboxRelay:
     # module docstring). Without one, such a partition stays blocked until a restart.
     producer_factory: Callable[[], AIOKafkaProducer] | None = None
     _topics_ready: bool = False
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)  # claim now
+    _signal: asyncio.Event = field(default_factory=asyncio.Event)  # something to do
+    _direct: list[OutboxRow] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         """Called after a commit that wrote outbox rows: publish now, don't wait for the poll."""
         self._wake.set()
+        self._signal.set()
+
+    def publish_now(self, rows: list[OutboxRow]) -> None:
+        """Rows this process wrote born claimed (a group commit of orders): publish them
+        without claiming them first. If the process dies before, their lease expires and
+        the polling relay of any process publishes them."""
+        if len(self._direct) < MAX_DIRECT_ROWS:
+            self._direct.extend(rows)
+            self._signal.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
@@ -205,19 +255,27 @@ class OutboxRelay:
                 await asyncio.sleep(1.0)
 
     async def _run(self) -> None:
+        last_claim = -self.poll_interval
         while True:
+            direct, self._direct = self._direct, []
+            published = 0
             try:
-                published = await self.publish_batch()
+                if direct:
+                    published += await self.publish_rows(direct)
+                if self._wake.is_set() or time.monotonic() - last_claim >= self.poll_interval:
+                    self._wake.clear()
+                    last_claim = time.monotonic()
+                    published += await self.publish_batch()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("outbox relay: batch failed; retrying")
                 published = 0
                 await asyncio.sleep(1.0)
-            if published < self.batch_size:
+            if not self._direct and published < self.batch_size:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-                self._wake.clear()
+                    await asyncio.wait_for(self._signal.wait(), self.poll_interval)
+                self._signal.clear()
 
     async def publish_batch(self) -> int:
         """Claim a batch, send its rows, record each row's outcome; returns how many rows
@@ -225,10 +283,18 @@ class OutboxRelay:
         if not self.connected:
             await self.connect()
         async with self.engine.begin() as conn:
-            rows = (await conn.execute(_CLAIM, {"limit": self.batch_size,
-                                                "max_attempts": self.max_attempts})).all()
+            claimed = (await conn.execute(_CLAIM, {"limit": self.batch_size,
+                                                   "max_attempts": self.max_attempts})).all()
+        return await self.publish_rows(
+            [OutboxRow(r.id, r.topic, r.key, r.payload, r.created_at, r.attempts)
+             for r in claimed])
+
+    async def publish_rows(self, rows: Sequence[OutboxRow]) -> int:
+        """Send rows this process holds a claim on; returns how many were published."""
         if not rows:
             return 0
+        if not self.connected:
+            await self.connect()
         rows = sorted(rows, key=lambda r: r.id)
         outcome: dict[int, object] = {}  # id -> None (acknowledged), an exception, _NOT_TRIED
         broken = False  # the producer must be replaced before it sends anything else
@@ -346,6 +412,8 @@ class OutboxRelay:
 
 
 def _encode(payload: Any) -> bytes:
+    if isinstance(payload, str):  # already JSON (a row written by a group commit)
+        return payload.encode()
     return json.dumps(payload, separators=(",", ":")).encode()
 
 

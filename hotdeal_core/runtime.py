@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hotdeal_core.batching import Batcher
 from hotdeal_core.db.engine import make_engine
 from hotdeal_core.outbox import OutboxRelay, make_producer
 from hotdeal_core.settings import Settings
@@ -18,6 +20,9 @@ from hotdeal_core.stock.redis_store import RedisStockStore
 from hotdeal_core.stock.sold_out import SoldOutMemo
 from hotdeal_core.topics import Topics
 from hotdeal_core.usecases.context import Context
+from hotdeal_core.usecases.order_writes import ReservedOrder, write_reserved_orders
+from hotdeal_core.usecases.payment_writes import PaymentCallback, PaymentReceipt, write_payments
+from hotdeal_core.usecases.views import OrderView
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +60,18 @@ class Runtime:
             raise ConnectionError("producer not connected")
         await self.relay.producer.client.fetch_all_metadata()
 
+    def writers(self) -> list[Batcher[Any, Any]]:
+        return [w for w in (self.ctx.order_writer, self.ctx.payment_writer) if w is not None]
+
+    def start(self) -> None:
+        """Start the process's background tasks: the outbox relay, the group commits."""
+        self.relay.start()
+        for writer in self.writers():
+            writer.start()
+
     async def close(self) -> None:
+        for writer in self.writers():  # what is queued is written (and handed to the relay)
+            await writer.stop()
         await self.relay.stop()
         await self.redis.aclose(close_connection_pool=True)  # a pool we passed in: close it
         await self.engine.dispose()
@@ -70,6 +86,7 @@ def build_runtime(settings: Settings, *, pool_size: int | None = None) -> Runtim
         settings.redis_url, max_connections=settings.redis_max_connections, timeout=10,
         socket_timeout=5, socket_connect_timeout=5))
     topics = Topics(settings.kafka_topic_prefix)
+
     def new_producer() -> AIOKafkaProducer:
         return make_producer(settings.kafka_bootstrap_servers)
 
@@ -79,7 +96,18 @@ def build_runtime(settings: Settings, *, pool_size: int | None = None) -> Runtim
                         poll_interval=settings.outbox_poll_interval_ms / 1000,
                         topics=topics.all(), partitions=settings.kafka_partitions,
                         max_attempts=settings.outbox_max_attempts)
+    async def write_orders(items: list[ReservedOrder]) -> list[OrderView | BaseException]:
+        return await write_reserved_orders(engine, items, relay.publish_now)
+
+    async def write_callbacks(items: list[PaymentCallback],
+                              ) -> list[PaymentReceipt | BaseException]:
+        return await write_payments(engine, topics, items, relay.publish_now)
+
     ctx = Context(engine=engine, stock=RedisStockStore(redis), settings=settings,
                   topics=topics, outbox_written=relay.wake,
-                  sold_out=SoldOutMemo(settings.sold_out_cache_ms / 1000))
+                  sold_out=SoldOutMemo(settings.sold_out_cache_ms / 1000),
+                  order_writer=Batcher("orders", write_orders,
+                                       max_batch=settings.write_batch_max),
+                  payment_writer=Batcher("payments", write_callbacks,
+                                         max_batch=settings.write_batch_max))
     return Runtime(ctx, redis, relay)

@@ -70,7 +70,7 @@ class Service:
                             Topics(self.settings.kafka_topic_prefix).all(),
                             self.settings.kafka_partitions)
         self.runtime = build_runtime(self.settings, pool_size=self.pool_size)
-        self.runtime.relay.start()
+        self.runtime.start()
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
         self._tasks = [asyncio.create_task(self._every(d), name=d.name) for d in self.duties]
 

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     sold_out_cache_ms: int = Field(default=100, ge=0)
     outbox_poll_interval_ms: int = Field(default=50, ge=5)
     outbox_batch_size: int = Field(default=500, ge=1)
+    # The most orders (payments) one group commit writes; a batch is whatever arrived while
+    # the previous one was written, up to this (hotdeal_core/batching.py).
+    write_batch_max: int = Field(default=1000, ge=1)
     sweep_interval_seconds: float = Field(default=1.0, gt=0)
     sweep_batch_size: int = Field(default=200, ge=1)
     orphan_grace_seconds: float = Field(default=30.0, gt=0)

@@ -21,7 +21,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = build_runtime(settings)
-        runtime.relay.start()
+        runtime.start()
         app.state.runtime = runtime
         app.state.ctx = runtime.ctx
         log.info("order API ready (stock in %s)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -11,6 +12,9 @@ from hotdeal_core.settings import Settings
 from hotdeal_core.stock.port import StockStore
 from hotdeal_core.stock.sold_out import SoldOutMemo
 from hotdeal_core.topics import Topics
+
+if TYPE_CHECKING:
+    from hotdeal_core.batching import Batcher
 
 
 def _nothing() -> None:
@@ -26,3 +30,7 @@ class Context:
     # Called after a commit that wrote outbox rows (wakes this process's relay).
     outbox_written: Callable[[], None] = _nothing
     sold_out: SoldOutMemo = field(default_factory=lambda: SoldOutMemo(0))
+    # Group commits of this process (hotdeal_core/batching.py), built by the runtime; without
+    # them (a CLI, a unit test) each order or payment is written on its own.
+    order_writer: Batcher[Any, Any] | None = None
+    payment_writer: Batcher[Any, Any] | None = None

@@ -2,17 +2,20 @@
 OrderPlaced event in one transaction, answer at once.
 
 Two stock paths:
-- Redis (a hot deal whose stock lives in Redis): one Lua script reserves, then one Postgres
-  transaction writes the order and its outbox row, fenced by the deal's status and epoch
-  (read under the deal fence, `hotdeal_core.db.fence`, which the flush and the rebuild
-  take exclusively). If
-  the transaction fails before commit the reservation is released before answering.
+- Redis (a hot deal whose stock lives in Redis): one Lua script reserves, then the order
+  joins this process's group commit (`usecases/order_writes.py`): the orders of concurrent
+  requests and their outbox rows in one statement and one transaction, fenced by each
+  deal's status and epoch (read under the deal fence, `hotdeal_core.db.fence`, which the
+  flush and the rebuild take exclusively). An order not written has its reservation
+  released before the answer; one whose commit's outcome is unknown is left to the orphan
+  sweeper, which looks in Postgres first.
 - Postgres (the old design, `HOTDEAL_STOCK_REDIS=false`, and every ordinary product):
   `UPDATE ... SET stock = stock - q WHERE ... AND stock >= q` in the order's transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -26,13 +29,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hotdeal_core.db.engine import violated_constraint
-from hotdeal_core.db.fence import share_deal
 from hotdeal_core.db.tables import hot_deals, orders, products
 from hotdeal_core.domain import LIVE_DEAL_STATUSES, DealStatus, OrderStatus, StockBackend
 from hotdeal_core.errors import Conflict, DependencyUnavailable, NotFound
 from hotdeal_core.outbox import add_event
 from hotdeal_core.stock.port import ReserveOutcome, ReserveResult
 from hotdeal_core.usecases.context import Context
+from hotdeal_core.usecases.order_writes import (
+    CommitUnknown,
+    Fenced,
+    NotWritten,
+    ReservedOrder,
+    write_reserved_orders,
+)
 from hotdeal_core.usecases.views import OrderView, load_order, load_order_by_key
 from schemas.events import OrderCancellationRequested, OrderConfirmationRequested, OrderPlaced
 
@@ -47,10 +56,6 @@ class PlaceOrder:
     user_id: str
     quantity: int
     idempotency_key: str | None = None
-
-
-class _Fenced(Exception):
-    """The deal ended or was rebuilt between the reservation and the order's write."""
 
 
 def _sold_out() -> Conflict:
@@ -115,75 +120,42 @@ async def _insert_order(conn: AsyncConnection, ctx: Context, cmd: PlaceOrder, or
     return OrderView.from_row(row)
 
 
-_INSERT_RESERVED = text("""
-    WITH deal AS (
-        SELECT 1 FROM hot_deals WHERE id = :deal_id AND status = 'ACTIVE' AND epoch = :epoch),
-    placed AS (
-        INSERT INTO orders (id, product_id, hot_deal_id, user_id, quantity, unit_price, status,
-                            idempotency_key, expires_at)
-        SELECT :id, :product_id, :deal_id, :user_id, :quantity, :unit_price, 'PENDING',
-               :idempotency_key, :expires_at FROM deal
-        RETURNING *),
-    event AS (
-        INSERT INTO outbox (topic, key, event_type, payload)
-        SELECT :topic, :key, 'OrderPlaced', CAST(:payload AS jsonb) FROM placed)
-    SELECT * FROM placed
-""")
-
-
-async def _insert_reserved(conn: AsyncConnection, ctx: Context, cmd: PlaceOrder,
-                           order_id: UUID, reserved: ReserveResult) -> OrderView | None:
-    """The order and its OrderPlaced in one round trip, only if the deal is still ACTIVE at
-    the epoch the reservation was made in (None otherwise)."""
+async def _persist_reserved(ctx: Context, cmd: PlaceOrder, order_id: UUID,
+                            reserved: ReserveResult) -> OrderView:
+    """Hand the reserved order to this process's group commit and await its outcome; every
+    order that was not written has its reservation released before the answer."""
     expires_at = _expires_at(ctx)
     event = OrderPlaced(order_id=order_id, product_id=cmd.product_id,
                         hot_deal_id=reserved.deal_id, user_id=cmd.user_id,
                         quantity=cmd.quantity, unit_price=reserved.unit_price,
                         expires_at=expires_at)
-    row = (await conn.execute(_INSERT_RESERVED, {
-        "deal_id": reserved.deal_id, "epoch": reserved.epoch, "id": order_id,
-        "product_id": cmd.product_id, "user_id": cmd.user_id, "quantity": cmd.quantity,
-        "unit_price": reserved.unit_price, "idempotency_key": cmd.idempotency_key,
-        "expires_at": expires_at, "topic": ctx.topics.of(event), "key": str(order_id),
-        "payload": event.model_dump_json()})).first()
-    return OrderView.from_row(row) if row is not None else None
-
-
-async def _persist_reserved(ctx: Context, cmd: PlaceOrder, order_id: UUID,
-                            reserved: ReserveResult) -> OrderView:
+    item = ReservedOrder(order_id, cmd.product_id, reserved.deal_id, reserved.epoch,
+                         cmd.user_id, cmd.quantity, reserved.unit_price, cmd.idempotency_key,
+                         expires_at, ctx.topics.of(event), event.model_dump_json())
     try:
-        conn = await ctx.engine.connect()
-    except BaseException:  # no connection (pool timeout, Postgres down): nothing written
+        if ctx.order_writer is not None:
+            order: OrderView = await ctx.order_writer.submit(item)
+        else:
+            outcome = (await write_reserved_orders(ctx.engine, [item], None))[0]
+            if isinstance(outcome, BaseException):
+                raise outcome
+            order = outcome
+            ctx.outbox_written()
+    except asyncio.CancelledError:
+        raise  # the caller left; the write may still commit (the order then simply waits)
+    except CommitUnknown:
+        raise  # the orphan sweeper decides from Postgres; releasing now could oversell
+    except Exception as exc:
         await _release_quietly(ctx, cmd.product_id, order_id)
-        raise
-    try:
-        tx = await conn.begin()
-        try:
-            # Two statements: the fence first, so that the second one's snapshot (taken
-            # after the lock) sees any flush or rebuild that committed meanwhile.
-            await share_deal(conn, reserved.deal_id)
-            order = await _insert_reserved(conn, ctx, cmd, order_id, reserved)
-            if order is None:
-                raise _Fenced
-        except BaseException as exc:
-            await tx.rollback()
-            await _release_quietly(ctx, cmd.product_id, order_id)
-            if isinstance(exc, _Fenced):
-                raise _not_active() from None
-            if isinstance(exc, IntegrityError) and \
-                    violated_constraint(exc) == IDEMPOTENCY_CONSTRAINT and cmd.idempotency_key:
+        if isinstance(exc, Fenced):
+            raise _not_active() from None
+        if isinstance(exc, NotWritten):
+            if cmd.idempotency_key:  # a concurrent request with the same key won
                 return await _existing_by_key(ctx, cmd.user_id, cmd.idempotency_key)
-            if isinstance(exc, IntegrityError) and violated_constraint(exc) == "pk_orders":
-                # The orphan sweeper voided this order id: its units are already back.
-                raise DependencyUnavailable("postgres", "reservation expired; retry") from exc
-            raise
-        # If the commit's outcome is unknown, the reservation is left to the orphan sweeper,
-        # which voids the order id in Postgres before giving the units back.
-        await tx.commit()
-        ctx.outbox_written()
-        return order
-    finally:
-        await conn.close()
+            # The orphan sweeper voided this order id: its units are already back.
+            raise DependencyUnavailable("postgres", "reservation expired; retry") from None
+        raise
+    return order
 
 
 async def _release_quietly(ctx: Context, product_id: int, order_id: UUID) -> None:

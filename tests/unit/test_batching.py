@@ -1,0 +1,103 @@
+"""The natural-batching writer: what is queued while a write runs becomes the next batch,
+one bad item fails alone, an outage fails the batch at once, queued items outlive stop()."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hotdeal_core.batching import Batcher
+from hotdeal_core.errors import DependencyUnavailable
+
+
+class Recorder:
+    def __init__(self, fail_on: int | None = None, outage: bool = False) -> None:
+        self.calls: list[list[int]] = []
+        self.fail_on, self.outage = fail_on, outage
+
+    async def write(self, items: list[int]) -> list[int | BaseException]:
+        self.calls.append(list(items))
+        await asyncio.sleep(0)  # a real write yields to the loop
+        if self.outage:
+            raise DependencyUnavailable("postgres")
+        if self.fail_on in items:
+            raise ValueError(f"bad item {self.fail_on}")
+        return [i * 10 for i in items]
+
+
+async def test_items_queued_together_are_written_in_one_call() -> None:
+    rec = Recorder()
+    batcher = Batcher("t", rec.write)
+    batcher.start()
+    try:
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(5)))
+    finally:
+        await batcher.stop()
+    assert results == [0, 10, 20, 30, 40]
+    assert rec.calls == [[0, 1, 2, 3, 4]]
+
+
+async def test_a_lone_item_is_written_at_once_and_batches_respect_the_maximum() -> None:
+    rec = Recorder()
+    batcher = Batcher("t", rec.write, max_batch=2)
+    batcher.start()
+    try:
+        assert await batcher.submit(7) == 70
+        await asyncio.gather(*(batcher.submit(i) for i in range(5)))
+    finally:
+        await batcher.stop()
+    assert rec.calls == [[7], [0, 1], [2, 3], [4]]
+
+
+async def test_one_bad_item_fails_alone() -> None:
+    rec = Recorder(fail_on=2)
+    batcher = Batcher("t", rec.write)
+    batcher.start()
+    try:
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(4)),
+                                       return_exceptions=True)
+    finally:
+        await batcher.stop()
+    assert results[:2] == [0, 10] and results[3] == 30
+    assert isinstance(results[2], ValueError)
+    assert rec.calls == [[0, 1, 2, 3], [0], [1], [2], [3]]
+    assert batcher.stats.split == 1
+
+
+async def test_an_outage_fails_the_whole_batch_without_retrying_each_item() -> None:
+    rec = Recorder(outage=True)
+    batcher = Batcher("t", rec.write)
+    batcher.start()
+    try:
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(3)),
+                                       return_exceptions=True)
+    finally:
+        await batcher.stop()
+    assert all(isinstance(r, DependencyUnavailable) for r in results)
+    assert rec.calls == [[0, 1, 2]]
+
+
+async def test_a_cancelled_caller_does_not_stop_the_write() -> None:
+    rec = Recorder()
+    batcher = Batcher("t", rec.write)
+    batcher.start()
+    try:
+        gone = asyncio.ensure_future(batcher.submit(1))
+        stays = asyncio.ensure_future(batcher.submit(2))
+        await asyncio.sleep(0)  # both are queued
+        gone.cancel()
+        assert await stays == 20
+    finally:
+        await batcher.stop()
+    assert rec.calls == [[1, 2]]
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+
+
+async def test_without_a_writer_task_an_item_is_written_alone() -> None:
+    rec = Recorder(fail_on=3)
+    batcher = Batcher("t", rec.write)
+    assert await batcher.submit(4) == 40
+    with pytest.raises(ValueError, match="bad item 3"):
+        await batcher.submit(3)
