@@ -114,11 +114,7 @@ class Proc:
             return False
         if self.popen is not None:
             return self.popen.poll() is None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return process_runs(pid, self.module)
 
     def signal(self, sig: signal.Signals) -> None:
         pid = self.pid()
@@ -145,21 +141,40 @@ class Proc:
         return self.popen.returncode if self.popen is not None else None
 
 
+def process_runs(pid: int, module: str) -> bool:
+    """The pid is a live (not zombie) `python -m <module>`: `kill -0` alone is fooled by a
+    killed process that is not reaped yet, and by a pid reused by another program."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[-1].split()[0]  # the field after "(comm)"
+    return state not in ("Z", "X") and module.encode() in cmdline
+
+
 def _procs(run_dir: Path) -> list[Proc]:
     return [Proc(name, run_dir) for name in MODULES]
 
 
 def up(run_dir: Path) -> None:
-    procs = _procs(run_dir)
-    for proc in procs:
-        if proc.alive():
-            print(f"[procs] {proc.name} already running (pid {proc.pid()})")
-        else:
-            proc.start()
-            print(f"[procs] {proc.name} starting (pid {proc.pid()}, log {proc.log})")
-    for proc in procs:
-        proc.wait_ready()
-        print(f"[procs] {proc.name} ready")
+    """Start what is not running and wait until all are ready; if one fails, stop the
+    ones this call started (a failed `make up` leaves nothing half-running)."""
+    procs, started = _procs(run_dir), []
+    try:
+        for proc in procs:
+            if proc.alive():
+                print(f"[procs] {proc.name} already running (pid {proc.pid()})")
+            else:
+                started.append(proc.start())
+                print(f"[procs] {proc.name} starting (pid {proc.pid()}, log {proc.log})")
+        for proc in procs:
+            proc.wait_ready()
+            print(f"[procs] {proc.name} ready")
+    except BaseException:
+        for proc in started:
+            proc.stop(timeout=15)
+        raise
     print(f"[procs] order API: {procs[0].api_url}  (docs: {procs[0].api_url}/docs)")
 
 

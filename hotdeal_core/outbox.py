@@ -69,7 +69,10 @@ from schemas.events import AnyEvent
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 30
+# How long a claim (or a group commit's born claim) holds a row: if its process dies before
+# publishing, another relay publishes the row this long after. Longer than a publish takes
+# normally; a slower one (Kafka failing over) may publish a row twice (consumers dedupe).
+LEASE_SECONDS = 5
 # A row whose send failed transiently (Kafka down) is claimed again after this long.
 TRANSIENT_RETRY_SECONDS = 1.0
 # The longest wait between two attempts of a row that keeps failing.

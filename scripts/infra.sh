@@ -42,7 +42,32 @@ fail_with_log() { # message, log file
   if [ -f "$2" ]; then printf '[infra] last lines of %s:\n' "$2" >&2; tail -n 40 "$2" >&2; fi
   exit 1
 }
-pid_alive() { [ -f "$1" ] && kill -0 "$(head -n 1 "$1")" 2>/dev/null; }
+# Alive = exists and is not a zombie (a killed process answers kill -0 until it is reaped).
+pid_alive() {
+  [ -f "$1" ] || return 1
+  local pid; pid=$(head -n 1 "$1")
+  kill -0 "$pid" 2>/dev/null || return 1
+  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
+}
+
+# Wait until nothing listens on a port any more (a killed server's socket lingers while
+# the old process is torn down); SO_REUSEADDR, so TIME_WAIT does not count.
+port_free() {
+  local py=$PY; [ -x "$py" ] || py=python3
+  "$py" -c 'import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+}
+wait_ports_free() { # seconds, ports...
+  local secs=$1; shift
+  local deadline=$((SECONDS + secs)) port
+  for port in "$@"; do
+    until port_free "$port"; do
+      [ $SECONDS -lt $deadline ] || return 1
+      sleep 0.2
+    done
+  done
+}
 
 # Run a command as the postgres user when we are root (PostgreSQL refuses to run as root).
 as_pg() {  # from /, since the caller's directory may be out of the postgres user's reach
@@ -89,6 +114,7 @@ pg_up() {
       as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
         >"$PG_DIR/initdb.log" 2>&1 || fail_with_log "initdb failed" "$PG_DIR/initdb.log"
     fi
+    wait_ports_free 60 "$PG_PORT" || die "port $PG_PORT still in use 60 s after the old postgres went away"
     log "postgres: starting on 127.0.0.1:$PG_PORT"
     as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -t 60 start \
       -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$PG_DIR -c max_connections=300 -c shared_buffers=256MB" \
@@ -122,6 +148,7 @@ redis_up() {
     return 0
   fi
   mkdir -p "$REDIS_DIR"
+  wait_ports_free 30 "$REDIS_PORT" || die "port $REDIS_PORT still in use 30 s after the old redis went away"
   log "redis: starting on 127.0.0.1:$REDIS_PORT (no persistence)"
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
     --daemonize yes --dir "$REDIS_DIR" --pidfile "$REDIS_DIR/redis.pid" \
@@ -214,6 +241,9 @@ kafka_up() {
   else
     kafka_fetch_jars
     kafka_write_config
+    # After a crash the old JVM may still hold its ports for a while.
+    wait_ports_free 60 "$KAFKA_PORT" "$KAFKA_CPORT" \
+      || die "ports $KAFKA_PORT/$KAFKA_CPORT still in use 60 s after the old kafka went away"
     local java_opts=(-Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
       "-Dkafka.logs.dir=$KAFKA_DIR" "-Dlog4j2.configurationFile=file:$KAFKA_DIR/log4j2.properties")
     if [ ! -f "$KAFKA_DIR/data/meta.properties" ]; then

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from hotdeal_core.db.tables import outbox
 from hotdeal_core.kafka_topics import ensure_topics
-from hotdeal_core.outbox import OutboxRelay, make_producer
+from hotdeal_core.outbox import LEASE_SECONDS, OutboxRelay, make_producer
 from hotdeal_core.settings import Settings
 from tests.waiting import eventually
 
@@ -170,3 +170,30 @@ async def test_a_row_the_broker_refuses_is_set_aside_and_its_batch_mates_are_pub
         attempts = (await conn.execute(select(outbox.c.attempts).where(
             outbox.c.id.in_([ids[0], *ids[2:]])))).scalars().all()
     assert max(attempts) <= 1
+
+
+async def test_rows_left_claimed_by_a_dead_relay_are_published_within_seconds(
+        private_outbox: AsyncEngine, settings: Settings) -> None:
+    """A process that died between its commit and its publish leaves rows claimed (born
+    claimed by a group commit, or claimed by its relay): the lease is short, so another
+    relay publishes them seconds later, not after half a minute."""
+    topic = f"test.lease-{uuid.uuid4().hex[:8]}"
+    bootstrap = settings.kafka_bootstrap_servers
+    await ensure_topics(bootstrap, [topic], 1)
+    async with private_outbox.begin() as conn:  # what the dead process left behind
+        await conn.execute(text(f"""
+            INSERT INTO outbox (topic, key, event_type, payload, claimed_until)
+            VALUES (:topic, 'k', 'Test', '{{"n": 1}}',
+                    now() + interval '{LEASE_SECONDS} seconds')"""), {"topic": topic})
+    relay = OutboxRelay(private_outbox, make_producer(bootstrap), bootstrap_servers=bootstrap)
+    started = time.monotonic()
+    await relay.connect()
+    try:
+        async def published() -> bool:
+            return await relay.publish_batch() == 1
+
+        await eventually(published, timeout=20, what="the orphaned claim to be published")
+    finally:
+        await relay.stop()
+    assert time.monotonic() - started < 20
+    assert [m["n"] for m in await _consume(bootstrap, topic, 1)] == [1]
