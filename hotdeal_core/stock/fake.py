@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -12,6 +13,7 @@ from hotdeal_core.stock.port import (
     ReleaseOutcome,
     Reservation,
     ReserveOutcome,
+    ReserveRequest,
     ReserveResult,
 )
 
@@ -57,6 +59,11 @@ class FakeStockStore:
         return ReserveResult(ReserveOutcome.RESERVED, epoch=deal.epoch, remaining=deal.stock,
                              deal_id=deal.deal_id, unit_price=deal.price)
 
+    async def reserve_many(self, product_id: int, requests: list[ReserveRequest],
+                           now_ms: int) -> list[ReserveResult]:
+        return [await self.reserve(product_id, r.order_id, r.user_id, r.quantity,
+                                   r.idempotency_key, now_ms) for r in requests]
+
     async def release(self, product_id: int, order_id: UUID) -> ReleaseOutcome:
         deal = self.deals.get(product_id)
         if deal is None or deal.status != "open":
@@ -82,6 +89,12 @@ class FakeStockStore:
             return False
         deal.since.pop(order_id, None)
         return deal.res.pop(order_id, None) is not None
+
+    async def release_many(self, items: Sequence[tuple[int, UUID]]) -> list[ReleaseOutcome]:
+        return [await self.release(product_id, order_id) for product_id, order_id in items]
+
+    async def forget_many(self, items: Sequence[tuple[int, UUID]]) -> list[bool]:
+        return [await self.forget(product_id, order_id) for product_id, order_id in items]
 
     async def open(self, product_id: int, deal_id: int, stock: int, per_user_limit: int,
                    epoch: int, unit_price: int) -> bool:

@@ -12,6 +12,9 @@ tests. Both follow the same rules:
   (`NOT_OPEN`) once the deal is closed or its state is gone; the flush or the rebuild then
   accounts for those units from Postgres. `forget` (a confirmed order) drops the
   reservation record only: the units stay sold and the key keeps its first answer.
+  `release_many` / `forget_many` do the same for many (product id, order id) pairs in one
+  round trip (the stock worker settles in batches), with one outcome per pair, in order;
+  a pair given twice is released (or dropped) once, the second gets `NO_RESERVATION`.
 - Reads cost what they return: `peek` is the status and stock in one read, `due` the
   reservations whose grace period started before a cutoff (a sorted set by time, so the
   orphan sweep never reads every live reservation), `reschedule` starts that period again
@@ -23,6 +26,7 @@ tests. Both follow the same rules:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
@@ -98,13 +102,35 @@ class DueReservations:
     reservations: list[Reservation]
 
 
+@dataclass(frozen=True, slots=True)
+class ReserveRequest:
+    order_id: UUID
+    user_id: str
+    quantity: int
+    idempotency_key: str | None = None
+
+
 class StockStore(Protocol):
     async def reserve(self, product_id: int, order_id: UUID, user_id: str, quantity: int,
                       idempotency_key: str | None, now_ms: int) -> ReserveResult: ...
 
+    async def reserve_many(self, product_id: int, requests: list[ReserveRequest],
+                           now_ms: int) -> list[ReserveResult]:
+        """Several reservations of one deal in one atomic step, applied in order: the same
+        outcomes as as many `reserve` calls in a row."""
+        ...
+
     async def release(self, product_id: int, order_id: UUID) -> ReleaseOutcome: ...
 
     async def forget(self, product_id: int, order_id: UUID) -> bool: ...
+
+    async def release_many(self, items: Sequence[tuple[int, UUID]]) -> list[ReleaseOutcome]:
+        """`release` for each (product id, order id); one outcome per item, in order."""
+        ...
+
+    async def forget_many(self, items: Sequence[tuple[int, UUID]]) -> list[bool]:
+        """`forget` for each (product id, order id); one result per item, in order."""
+        ...
 
     async def open(self, product_id: int, deal_id: int, stock: int, per_user_limit: int,
                    epoch: int, unit_price: int) -> bool: ...

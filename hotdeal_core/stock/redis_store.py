@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any
 from uuid import UUID
@@ -16,10 +17,14 @@ from hotdeal_core.stock.port import (
     ReleaseOutcome,
     Reservation,
     ReserveOutcome,
+    ReserveRequest,
     ReserveResult,
 )
 
 STATE, STOCK, USERS, RES, IDEM, SINCE = range(6)
+# Orders per call of a *_many script: Redis runs one script at a time, so a call must stay
+# short (500 releases take about a millisecond) for the buyers' reservations queued behind.
+MANY_PER_CALL = 500
 
 
 def deal_keys(product_id: int) -> list[str]:
@@ -38,6 +43,20 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _reserve_result(code: Any, a: Any, b: Any, c: Any, d: Any) -> ReserveResult:
+    outcome = ReserveOutcome(int(code))
+    if outcome is ReserveOutcome.RESERVED:
+        return ReserveResult(outcome, epoch=int(a), remaining=int(b), deal_id=int(c),
+                             unit_price=int(d))
+    if outcome is ReserveOutcome.DUPLICATE:
+        return ReserveResult(outcome, first_order_id=UUID(_text(a)))
+    if outcome is ReserveOutcome.SOLD_OUT:
+        return ReserveResult(outcome, remaining=int(b))
+    if outcome is ReserveOutcome.LIMIT_EXCEEDED:
+        return ReserveResult(outcome, held=int(a), limit=int(b))
+    return ReserveResult(outcome)
+
+
 def parse_reservation(order_id: Any, record: Any) -> Reservation:
     user, qty, ms, idem = _text(record).split("\t", 3)
     return Reservation(UUID(_text(order_id)), user, int(qty), int(ms), idem)
@@ -49,6 +68,8 @@ class RedisStockStore:
         self._reserve = _script(redis, "reserve")
         self._release = _script(redis, "release")
         self._forget = _script(redis, "forget")
+        self._release_many = _script(redis, "release_many")
+        self._forget_many = _script(redis, "forget_many")
         self._open = _script(redis, "open")
         self._close = _script(redis, "close")
         self._snapshot = _script(redis, "snapshot")
@@ -60,20 +81,16 @@ class RedisStockStore:
 
     async def reserve(self, product_id: int, order_id: UUID, user_id: str, quantity: int,
                       idempotency_key: str | None, now_ms: int) -> ReserveResult:
-        code, a, b, c, d = await self._reserve(
-            keys=deal_keys(product_id),
-            args=[str(order_id), user_id, quantity, idempotency_key or "", now_ms])
-        outcome = ReserveOutcome(int(code))
-        if outcome is ReserveOutcome.RESERVED:
-            return ReserveResult(outcome, epoch=int(a), remaining=int(b), deal_id=int(c),
-                                 unit_price=int(d))
-        if outcome is ReserveOutcome.DUPLICATE:
-            return ReserveResult(outcome, first_order_id=UUID(_text(a)))
-        if outcome is ReserveOutcome.SOLD_OUT:
-            return ReserveResult(outcome, remaining=int(b))
-        if outcome is ReserveOutcome.LIMIT_EXCEEDED:
-            return ReserveResult(outcome, held=int(a), limit=int(b))
-        return ReserveResult(outcome)
+        request = ReserveRequest(order_id, user_id, quantity, idempotency_key)
+        return (await self.reserve_many(product_id, [request], now_ms))[0]
+
+    async def reserve_many(self, product_id: int, requests: list[ReserveRequest],
+                           now_ms: int) -> list[ReserveResult]:
+        args: list[str | int] = [now_ms]
+        for r in requests:
+            args += [str(r.order_id), r.user_id, r.quantity, r.idempotency_key or ""]
+        flat = await self._reserve(keys=deal_keys(product_id), args=args)
+        return [_reserve_result(*flat[i:i + 5]) for i in range(0, len(flat), 5)]
 
     async def release(self, product_id: int, order_id: UUID) -> ReleaseOutcome:
         keys = deal_keys(product_id)
@@ -83,6 +100,38 @@ class RedisStockStore:
         keys = deal_keys(product_id)
         return int(await self._forget(keys=[keys[RES], keys[SINCE]],
                                       args=[str(order_id)])) == 1
+
+    async def release_many(self, items: Sequence[tuple[int, UUID]]) -> list[ReleaseOutcome]:
+        codes = await self._many(self._release_many, items, deal_keys)
+        return [ReleaseOutcome(code) for code in codes]
+
+    async def forget_many(self, items: Sequence[tuple[int, UUID]]) -> list[bool]:
+        def keys(product_id: int) -> list[str]:
+            every = deal_keys(product_id)
+            return [every[RES], every[SINCE]]
+        return [code == 1 for code in await self._many(self._forget_many, items, keys)]
+
+    async def _many(self, script: AsyncScript, items: Sequence[tuple[int, UUID]],
+                    keys: Callable[[int], list[str]]) -> list[int]:
+        """One script call per deal (and per MANY_PER_CALL orders), all in one pipeline."""
+        by_deal: dict[int, list[int]] = {}
+        for position, (product_id, _) in enumerate(items):
+            by_deal.setdefault(product_id, []).append(position)
+        calls = [(product_id, positions[start:start + MANY_PER_CALL])
+                 for product_id, positions in by_deal.items()
+                 for start in range(0, len(positions), MANY_PER_CALL)]
+        if not calls:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for product_id, positions in calls:
+                await script(keys=keys(product_id),
+                             args=[str(items[p][1]) for p in positions], client=pipe)
+            replies = await pipe.execute()
+        codes = [0] * len(items)
+        for (_, positions), reply in zip(calls, replies, strict=True):
+            for position, code in zip(positions, reply, strict=True):
+                codes[position] = int(code)
+        return codes
 
     async def open(self, product_id: int, deal_id: int, stock: int, per_user_limit: int,
                    epoch: int, unit_price: int) -> bool:

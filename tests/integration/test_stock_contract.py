@@ -16,6 +16,7 @@ from hotdeal_core.stock.port import (
     ReleaseOutcome,
     Reservation,
     ReserveOutcome,
+    ReserveRequest,
     StockStore,
 )
 from hotdeal_core.stock.redis_store import RedisStockStore
@@ -223,3 +224,106 @@ async def test_rebuild_restores_reservations_keys_and_their_due_times(
         is ReserveOutcome.LIMIT_EXCEEDED
     assert await store.release(pid, held) is ReleaseOutcome.RELEASED
     assert (await store.peek(pid)).stock == 10
+
+
+async def test_reserve_many_gives_each_buyer_the_outcome_of_calls_in_a_row(
+        store: StockStore) -> None:
+    pid, deal_id = await _opened(store, 3, limit=2)
+    first = uuid.uuid4()
+    requests = [ReserveRequest(first, "u1", 1, "k1"),
+                ReserveRequest(uuid.uuid4(), "u1", 1, "k1"),   # same key: the first answer
+                ReserveRequest(uuid.uuid4(), "u1", 2, None),   # over u1's limit of 2
+                ReserveRequest(uuid.uuid4(), "u2", 2, None),   # takes the last two units
+                ReserveRequest(uuid.uuid4(), "u3", 1, None)]   # sold out
+    results = await store.reserve_many(pid, requests, 1)
+    assert [r.outcome for r in results] == [
+        ReserveOutcome.RESERVED, ReserveOutcome.DUPLICATE, ReserveOutcome.LIMIT_EXCEEDED,
+        ReserveOutcome.RESERVED, ReserveOutcome.SOLD_OUT]
+    assert (results[0].remaining, results[0].deal_id, results[0].epoch) == (2, deal_id, 3)
+    assert results[1].first_order_id == first
+    assert (results[2].held, results[2].limit) == (1, 2)
+    assert results[3].remaining == 0 and results[4].remaining == 0
+    assert (await store.snapshot(pid)).reserved_units == 3
+
+
+async def test_reserve_many_on_a_closed_deal_refuses_every_buyer(store: StockStore) -> None:
+    pid, deal_id = await _opened(store, 3)
+    await store.close(pid, deal_id)
+    results = await store.reserve_many(
+        pid, [ReserveRequest(uuid.uuid4(), f"u{i}", 1) for i in range(3)], 1)
+    assert {r.outcome for r in results} == {ReserveOutcome.NOT_ACTIVE}
+
+
+async def test_release_many_gives_each_order_back_exactly_once(store: StockStore) -> None:
+    pid, _ = await _opened(store, 5, limit=5)
+    other, _ = await _opened(store, 2, limit=2)
+    a, b, c, never = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await store.reserve(pid, a, "u1", 2, "k1", 1)
+    await store.reserve(pid, b, "u2", 1, None, 1)
+    await store.reserve(other, c, "u1", 1, None, 1)
+    outcomes = await store.release_many([(pid, a), (other, c), (pid, never), (pid, a),
+                                         (pid, b)])
+    assert outcomes == [ReleaseOutcome.RELEASED, ReleaseOutcome.RELEASED,
+                        ReleaseOutcome.NO_RESERVATION, ReleaseOutcome.NO_RESERVATION,
+                        ReleaseOutcome.RELEASED]
+    assert ((await store.snapshot(pid)).stock, (await store.snapshot(other)).stock) == (5, 2)
+    assert await store.release_many([(pid, a), (pid, b)]) == [
+        ReleaseOutcome.NO_RESERVATION] * 2
+    assert await store.release_many([]) == []
+    # Like `release`: the idempotency record goes too, and the per-user count.
+    retry = await store.reserve(pid, uuid.uuid4(), "u1", 5, "k1", 2)
+    assert retry.outcome is ReserveOutcome.RESERVED
+
+
+async def test_release_many_under_concurrency_releases_each_order_once(
+        store: StockStore) -> None:
+    pid, _ = await _opened(store, 10, limit=10)
+    ids = [uuid.uuid4() for _ in range(10)]
+    for order_id in ids:
+        await store.reserve(pid, order_id, "u1", 1, None, 1)
+    runs = await asyncio.gather(*(store.release_many([(pid, i) for i in ids])
+                                  for _ in range(8)))
+    assert [sum(run[k] is ReleaseOutcome.RELEASED for run in runs) for k in range(10)] == \
+        [1] * 10
+    assert (await store.snapshot(pid)).stock == 10
+
+
+async def test_release_many_defers_on_a_closed_or_missing_deal(store: StockStore) -> None:
+    pid, deal_id = await _opened(store, 3)
+    order_id = uuid.uuid4()
+    await store.reserve(pid, order_id, "u1", 1, None, 1)
+    await store.close(pid, deal_id)
+    assert await store.release_many([(pid, order_id), (_pid(), uuid.uuid4())]) == [
+        ReleaseOutcome.NOT_OPEN, ReleaseOutcome.NOT_OPEN]
+    assert (await store.snapshot(pid)).reserved_units == 1  # the flush counts it
+
+
+async def test_release_many_handles_more_orders_than_one_script_call_takes(
+        store: StockStore) -> None:
+    pid, _ = await _opened(store, 1200, limit=1)
+    ids = [uuid.uuid4() for _ in range(1200)]
+    for start in range(0, 1200, 100):
+        await asyncio.gather(*(store.reserve(pid, ids[i], f"u{i}", 1, None, 1)
+                               for i in range(start, start + 100)))
+    outcomes = await store.release_many([(pid, i) for i in ids])
+    assert outcomes == [ReleaseOutcome.RELEASED] * 1200
+    snap = await store.snapshot(pid)
+    assert (snap.stock, snap.reservations) == (1200, [])
+
+
+async def test_forget_many_keeps_the_units_sold_and_the_keys_answered(
+        store: StockStore) -> None:
+    pid, _ = await _opened(store, 5, limit=5)
+    other, _ = await _opened(store, 5, limit=5)
+    a, b = uuid.uuid4(), uuid.uuid4()
+    await store.reserve(pid, a, "u1", 2, "k1", 1)
+    await store.reserve(other, b, "u1", 1, None, 1)
+    assert await store.forget_many([(pid, a), (other, b), (pid, a), (pid, uuid.uuid4())]) \
+        == [True, True, False, False]
+    snap = await store.snapshot(pid)
+    assert (snap.stock, snap.reservations) == (3, [])
+    assert (await store.due(other, 10, 10)).reservations == []
+    again = await store.reserve(pid, uuid.uuid4(), "u1", 1, "k1", 2)
+    assert again.outcome is ReserveOutcome.DUPLICATE and again.first_order_id == a
+    assert await store.release_many([(pid, a)]) == [ReleaseOutcome.NO_RESERVATION]
+    assert await store.forget_many([]) == []
