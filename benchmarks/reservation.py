@@ -53,8 +53,9 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from hotdeal_core.stock.port import ReserveOutcome
+from hotdeal_core.stock.port import ReserveOutcome, ReserveRequest
 from hotdeal_core.stock.redis_store import RedisStockStore
+from hotdeal_core.stock.reserver import ReserveItem, reservation_batcher
 
 REDIS_URL = os.environ.get("HOTDEAL_BENCH_REDIS_URL", "redis://127.0.0.1:56379/2")
 PG_DSN = os.environ.get("HOTDEAL_BENCH_PG_DSN",
@@ -138,7 +139,23 @@ async def bench_redis(ops: int, warmup: int) -> tuple[list[Result], str]:
             if result.outcome is not ReserveOutcome.RESERVED:
                 raise RuntimeError(f"reserve returned {result.outcome.name}")
 
+        batcher = reservation_batcher(store, max_batch=1000)
+
+        async def reserve_batched(_: int) -> None:
+            result = await batcher.submit(ReserveItem(product_id, ReserveRequest(
+                uuid.uuid4(), f"bench-{tag}-{next(users)}", 1)))
+            if result.outcome is not ReserveOutcome.RESERVED:
+                raise RuntimeError(f"reserve returned {result.outcome.name}")
+
         results = []
+        batcher.start()
+        try:  # the same stock step, through the natural-batching reserver (one script call
+            for concurrency in CONCURRENCIES:  # carries every buyer queued meanwhile)
+                await drive(reserve_batched, warmup, concurrency)
+                result = await measure("redis-batched", reserve_batched, ops, concurrency, 0)
+                results.append(replace(result, server_calls=batcher.stats.batches))
+        finally:
+            await batcher.stop()
         for concurrency in CONCURRENCIES:
             await drive(reserve, warmup, concurrency)
             calls0, usec0 = await evalsha_stats(redis)

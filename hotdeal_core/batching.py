@@ -50,6 +50,8 @@ class Batcher(Generic[T, R]):
     name: str
     write_many: WriteMany[T, R]
     max_batch: int = 1000
+    # False: a batch that fails is not retried item by item (its write is not idempotent).
+    split_on_failure: bool = True
     stats: BatchStats = field(default_factory=BatchStats)
     _queue: list[tuple[T, asyncio.Future[R]]] = field(default_factory=list)
     _signal: asyncio.Event = field(default_factory=asyncio.Event)
@@ -115,7 +117,7 @@ class Batcher(Generic[T, R]):
         try:
             return await self.write_many(items)
         except Exception as exc:  # noqa: BLE001 - isolated below
-            if len(items) == 1 or _whole_batch_error(exc):
+            if len(items) == 1 or not self.split_on_failure or _whole_batch_error(exc):
                 return [exc] * len(items)
             self.stats.split += 1
             log.warning("%s: a batch of %d failed (%s); retrying item by item", self.name,

@@ -17,6 +17,7 @@ from hotdeal_core.db.engine import make_engine
 from hotdeal_core.outbox import OutboxRelay, make_producer
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.redis_store import RedisStockStore
+from hotdeal_core.stock.reserver import reservation_batcher
 from hotdeal_core.stock.sold_out import SoldOutMemo
 from hotdeal_core.topics import Topics
 from hotdeal_core.usecases.context import Context
@@ -61,7 +62,8 @@ class Runtime:
         await self.relay.producer.client.fetch_all_metadata()
 
     def writers(self) -> list[Batcher[Any, Any]]:
-        return [w for w in (self.ctx.order_writer, self.ctx.payment_writer) if w is not None]
+        return [w for w in (self.ctx.reserver, self.ctx.order_writer, self.ctx.payment_writer)
+                if w is not None]
 
     def start(self) -> None:
         """Start the process's background tasks: the outbox relay, the group commits."""
@@ -103,9 +105,11 @@ def build_runtime(settings: Settings, *, pool_size: int | None = None) -> Runtim
                               ) -> list[PaymentReceipt | BaseException]:
         return await write_payments(engine, topics, items, relay.publish_now)
 
-    ctx = Context(engine=engine, stock=RedisStockStore(redis), settings=settings,
+    store = RedisStockStore(redis)
+    ctx = Context(engine=engine, stock=store, settings=settings,
                   topics=topics, outbox_written=relay.wake,
                   sold_out=SoldOutMemo(settings.sold_out_cache_ms / 1000),
+                  reserver=reservation_batcher(store, settings.write_batch_max),
                   order_writer=Batcher("orders", write_orders,
                                        max_batch=settings.write_batch_max),
                   payment_writer=Batcher("payments", write_callbacks,

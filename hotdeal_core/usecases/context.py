@@ -32,5 +32,6 @@ class Context:
     sold_out: SoldOutMemo = field(default_factory=lambda: SoldOutMemo(0))
     # Group commits of this process (hotdeal_core/batching.py), built by the runtime; without
     # them (a CLI, a unit test) each order or payment is written on its own.
+    reserver: Batcher[Any, Any] | None = None
     order_writer: Batcher[Any, Any] | None = None
     payment_writer: Batcher[Any, Any] | None = None

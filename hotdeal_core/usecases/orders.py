@@ -33,7 +33,8 @@ from hotdeal_core.db.tables import hot_deals, orders, products
 from hotdeal_core.domain import LIVE_DEAL_STATUSES, DealStatus, OrderStatus, StockBackend
 from hotdeal_core.errors import Conflict, DependencyUnavailable, NotFound
 from hotdeal_core.outbox import add_event
-from hotdeal_core.stock.port import ReserveOutcome, ReserveResult
+from hotdeal_core.stock.port import ReserveOutcome, ReserveRequest, ReserveResult
+from hotdeal_core.stock.reserver import ReserveItem
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.order_writes import (
     CommitUnknown,
@@ -73,9 +74,7 @@ async def place_order(ctx: Context, cmd: PlaceOrder) -> OrderView:
     if cmd.idempotency_key is None and ctx.sold_out.sold_out(cmd.product_id):
         raise _sold_out()
     if ctx.settings.hotdeal_stock_redis:
-        now_ms = int(time.time() * 1000)
-        result = await ctx.stock.reserve(cmd.product_id, order_id, cmd.user_id, cmd.quantity,
-                                         cmd.idempotency_key, now_ms)
+        result = await _reserve(ctx, cmd, order_id)
         if result.outcome is ReserveOutcome.RESERVED:
             if ctx.settings.fault_kill_after_reserve:  # fault injection for the orphan tests
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -92,6 +91,16 @@ async def place_order(ctx: Context, cmd: PlaceOrder) -> OrderView:
                            f"per-user limit is {result.limit}; {result.held} already held")
         # NOT_ACTIVE: no open deal in Redis; Postgres decides (ordinary product, db deal...)
     return await _place_in_postgres(ctx, cmd, order_id)
+
+
+async def _reserve(ctx: Context, cmd: PlaceOrder, order_id: UUID) -> ReserveResult:
+    """One atomic reservation, in this process's batch of reservations when it has one."""
+    if ctx.reserver is None:
+        return await ctx.stock.reserve(cmd.product_id, order_id, cmd.user_id, cmd.quantity,
+                                       cmd.idempotency_key, int(time.time() * 1000))
+    result: ReserveResult = await ctx.reserver.submit(ReserveItem(cmd.product_id, ReserveRequest(
+        order_id, cmd.user_id, cmd.quantity, cmd.idempotency_key)))
+    return result
 
 
 async def _first_answer(ctx: Context, order_id: UUID) -> OrderView:

@@ -14,6 +14,7 @@ from hotdeal_core.batching import Batcher
 from hotdeal_core.db.tables import orders, outbox, payments
 from hotdeal_core.errors import NotFound, Unprocessable
 from hotdeal_core.outbox import OutboxRow
+from hotdeal_core.stock.reserver import reservation_batcher
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, start_deal
 from hotdeal_core.usecases.order_writes import (
@@ -81,17 +82,22 @@ async def test_concurrent_buyers_through_the_group_commit_never_oversell(
         return await write_reserved_orders(ctx.engine, items, None)
 
     writer: Batcher[ReservedOrder, OrderView] = Batcher("orders", write)
-    batched = replace(ctx, order_writer=writer)
+    reserver = reservation_batcher(ctx.stock, max_batch=1000)
+    batched = replace(ctx, order_writer=writer, reserver=reserver)
     writer.start()
+    reserver.start()
     try:
         results = await asyncio.gather(
             *(place_order(batched, PlaceOrder(pid, random_user(), 1)) for _ in range(300)),
             return_exceptions=True)
     finally:
+        await reserver.stop()
         await writer.stop()
     accepted = [r for r in results if isinstance(r, OrderView)]
     assert len(accepted) == 40
+    assert {getattr(r, "code", None) for r in results if r not in accepted} == {"sold_out"}
     assert writer.stats.batches < 40  # the orders shared commits
+    assert reserver.stats.batches < 300  # and the buyers shared script calls
     async with ctx.engine.connect() as conn:
         rows = (await conn.execute(select(orders.c.id).where(
             orders.c.product_id == pid, orders.c.status == "PENDING"))).scalars().all()

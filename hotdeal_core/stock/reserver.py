@@ -1,0 +1,40 @@
+"""Reservations in natural batches: the buyers of one deal who arrive while a reservation
+call is on its way are reserved together by the next one (one script call carrying them
+all, same hash tag, per-buyer outcomes in arrival order; see `StockStore.reserve_many`).
+
+A failed call is not retried buyer by buyer: a script that failed part-way may have
+reserved for some of them, and a second reservation of the same order id would take its
+units twice. Every buyer of that call gets the error (the orphan sweep releases anything
+the call left behind, as for a single reservation).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from hotdeal_core.batching import Batcher
+from hotdeal_core.stock.port import ReserveRequest, ReserveResult, StockStore
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveItem:
+    product_id: int
+    request: ReserveRequest
+
+
+def reservation_batcher(store: StockStore, max_batch: int) -> Batcher[ReserveItem, ReserveResult]:
+    async def reserve(items: list[ReserveItem]) -> list[ReserveResult | BaseException]:
+        now_ms = int(time.time() * 1000)
+        by_product: dict[int, list[int]] = {}
+        for i, item in enumerate(items):
+            by_product.setdefault(item.product_id, []).append(i)
+        outcomes: list[ReserveResult | BaseException] = list(items)  # type: ignore[arg-type]
+        for product_id, indexes in by_product.items():
+            results = await store.reserve_many(
+                product_id, [items[i].request for i in indexes], now_ms)
+            for i, result in zip(indexes, results, strict=True):
+                outcomes[i] = result
+        return outcomes
+
+    return Batcher("reservations", reserve, max_batch=max_batch, split_on_failure=False)
