@@ -16,6 +16,10 @@ returns; an exception seeks back so the message is delivered again (at-least-onc
   short exponential backoff, then the message is dead-lettered with the reason and the
   offset committed, so one message cannot block its partition forever.
 
+`handle_batch` is the same for a batch subscriber (`batch=True`, `AckPolicy.MANUAL`): one
+commit per batch; a failing batch is split until the failing message is alone, and that
+one gets the retries and the dead letter above; an outage redelivers the whole batch.
+
 Retrying is safe because every handler is idempotent (processed_events by event_id, and the
 order status compare-and-set).
 """
@@ -28,7 +32,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError, KafkaTimeoutError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 from pydantic import TypeAdapter, ValidationError
@@ -106,10 +111,17 @@ async def dead_letter(broker: KafkaBroker, topics: Topics, msg: KafkaMessage, co
                       reason: str) -> None:
     raw = msg.raw_message
     record: Any = raw[0] if isinstance(raw, tuple) else raw
+    await dead_letter_record(broker, topics, record, consumer, reason, msg.body)
+
+
+async def dead_letter_record(broker: KafkaBroker, topics: Topics, record: Any, consumer: str,
+                             reason: str, body: bytes | None = None) -> None:
+    """Write one consumed record (an aiokafka ConsumerRecord) to the dead-letter topic."""
     key = record.key.decode(errors="replace") if record.key else None
+    raw = body if body is not None else (record.value or b"")
     letter = DeadLetter(source_topic=record.topic, partition=record.partition,
                         offset=record.offset, key=key, reason=reason[:2000],
-                        raw=msg.body.decode(errors="replace")[:100_000], consumer=consumer)
+                        raw=raw.decode(errors="replace")[:100_000], consumer=consumer)
     await broker.publish(letter.model_dump(mode="json"), topic=topics.dead_letter,
                          key=key.encode() if key else None)
     log.error("dead-lettered %s[%s]@%s: %s", record.topic, record.partition, record.offset,
@@ -149,3 +161,94 @@ async def handle(broker: KafkaBroker, topics: Topics, msg: KafkaMessage, consume
             log.warning("%s: handler failed (attempt %d of %d): %s: %s; retrying", consumer,
                         attempt, retry.max_attempts, type(exc).__name__, exc)
         await asyncio.sleep(retry.backoff(attempt))
+
+
+async def handle_batch(broker: KafkaBroker, topics: Topics, msg: KafkaMessage, consumer: str,
+                       adapter: TypeAdapter[E], apply: Callable[[list[E]], Awaitable[None]],
+                       *, retry: RetryPolicy = RetryPolicy()) -> None:
+    """`handle` for a batch subscriber (`batch=True`, `AckPolicy.MANUAL`): parse every
+    record, dead-letter what does not parse, apply the rest in offset order with one
+    `apply` call, then commit the batch's offsets once. A batch that fails is split in
+    halves until the failing message is alone; that message gets `handle`'s bounded retries
+    and dead letter, while the others are applied. Any exception that escapes (a dependency
+    outage anywhere in the batch, a dead letter that cannot be written) rewinds every
+    partition of the batch to its first record, so the whole batch comes again: the
+    records already applied are then skipped by the handlers' idempotency."""
+    raw: Any = msg.raw_message  # a tuple of records (a list in TestKafkaBroker)
+    records: tuple[Any, ...] = tuple(raw) if isinstance(raw, tuple | list) else (raw,)
+    try:
+        parsed: list[tuple[Any, E]] = []
+        # Stable: records of one partition keep their offset order (and so do the events
+        # of one order, which share a key and therefore a partition).
+        for record in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
+            try:
+                parsed.append((record, adapter.validate_json(record.value or b"")))
+            except ValidationError as exc:
+                await dead_letter_record(broker, topics, record, consumer,
+                                         f"unparseable event: {exc}")
+        await _apply_split(broker, topics, consumer, parsed, apply, retry)
+        await msg.ack()  # one commit for the batch
+    except Exception as exc:
+        _rewind(msg, records)
+        if is_dependency_outage(exc):
+            log.exception("%s: a dependency is unavailable; the batch of %d will be "
+                          "redelivered", consumer, len(records))
+            await asyncio.sleep(retry.outage_backoff)
+        raise
+
+
+async def _apply_split(broker: KafkaBroker, topics: Topics, consumer: str,
+                       items: list[tuple[Any, E]], apply: Callable[[list[E]], Awaitable[None]],
+                       retry: RetryPolicy) -> None:
+    if len(items) <= 1:
+        for record, event in items:
+            await _apply_alone(broker, topics, consumer, record, event, apply, retry)
+        return
+    try:
+        await apply([event for _, event in items])
+        return
+    except Exception as exc:
+        if is_dependency_outage(exc):
+            raise
+        log.warning("%s: a batch of %d failed (%s: %s); splitting it", consumer, len(items),
+                    type(exc).__name__, exc)
+    half = len(items) // 2  # halves in order: a key's events stay in offset order
+    await _apply_split(broker, topics, consumer, items[:half], apply, retry)
+    await _apply_split(broker, topics, consumer, items[half:], apply, retry)
+
+
+async def _apply_alone(broker: KafkaBroker, topics: Topics, consumer: str, record: Any,
+                       event: E, apply: Callable[[list[E]], Awaitable[None]],
+                       retry: RetryPolicy) -> None:
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            await apply([event])
+            return
+        except Exception as exc:
+            if is_dependency_outage(exc):
+                raise
+            if attempt >= retry.max_attempts:
+                log.exception("%s: handler failed %d times; dead-lettering the message",
+                              consumer, attempt)
+                await dead_letter_record(broker, topics, record, consumer,
+                                         _reason(exc, attempt))
+                return
+            log.warning("%s: handler failed (attempt %d of %d): %s: %s; retrying", consumer,
+                        attempt, retry.max_attempts, type(exc).__name__, exc)
+        await asyncio.sleep(retry.backoff(attempt))
+
+
+def _rewind(msg: KafkaMessage, records: tuple[Any, ...]) -> None:
+    """Seek each partition of the batch back to its first record: the consumer's position
+    has moved past the batch, so without this the next fetch would skip it."""
+    first: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        first[tp] = min(r.offset, first.get(tp, r.offset))
+    for tp, offset in first.items():
+        try:
+            msg.consumer.seek(tp, offset)
+        except IllegalStateError:  # revoked meanwhile: its new owner starts from the commit
+            log.info("%s no longer assigned; not rewound", tp)

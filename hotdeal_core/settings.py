@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # The most orders (payments) one group commit writes; a batch is whatever arrived while
     # the previous one was written, up to this (hotdeal_core/batching.py).
     write_batch_max: int = Field(default=1000, ge=1)
+    # The stock worker's batches: at most this many records, and how long a poll waits for
+    # more once it has some (larger batches: fewer commits; see stock_worker/app.py).
+    settle_batch_max_records: int = Field(default=500, ge=1)
+    settle_batch_timeout_ms: int = Field(default=20, ge=1)
     sweep_interval_seconds: float = Field(default=1.0, gt=0)
     sweep_batch_size: int = Field(default=200, ge=1)
     orphan_grace_seconds: float = Field(default=30.0, gt=0)

@@ -1,25 +1,35 @@
 """Composition root of the stock worker.
 
-Consumes `payments.v1` and `order-requests.v1` in the consumer group `stock-worker` and
-runs the expiry sweeper. It is the only writer of order status after creation.
+Consumes `payments.v1` and `order-requests.v1` in the consumer group `stock-worker`, in
+batches (one transaction and one offset commit per batch; see docs/events.md), and runs
+the expiry sweeper. It is the only writer of order status after creation.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
 
-from hotdeal_core.consumer import RetryPolicy, handle
+from hotdeal_core.consumer import RetryPolicy, handle_batch
 from hotdeal_core.domain import CancelReason
 from hotdeal_core.service import Duty, Service
 from hotdeal_core.settings import Settings
 from hotdeal_core.topics import Topics
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.settlement import cancel_order, confirm_order, expire_due_orders
+from hotdeal_core.usecases.settlement import (
+    GROUP,
+    Cancel,
+    Command,
+    Confirm,
+    expire_due_orders,
+    settle_batch,
+)
 from schemas.events import (
     OrderCancellationRequested,
     OrderConfirmationRequested,
@@ -31,7 +41,38 @@ from schemas.events import (
     payment_event_adapter,
 )
 
-GROUP = "stock-worker"
+# Batches (SETTLE_BATCH_MAX_RECORDS, one transaction and one commit each) are whatever the
+# consumer has fetched when the previous one is done: no waiting to fill them. An idle
+# consumer waits SETTLE_BATCH_TIMEOUT_MS for records before polling again (FastStream then
+# pauses as long again): the most a lone message waits on top of its fetch.
+
+
+def payment_commands(events: Sequence[PaymentEvent]) -> list[Command]:
+    """payments.v1 -> settlement commands (RefundRequested is ours, for the provider)."""
+    commands: list[Command] = []
+    for e in events:
+        if isinstance(e, PaymentSucceeded):
+            commands.append(Confirm(e.order_id, e.payment_id, e.amount, e.event_id))
+        elif isinstance(e, PaymentFailed):
+            commands.append(Cancel(e.order_id, CancelReason.PAYMENT_FAILED, e.event_id))
+    return commands
+
+
+def request_commands(events: Sequence[OrderRequest]) -> list[Command]:
+    """order-requests.v1 -> settlement commands."""
+    commands: list[Command] = []
+    for e in events:
+        if isinstance(e, OrderConfirmationRequested):
+            commands.append(Confirm(e.order_id, None, None, e.event_id))
+        elif isinstance(e, OrderCancellationRequested):
+            commands.append(Cancel(e.order_id, CancelReason.USER_CANCELLED, e.event_id))
+    return commands
+
+
+async def raw_bodies(msg: StreamMessage[Any]) -> Any:
+    """No decoding by FastStream: `handle_batch` parses each record itself, so that one
+    malformed record is dead-lettered alone instead of failing the batch's decoding."""
+    return msg.body
 
 
 def create_app(settings: Settings) -> FastStream:
@@ -48,34 +89,32 @@ def create_app(settings: Settings) -> FastStream:
 
     service = Service(settings, [Duty("expiry-sweeper", settings.sweep_interval_seconds, expire)])
 
-    async def on_payment(event: PaymentEvent) -> None:
-        if isinstance(event, PaymentSucceeded):
-            await confirm_order(service.ctx, event.order_id, payment_id=event.payment_id,
-                                amount=event.amount, event_id=event.event_id, consumer=GROUP)
-        elif isinstance(event, PaymentFailed):
-            await cancel_order(service.ctx, event.order_id, CancelReason.PAYMENT_FAILED,
-                               event_id=event.event_id, consumer=GROUP)
+    async def on_payments(events: list[PaymentEvent]) -> None:
+        await settle_batch(service.ctx, payment_commands(events), consumer=GROUP)
 
-    async def on_request(event: OrderRequest) -> None:
-        if isinstance(event, OrderConfirmationRequested):
-            await confirm_order(service.ctx, event.order_id, payment_id=None,
-                                event_id=event.event_id, consumer=GROUP)
-        elif isinstance(event, OrderCancellationRequested):
-            await cancel_order(service.ctx, event.order_id, CancelReason.USER_CANCELLED,
-                               event_id=event.event_id, consumer=GROUP)
+    async def on_requests(events: list[OrderRequest]) -> None:
+        await settle_batch(service.ctx, request_commands(events), consumer=GROUP)
 
-    @broker.subscriber(topics.payments, group_id=group, ack_policy=AckPolicy.NACK_ON_ERROR,
-                       auto_offset_reset="earliest", title=f"{GROUP}:payments")
+    # Batches: one transaction and one offset commit per batch; the offsets are committed
+    # only after the batch is applied (MANUAL: handle_batch acks, or rewinds and raises).
+    @broker.subscriber(topics.payments, group_id=group, batch=True,
+                       max_records=settings.settle_batch_max_records,
+                       batch_timeout_ms=settings.settle_batch_timeout_ms,
+                       ack_policy=AckPolicy.MANUAL,
+                       decoder=raw_bodies, auto_offset_reset="earliest",
+                       title=f"{GROUP}:payments")
     async def payments_handler(body: Any, msg: KafkaMessage) -> None:
-        await handle(broker, topics, msg, GROUP, payment_event_adapter, on_payment,
-                     retry=retry)
+        await handle_batch(broker, topics, msg, GROUP, payment_event_adapter, on_payments,
+                           retry=retry)
 
-    @broker.subscriber(topics.order_requests, group_id=group,
-                       ack_policy=AckPolicy.NACK_ON_ERROR, auto_offset_reset="earliest",
-                       title=f"{GROUP}:order-requests")
+    @broker.subscriber(topics.order_requests, group_id=group, batch=True,
+                       max_records=settings.settle_batch_max_records,
+                       batch_timeout_ms=settings.settle_batch_timeout_ms,
+                       ack_policy=AckPolicy.MANUAL, decoder=raw_bodies,
+                       auto_offset_reset="earliest", title=f"{GROUP}:order-requests")
     async def requests_handler(body: Any, msg: KafkaMessage) -> None:
-        await handle(broker, topics, msg, GROUP, order_request_adapter, on_request,
-                     retry=retry)
+        await handle_batch(broker, topics, msg, GROUP, order_request_adapter, on_requests,
+                           retry=retry)
 
     return FastStream(broker, on_startup=[service.start], after_startup=[service.ready],
                       after_shutdown=[service.stop])

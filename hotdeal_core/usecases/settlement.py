@@ -1,39 +1,46 @@
 """Settling orders (the stock worker is the only writer of order status after creation).
 
-Every change is a compare-and-set on the current status, in one transaction with its
-outbox event and, when an event triggered it, a `processed_events` row (idempotent
-consumers). Stock goes back exactly once:
-- to Postgres in the same transaction (ordinary product, a db-backed deal, or any deal
-  already reconciled), or
-- to Redis right after the commit, by the release script whose reservation record is the
-  token (a redelivered event releases again harmlessly). If the deal is closed or its Redis
-  state is being rebuilt, the release is deferred: the flush or the rebuild count the units
-  from Postgres, where the order is already CANCELLED.
-The deal fence is taken shared, so a cancel never interleaves with a flush.
+`settle_batch` applies many confirmations and cancellations in ONE transaction (a Kafka
+batch, or the sweeper's due orders); `confirm_order` and `cancel_order` are batches of one.
+The commands of one order apply in the order given (the consumer passes offset order),
+each seeing the previous one's effect, as separate transactions in a row would.
+
+The order rows are locked in id order, then every change is a compare-and-set on the state
+read, in the transaction that writes its outbox events and, for an event, its
+`processed_events` row (an event id twice in one batch counts once). Stock goes back
+exactly once: to Postgres in the same transaction (ordinary product, db-backed deal, deal
+already reconciled), or to Redis after the commit by the release script, whose reservation
+record is the token (a redelivered event releases again harmlessly); if the deal's Redis
+state is closed or being rebuilt, the release is deferred to the flush or the rebuild,
+which count from Postgres. The deal fence is shared, once per deal with a cancellation in
+the batch, in deal id order, so a cancel never interleaves with a flush (confirmations
+leave the units sold: no fence).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
-from typing import Literal
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 from uuid import UUID
 
-from sqlalchemy import select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hotdeal_core.db.fence import share_deal
-from hotdeal_core.db.tables import hot_deals, orders, processed_events
 from hotdeal_core.domain import CancelReason, DealStatus, OrderStatus, StockBackend
-from hotdeal_core.outbox import add_event
 from hotdeal_core.stock.port import ReleaseOutcome
+from hotdeal_core.topics import event_key
 from hotdeal_core.usecases.context import Context
-from schemas.events import OrderCancelled, OrderConfirmed, RefundRequested
+from schemas.events import AnyEvent, OrderCancelled, OrderConfirmed, RefundRequested
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["applied", "already_processed", "not_found", "no_change"]
+GROUP = "stock-worker"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,162 +49,288 @@ class SettleResult:
     status: str | None = None
 
 
-async def _first_time(conn: AsyncConnection, consumer: str, event_id: UUID | None) -> bool:
-    if event_id is None:
-        return True
-    row = (await conn.execute(
-        insert(processed_events).values(consumer=consumer, event_id=event_id)
-        .on_conflict_do_nothing().returning(processed_events.c.event_id))).first()
-    return row is not None
+@dataclass(frozen=True, slots=True)
+class Confirm:
+    """Confirm a PENDING order: a successful payment (`payment_id`) or an admin (None)."""
+
+    order_id: UUID
+    payment_id: str | None = None
+    amount: int | None = None
+    event_id: UUID | None = None
 
 
-async def _deal_of(conn: AsyncConnection, order_id: UUID) -> tuple[int | None, object]:
-    """The order's deal row, read under the shared deal fence (the flush owns it)."""
-    deal_id = (await conn.execute(
-        select(orders.c.hot_deal_id).where(orders.c.id == order_id))).scalar_one_or_none()
-    if deal_id is None:
-        return None, None
-    await share_deal(conn, int(deal_id))
-    deal = (await conn.execute(
-        select(hot_deals.c.status, hot_deals.c.stock_backend)
-        .where(hot_deals.c.id == deal_id))).one()
-    return int(deal_id), deal
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    order_id: UUID
+    reason: CancelReason
+    event_id: UUID | None = None
+
+
+Command = Confirm | Cancel
+
+
+@dataclass(slots=True)
+class _Order:
+    """An order row as locked, and what the batch makes of it."""
+
+    id: UUID
+    product_id: int
+    deal_id: int | None
+    user_id: str
+    quantity: int
+    status: str
+    payment_id: str | None
+    paid: bool
+    was: tuple[str, str | None] = ("", None)  # (status, payment_id) as read: the CAS
+    cancel_reason: str | None = None
+
+
+@dataclass
+class _Plan:
+    """Everything one batch writes, gathered before the statements that write it."""
+
+    results: list[SettleResult] = field(default_factory=list)
+    events: list[AnyEvent] = field(default_factory=list)
+    product_units: Counter[int] = field(default_factory=Counter)  # back to products.stock
+    returned_units: Counter[int] = field(default_factory=Counter)  # deal: returned_stock
+    remaining_units: Counter[int] = field(default_factory=Counter)  # db deal: remaining
+    release: dict[UUID, int] = field(default_factory=dict)  # order -> product, after commit
+    forget: dict[UUID, int] = field(default_factory=dict)
+
+
+_FIRST_TIME = text("""
+    INSERT INTO processed_events (consumer, event_id)
+    SELECT CAST(:consumer AS text), e FROM unnest(CAST(:ids AS uuid[])) AS e
+    ON CONFLICT DO NOTHING RETURNING event_id
+""")
+_DEALS_OF = text("""
+    SELECT DISTINCT hot_deal_id FROM orders
+    WHERE id = ANY(CAST(:ids AS uuid[])) AND hot_deal_id IS NOT NULL
+""")
+_DEALS = text("SELECT id, status, stock_backend FROM hot_deals "
+              "WHERE id = ANY(CAST(:ids AS bigint[]))")
+_LOCK = text("""
+    SELECT id, product_id, hot_deal_id, user_id, quantity, status, payment_id,
+           paid_at IS NOT NULL AS paid
+    FROM orders WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE
+""")
+# The compare-and-set: each row moves only from the (status, payment_id) it was read with,
+# and an expiry never cancels an order paid in time.
+_UPDATE = text("""
+    UPDATE orders AS o SET status = u.status, payment_id = u.payment_id,
+        cancel_reason = u.cancel_reason, updated_at = now()
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:was_status AS text[]),
+                CAST(:was_payment AS text[]), CAST(:status AS text[]),
+                CAST(:payment AS text[]), CAST(:reason AS text[]))
+        AS u(id, was_status, was_payment, status, payment_id, cancel_reason)
+    WHERE o.id = u.id AND o.status = u.was_status
+      AND o.payment_id IS NOT DISTINCT FROM u.was_payment
+      AND (u.cancel_reason IS DISTINCT FROM 'expired' OR o.paid_at IS NULL)
+    RETURNING o.id
+""")
+_OUTBOX = text("""
+    INSERT INTO outbox (topic, key, event_type, payload)
+    SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:keys AS text[]),
+                         CAST(:types AS text[]), CAST(:payloads AS jsonb[]))
+""")
+
+
+async def settle_batch(ctx: Context, commands: Sequence[Command], *,
+                       consumer: str = GROUP) -> list[SettleResult]:
+    """Apply `commands` in one transaction; one result per command, in order."""
+    if not commands:
+        return []
+    plan = _Plan()
+    async with ctx.engine.begin() as conn:
+        fresh = await _first_times(conn, consumer, commands)
+        cancels = sorted({c.order_id for c, new in zip(commands, fresh, strict=True)
+                          if new and isinstance(c, Cancel)})
+        deals = await _fence(conn, cancels)
+        rows = (await conn.execute(_LOCK, {"ids": sorted({c.order_id for c in commands})})
+                ).all()
+        found = {r.id: _Order(r.id, r.product_id, r.hot_deal_id, r.user_id, r.quantity,
+                              r.status, r.payment_id, r.paid, (r.status, r.payment_id))
+                 for r in rows}
+        for command, new in zip(commands, fresh, strict=True):
+            order = found.get(command.order_id)
+            if new:
+                plan.results.append(_apply(plan, command, order, deals))
+                continue
+            plan.results.append(SettleResult("already_processed"))
+            # Released again: the worker may have died between the commit and the release.
+            if isinstance(command, Cancel) and order is not None and order.deal_id \
+                    is not None and order.status == OrderStatus.CANCELLED:
+                plan.release.setdefault(order.id, order.product_id)
+        await _write(conn, ctx, plan, found)
+    if plan.events:
+        ctx.outbox_written()
+    await _after_commit(ctx, plan)
+    return plan.results
+
+
+async def _first_times(conn: AsyncConnection, consumer: str,
+                       commands: Sequence[Command]) -> list[bool]:
+    """Whether each command is seen for the first time (by event id; none: always)."""
+    ids = sorted({c.event_id for c in commands if c.event_id is not None})
+    new: set[UUID] = set()
+    if ids:  # sorted: two batches sharing events lock their keys in the same order
+        new = set((await conn.execute(_FIRST_TIME, {"consumer": consumer, "ids": ids}))
+                  .scalars())
+    fresh = []
+    for c in commands:
+        if c.event_id is None:
+            fresh.append(True)
+        else:
+            fresh.append(c.event_id in new)
+            new.discard(c.event_id)  # a second copy in the same batch is a duplicate
+    return fresh
+
+
+async def _fence(conn: AsyncConnection, order_ids: list[UUID]) -> dict[int, Any]:
+    """Share the fence of every deal of these orders (in id order: no deadlock with a
+    flush waiting for one of them), then read those deals."""
+    if not order_ids:
+        return {}
+    deal_ids = sorted(int(d) for d in (await conn.execute(_DEALS_OF, {"ids": order_ids}))
+                      .scalars())
+    for deal_id in deal_ids:
+        await share_deal(conn, deal_id)
+    rows = (await conn.execute(_DEALS, {"ids": deal_ids})).all() if deal_ids else []
+    return {int(r.id): r for r in rows}
+
+
+def _apply(plan: _Plan, command: Command, order: _Order | None,
+           deals: dict[int, Any]) -> SettleResult:
+    if order is None:
+        return SettleResult("not_found")
+    if isinstance(command, Confirm):
+        return _confirm(plan, command, order)
+    if order.status != OrderStatus.PENDING or (
+            command.reason is CancelReason.EXPIRED and order.paid):
+        # An order paid in time is never expired: the webhook marks paid_at under the row
+        # lock this batch holds, so what was read is what is committed.
+        return SettleResult("no_change", order.status)
+    order.status, order.cancel_reason = OrderStatus.CANCELLED, command.reason
+    released_to = _give_back(plan, order, deals)
+    if released_to == "redis":
+        plan.release[order.id] = order.product_id
+    plan.events.append(OrderCancelled(
+        order_id=order.id, product_id=order.product_id, hot_deal_id=order.deal_id,
+        user_id=order.user_id, quantity=order.quantity, reason=command.reason,
+        stock_released_to=released_to))
+    return SettleResult("applied", OrderStatus.CANCELLED)
+
+
+def _confirm(plan: _Plan, command: Confirm, order: _Order) -> SettleResult:
+    if order.status == OrderStatus.PENDING:
+        order.status, order.payment_id = OrderStatus.CONFIRMED, command.payment_id
+        if order.deal_id is not None:  # the units stay sold; only the reservation record goes
+            plan.forget[order.id] = order.product_id
+        plan.events.append(OrderConfirmed(
+            order_id=order.id, product_id=order.product_id, hot_deal_id=order.deal_id,
+            user_id=order.user_id, quantity=order.quantity, payment_id=command.payment_id))
+        return SettleResult("applied", OrderStatus.CONFIRMED)
+    if command.payment_id is not None and (refund := _refund_reason(order, command.payment_id)):
+        # Never lose the money: a payment that cannot settle the order goes back.
+        plan.events.append(RefundRequested(order_id=order.id, payment_id=command.payment_id,
+                                           amount=command.amount or 0, reason=refund))
+    return SettleResult("no_change", order.status)
+
+
+def _refund_reason(order: _Order, payment_id: str) -> str | None:
+    """Why a successful payment of an order that is no longer PENDING is refunded, if it is."""
+    if order.status == OrderStatus.CANCELLED:
+        return "order_cancelled"  # paid too late (the reservation expired) or cancelled
+    if order.payment_id is None:
+        # Confirmed without a payment (admin): the first payment is the order's, keep it.
+        order.payment_id = payment_id
+        return None
+    return None if order.payment_id == payment_id else "duplicate_payment"
+
+
+def _give_back(plan: _Plan, order: _Order, deals: dict[int, Any]
+               ) -> Literal["redis", "db", "deferred"]:
+    if order.deal_id is None:
+        plan.product_units[order.product_id] += order.quantity
+        return "db"
+    deal = deals[order.deal_id]
+    if deal.status == DealStatus.RECONCILED:
+        plan.product_units[order.product_id] += order.quantity
+        plan.returned_units[order.deal_id] += order.quantity
+        return "db"
+    if deal.stock_backend == StockBackend.DB:
+        plan.remaining_units[order.deal_id] += order.quantity
+        return "db"
+    return "redis" if deal.status == DealStatus.ACTIVE else "deferred"
+
+
+async def _write(conn: AsyncConnection, ctx: Context, plan: _Plan,
+                 found: dict[UUID, _Order]) -> None:
+    changed = [o for o in found.values() if (o.status, o.payment_id) != o.was]
+    if changed:
+        updated = (await conn.execute(_UPDATE, {
+            "ids": [o.id for o in changed], "was_status": [o.was[0] for o in changed],
+            "was_payment": [o.was[1] for o in changed],
+            "status": [o.status for o in changed],
+            "payment": [o.payment_id for o in changed],
+            "reason": [o.cancel_reason for o in changed]})).all()
+        if len(updated) != len(changed):  # the rows are locked: this would be a bug
+            raise RuntimeError(f"compare-and-set moved {len(updated)} of {len(changed)} "
+                               "orders")
+    # One row at a time, in id order: hot rows are locked in the same order by every batch.
+    for pid, units in sorted(plan.product_units.items()):
+        await conn.execute(text("UPDATE products SET stock = stock + :q, updated_at = now() "
+                                "WHERE id = :pid"), {"q": units, "pid": pid})
+    for deal_id in sorted(plan.returned_units.keys() | plan.remaining_units.keys()):
+        await conn.execute(text(
+            "UPDATE hot_deals SET returned_stock = returned_stock + :r, "
+            "remaining_stock = remaining_stock + :m, updated_at = now() WHERE id = :d"),
+            {"r": plan.returned_units[deal_id], "m": plan.remaining_units[deal_id],
+             "d": deal_id})
+    if plan.events:
+        events = plan.events
+        await conn.execute(_OUTBOX, {
+            "topics": [ctx.topics.of(e) for e in events],
+            "keys": [event_key(e) for e in events], "types": [e.type for e in events],
+            "payloads": [json.dumps(e.model_dump(mode="json")) for e in events]})
+
+
+async def _after_commit(ctx: Context, plan: _Plan) -> None:
+    if plan.forget:
+        try:
+            await ctx.stock.forget_many([(p, o) for o, p in plan.forget.items()])
+        except Exception:  # noqa: BLE001 - harmless if left: the flush drops them
+            log.warning("could not drop the reservation records of %d confirmed orders",
+                        len(plan.forget))
+    if plan.release:
+        outcomes = await ctx.stock.release_many([(p, o) for o, p in plan.release.items()])
+        deferred = outcomes.count(ReleaseOutcome.NOT_OPEN)
+        if deferred:
+            log.info("release of %d orders deferred: the deal's Redis state is closed or "
+                     "gone", deferred)
 
 
 async def confirm_order(ctx: Context, order_id: UUID, *, payment_id: str | None,
                         amount: int | None = None, event_id: UUID | None = None,
-                        consumer: str = "stock-worker") -> SettleResult:
-    async with ctx.engine.begin() as conn:
-        if not await _first_time(conn, consumer, event_id):
-            return SettleResult("already_processed")
-        row = (await conn.execute(
-            orders.update().where(orders.c.id == order_id,
-                                  orders.c.status == OrderStatus.PENDING)
-            .values(status=OrderStatus.CONFIRMED, payment_id=payment_id,
-                    updated_at=text("now()"))
-            .returning(orders))).first()
-        if row is not None:
-            await add_event(conn, ctx.topics, OrderConfirmed(
-                order_id=order_id, product_id=row.product_id, hot_deal_id=row.hot_deal_id,
-                user_id=row.user_id, quantity=row.quantity, payment_id=payment_id))
-        else:
-            current = (await conn.execute(select(orders.c.status, orders.c.payment_id).where(
-                orders.c.id == order_id))).first()
-            if current is None:
-                return SettleResult("not_found")
-            refund = payment_id is not None and await _refund_reason(
-                conn, order_id, current.status, current.payment_id, payment_id)
-            if refund:
-                # Never lose the money: a payment that cannot settle the order goes back.
-                assert payment_id is not None
-                await add_event(conn, ctx.topics, RefundRequested(
-                    order_id=order_id, payment_id=payment_id, amount=amount or 0,
-                    reason=refund))
-            result = SettleResult("no_change", current.status)
-    ctx.outbox_written()
-    if row is None:
-        return result
-    if row.hot_deal_id is not None:
-        try:  # the units stay sold; only the reservation record goes
-            await ctx.stock.forget(row.product_id, order_id)
-        except Exception:  # noqa: BLE001 - harmless if left: the flush drops it
-            log.warning("could not drop the reservation record of %s", order_id)
-    return SettleResult("applied", OrderStatus.CONFIRMED)
-
-
-async def _refund_reason(conn: AsyncConnection, order_id: UUID, status: str,
-                         confirmed_by: str | None, payment_id: str) -> str | None:
-    """Why a successful payment of an order that is no longer PENDING is refunded, if it is."""
-    if status == OrderStatus.CANCELLED:
-        return "order_cancelled"  # paid too late (the reservation expired) or cancelled
-    if confirmed_by is None:
-        # Confirmed without a payment (admin): the first payment is the order's, keep it.
-        claimed = (await conn.execute(orders.update().where(
-            orders.c.id == order_id, orders.c.payment_id.is_(None)).values(
-            payment_id=payment_id, updated_at=text("now()")).returning(orders.c.id))).first()
-        if claimed is not None:
-            return None
-        confirmed_by = (await conn.execute(select(orders.c.payment_id).where(
-            orders.c.id == order_id))).scalar_one()
-    return None if confirmed_by == payment_id else "duplicate_payment"
+                        consumer: str = GROUP) -> SettleResult:
+    command = Confirm(order_id, payment_id, amount, event_id)
+    return (await settle_batch(ctx, [command], consumer=consumer))[0]
 
 
 async def cancel_order(ctx: Context, order_id: UUID, reason: CancelReason, *,
-                       event_id: UUID | None = None,
-                       consumer: str = "stock-worker") -> SettleResult:
-    redis_release = False
-    async with ctx.engine.begin() as conn:
-        if not await _first_time(conn, consumer, event_id):
-            result = SettleResult("already_processed")
-        else:
-            deal_id, deal = await _deal_of(conn, order_id)
-            cas = [orders.c.id == order_id, orders.c.status == OrderStatus.PENDING]
-            if reason is CancelReason.EXPIRED:
-                # An order paid in time is never expired. The webhook marks paid_at under
-                # the order's row lock, so this compare-and-set waits for it and sees it.
-                cas.append(orders.c.paid_at.is_(None))
-            row = (await conn.execute(
-                orders.update().where(*cas)
-                .values(status=OrderStatus.CANCELLED, cancel_reason=reason,
-                        updated_at=text("now()"))
-                .returning(orders))).first()
-            if row is None:
-                current = (await conn.execute(select(orders.c.status).where(
-                    orders.c.id == order_id))).scalar_one_or_none()
-                result = SettleResult("not_found" if current is None else "no_change", current)
-            else:
-                released_to = await _give_back_in_postgres(conn, row, deal_id, deal)
-                redis_release = released_to == "redis"
-                await add_event(conn, ctx.topics, OrderCancelled(
-                    order_id=order_id, product_id=row.product_id, hot_deal_id=deal_id,
-                    user_id=row.user_id, quantity=row.quantity, reason=reason,
-                    stock_released_to=released_to))
-                result = SettleResult("applied", OrderStatus.CANCELLED)
-        product_id = (await conn.execute(select(orders.c.product_id, orders.c.status).where(
-            orders.c.id == order_id))).first()
-    if result.outcome == "applied":
-        ctx.outbox_written()
-    # Also on a redelivery: the worker may have died between the commit and the release.
-    if product_id is not None and product_id.status == OrderStatus.CANCELLED and (
-            redis_release or result.outcome == "already_processed"):
-        outcome = await ctx.stock.release(product_id.product_id, order_id)
-        if outcome is ReleaseOutcome.NOT_OPEN:
-            log.info("release of %s deferred: the deal's Redis state is closed or gone",
-                     order_id)
-    return result
-
-
-async def _give_back_in_postgres(conn: AsyncConnection, row: object, deal_id: int | None,
-                                 deal: object) -> Literal["redis", "db", "deferred"]:
-    qty, product_id = row.quantity, row.product_id  # type: ignore[attr-defined]
-    if deal_id is None:
-        await conn.execute(text("UPDATE products SET stock = stock + :q, updated_at = now() "
-                                "WHERE id = :pid"), {"q": qty, "pid": product_id})
-        return "db"
-    status, backend = deal.status, deal.stock_backend  # type: ignore[attr-defined]
-    if status == DealStatus.RECONCILED:
-        await conn.execute(text("UPDATE products SET stock = stock + :q, updated_at = now() "
-                                "WHERE id = :pid"), {"q": qty, "pid": product_id})
-        await conn.execute(text("UPDATE hot_deals SET returned_stock = returned_stock + :q, "
-                                "updated_at = now() WHERE id = :d"), {"q": qty, "d": deal_id})
-        return "db"
-    if backend == StockBackend.DB:
-        await conn.execute(text("UPDATE hot_deals SET remaining_stock = remaining_stock + :q, "
-                                "updated_at = now() WHERE id = :d"), {"q": qty, "d": deal_id})
-        return "db"
-    return "redis" if status == DealStatus.ACTIVE else "deferred"
+                       event_id: UUID | None = None, consumer: str = GROUP) -> SettleResult:
+    command = Cancel(order_id, reason, event_id)
+    return (await settle_batch(ctx, [command], consumer=consumer))[0]
 
 
 async def expire_due_orders(ctx: Context, batch_size: int) -> int:
-    """Cancel PENDING orders past their reservation TTL that were not paid in time; returns
-    how many were cancelled."""
+    """Cancel PENDING orders past their reservation TTL that were not paid in time, in one
+    transaction (their releases in one round trip); returns how many were cancelled."""
     async with ctx.engine.connect() as conn:
         due = (await conn.execute(text(
             "SELECT id FROM orders WHERE status = 'PENDING' AND expires_at < now() "
             "AND paid_at IS NULL ORDER BY expires_at LIMIT :n"), {"n": batch_size})
         ).scalars().all()
-    cancelled = 0
-    for order_id in due:
-        result = await cancel_order(ctx, order_id, CancelReason.EXPIRED)
-        cancelled += result.outcome == "applied"
-    return cancelled
+    results = await settle_batch(ctx, [Cancel(order_id, CancelReason.EXPIRED)
+                                       for order_id in due])
+    return sum(r.outcome == "applied" for r in results)
