@@ -24,7 +24,7 @@ export ALLOW_DEV_SECRETS
 TEST_ENV := DATABASE_URL=postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:$(HOTDEAL_PG_PORT)/hotdeal_test \
 	REDIS_URL=redis://127.0.0.1:$(HOTDEAL_REDIS_PORT)/1 KAFKA_TOPIC_PREFIX=test.
 
-.PHONY: help venv infra-up infra-down infra-status migrate test test-unit check clean up down status api-docs demo swarm compare
+.PHONY: help venv infra-up infra-down infra-status migrate test test-unit check clean up down status api-docs demo swarm compare bench
 
 help:
 	@echo "make demo         the main job: infra + processes + deal + swarm + report"
@@ -34,6 +34,7 @@ help:
 	@echo "make migrate      migrate the app database"
 	@echo "make up / down    start / stop the order API, stock worker and reconciler"
 	@echo "make api-docs     regenerate docs/api (OpenAPI, AsyncAPI)"
+	@echo "make bench        wrk: trivial endpoint, orders, webhook, sold-out refusals (BENCH_ARGS=...)"
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -105,3 +106,12 @@ swarm: venv infra-up
 compare: venv infra-up
 	$(PY) -m hotdeal_core.db.migrate
 	$(PY) -m devtools.compare $(SWARM_ARGS) --command "make compare $(SWARM_VARS)"
+
+# Plain-HTTP benchmark with wrk (installed by scripts/ensure-wrk.sh): the trivial endpoint,
+# POST /orders, the payment webhook and sold-out refusals side by side; starts and stops its
+# own API on a free port. `make bench BENCH_ARGS="--server uvicorn,granian --workers 1,2"`.
+BENCH_ARGS ?=
+bench: venv infra-up
+	scripts/ensure-wrk.sh
+	$(PY) -m hotdeal_core.db.migrate
+	$(PY) -m benchmarks.http $(BENCH_ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,8 @@ class Settings(BaseSettings):
     order_api_host: str = "127.0.0.1"
     order_api_port: int = 58000
     order_api_workers: int = Field(default=1, ge=1)
+    # uvicorn (measured faster here: benchmarks/http.py) or granian (an optional package).
+    order_api_server: Literal["uvicorn", "granian"] = "uvicorn"
 
     db_pool_size: int = Field(default=20, ge=1)
     redis_max_connections: int = Field(default=64, ge=1)

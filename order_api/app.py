@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from hotdeal_core.runtime import build_runtime
 from hotdeal_core.settings import Settings
 from order_api.errors import install_error_handlers
+from order_api.fastpath import SoldOutFastPath
 from order_api.routes import router
 
 log = logging.getLogger(__name__)
@@ -37,5 +38,7 @@ def create_app(settings: Settings) -> FastAPI:
                               "settled asynchronously through Kafka.")
     app.state.settings = settings
     install_error_handlers(app)
+    # Sold-out refusals from the memo, before routing and body validation (fastpath.py).
+    app.add_middleware(SoldOutFastPath, state=app.state)
     app.include_router(router)
     return app

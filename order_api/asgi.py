@@ -1,6 +1,9 @@
-"""ASGI entry for multi-worker uvicorn (each worker process reads the settings once)."""
+"""ASGI entry imported by each worker process (multi-worker uvicorn, granian): each reads
+the settings once and builds its own app."""
 
 from hotdeal_core.settings import load_settings
 from order_api.app import create_app
+from order_api.servers import configure_logging
 
+configure_logging()  # a spawned worker inherits no logging set-up
 app = create_app(load_settings())

@@ -1,0 +1,125 @@
+"""A sold-out refusal answered before FastAPI: routing, dependencies and body validation.
+
+Once a deal sells out, nearly every `POST /orders` of a flash sale is refused, and most of
+the refusal's cost is framework work per request (docs/scenarios/deal-order-latency.md,
+target 3). This pure-ASGI middleware answers the same `409 sold_out` as the route would
+when the product is in this process's sold-out memo, and passes anything else through
+untouched (the body it read is replayed, message by message).
+
+It refuses only what the route would refuse with the same answer:
+- never a request with an `Idempotency-Key` header (a retry of an accepted order must get
+  its order back: `place_order` skips the memo for it too), whatever the header's value;
+- only a body the route would accept: a JSON content type, and a JSON object of exactly
+  `product_id`, `user_id` and `quantity` with the request model's types and bounds, checked
+  by hand (`schemas.http.PlaceOrderRequest`); anything else goes to FastAPI, so its 422s
+  stay identical;
+- only while the memo says sold out, the very check `place_order` makes first. The memo
+  only ever refuses more, never sells more.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from starlette.datastructures import State
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hotdeal_core.usecases.context import Context
+from order_api.errors import error_response
+from schemas.http import BIGINT_LIMIT, MAX_ORDER_QUANTITY
+
+# The message of hotdeal_core.usecases.orders' sold-out Conflict (a test keeps them equal).
+SOLD_OUT_MESSAGE = "the product is sold out"
+# A larger body is no order the model accepts; it goes to FastAPI unread past this.
+MAX_BODY = 4096
+_USER_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")  # schemas.http.UserId, anchored at both ends
+_FIELDS = frozenset({"product_id", "user_id", "quantity"})
+
+
+# The route's answer, built once by the same function (body and headers byte-identical).
+_REFUSAL = error_response(409, "sold_out", SOLD_OUT_MESSAGE)
+
+
+def order_product_id(body: bytes) -> int | None:
+    """The product id of a body that `PlaceOrderRequest` would accept, else None."""
+    try:
+        data = json.loads(body)  # what Starlette's Request.json() does
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
+        return None
+    if type(data) is not dict or data.keys() != _FIELDS:
+        return None
+    product_id, user_id, quantity = data["product_id"], data["user_id"], data["quantity"]
+    # StrictInt: an int and not a bool (type() rather than isinstance for that reason).
+    if type(product_id) is not int or not 1 <= product_id < BIGINT_LIMIT:
+        return None
+    if type(quantity) is not int or not 1 <= quantity <= MAX_ORDER_QUANTITY:
+        return None
+    if type(user_id) is not str or _USER_ID.fullmatch(user_id) is None:
+        return None
+    return product_id
+
+
+def _is_json(value: bytes) -> bool:
+    return value.split(b";", 1)[0].strip().lower() == b"application/json"
+
+
+def _plain_order_request(scope: Scope) -> bool:
+    """POST /orders with a JSON content type and no Idempotency-Key header."""
+    if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/orders":
+        return False
+    content_type = None
+    for name, value in scope["headers"]:
+        if name == b"idempotency-key":
+            return False
+        if name == b"content-type" and content_type is None:
+            content_type = value  # the first one, as Starlette's Headers.get reads it
+    return content_type is not None and _is_json(content_type)
+
+
+class SoldOutFastPath:
+    """Answer `POST /orders` for a memo'd sold-out product without running FastAPI.
+
+    `state` is the FastAPI app's state: its `ctx` (set by the lifespan) holds the memo."""
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: Context | None = getattr(self.state, "ctx", None)  # None before the lifespan
+        if ctx is None or not _plain_order_request(scope):
+            await self.app(scope, receive, send)
+            return
+        read: list[Message] = []
+        chunks: list[bytes] = []
+        size, complete = 0, False
+        while size <= MAX_BODY:
+            message = await receive()
+            read.append(message)
+            if message["type"] != "http.request":
+                break  # a disconnect: FastAPI handles it as it always does
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            if not message.get("more_body", False):
+                complete = True
+                break
+        if complete and size <= MAX_BODY:
+            product_id = order_product_id(b"".join(chunks))
+            if product_id is not None and ctx.sold_out.sold_out(product_id):
+                await send({"type": "http.response.start", "status": _REFUSAL.status_code,
+                            "headers": list(_REFUSAL.raw_headers)})
+                await send({"type": "http.response.body", "body": _REFUSAL.body})
+                return
+        await self.app(scope, _replay(read, receive), send)
+
+
+def _replay(read: list[Message], receive: Receive) -> Receive:
+    pending = list(read)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+    return replay

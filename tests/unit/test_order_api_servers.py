@@ -1,0 +1,24 @@
+"""ORDER_API_SERVER picks the order API's HTTP server; anything else refuses to start."""
+
+from __future__ import annotations
+
+import pytest
+
+from order_api.servers import DEFAULT_SERVER, SERVERS, server_from_env
+
+
+@pytest.mark.parametrize("value", ["uvicorn", "granian", " Granian "])
+def test_a_known_server_is_chosen(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("ORDER_API_SERVER", value)
+    assert server_from_env() == value.strip().lower()
+
+
+def test_without_the_setting_the_default_server_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ORDER_API_SERVER", raising=False)
+    assert server_from_env() == DEFAULT_SERVER in SERVERS
+
+
+def test_an_unknown_server_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDER_API_SERVER", "gunicorn")
+    with pytest.raises(SystemExit, match="ORDER_API_SERVER='gunicorn' is not one of"):
+        server_from_env()

@@ -1,0 +1,159 @@
+"""The sold-out fast path's body check (order_api/fastpath.py) accepts exactly the bodies the
+route's model accepts, and what it passes on reaches FastAPI unchanged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import settings as fuzz_settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+from starlette.datastructures import State
+from starlette.types import Message, Receive, Scope, Send
+
+from hotdeal_core.stock.sold_out import SoldOutMemo
+from order_api.fastpath import MAX_BODY, SoldOutFastPath, order_product_id
+from schemas.http import PlaceOrderRequest
+
+
+def _model_accepts(body: bytes) -> bool:
+    try:
+        PlaceOrderRequest.model_validate(json.loads(body))  # what the route does
+    except (ValueError, RecursionError, ValidationError):
+        return False
+    return True
+
+
+def test_a_valid_order_body_yields_its_product_id() -> None:
+    assert order_product_id(b'{"product_id": 7, "user_id": "u-1", "quantity": 1}') == 7
+
+
+@pytest.mark.parametrize("body", [
+    b"", b"not json", b"[1]", b'"x"', b"\xff\xfe", b"[" * (MAX_BODY - 1),
+    b'{"product_id": 7, "user_id": "u-1"}',
+    b'{"product_id": 7, "user_id": "u-1", "quantity": 1, "extra": 0}',
+    b'{"product_id": true, "user_id": "u-1", "quantity": 1}',
+    b'{"product_id": 7.0, "user_id": "u-1", "quantity": 1}',
+    b'{"product_id": "7", "user_id": "u-1", "quantity": 1}',
+    b'{"product_id": 0, "user_id": "u-1", "quantity": 1}',
+    b'{"product_id": 9223372036854775808, "user_id": "u-1", "quantity": 1}',
+    b'{"product_id": 7, "user_id": "u-1", "quantity": 0}',
+    b'{"product_id": 7, "user_id": "u-1", "quantity": 101}',
+    b'{"product_id": 7, "user_id": "u-1", "quantity": false}',
+    b'{"product_id": 7, "user_id": "", "quantity": 1}',
+    b'{"product_id": 7, "user_id": "u 1", "quantity": 1}',
+    b'{"product_id": 7, "user_id": "u-1\\n", "quantity": 1}',
+    b'{"product_id": 7, "user_id": "' + b"u" * 129 + b'", "quantity": 1}',
+    b'{"product_id": 7, "user_id": 1, "quantity": 1}',
+])
+def test_a_body_the_model_refuses_yields_nothing(body: bytes) -> None:
+    assert not _model_accepts(body)
+    assert order_product_id(body) is None
+
+
+_near_ints = st.one_of(st.integers(-2, 3), st.integers(99, 101),
+                       st.integers(2**63 - 2, 2**63 + 1), st.booleans(), st.floats(0, 3),
+                       st.text(max_size=3), st.none())
+_user_ids = st.one_of(st.from_regex(r"[A-Za-z0-9_.:@-]{1,3}", fullmatch=True),
+                      st.text(max_size=4), st.just("u" * 128), st.just("u" * 129), st.integers())
+_bodies = st.dictionaries(
+    st.sampled_from(["product_id", "user_id", "quantity", "other"]),
+    st.one_of(_near_ints, _user_ids), max_size=4).map(lambda d: json.dumps(d).encode())
+
+
+@fuzz_settings(max_examples=400, deadline=None, database=None)
+@given(st.one_of(_bodies, st.builds(
+    lambda p, u, q: json.dumps({"product_id": p, "user_id": u, "quantity": q}).encode(),
+    _near_ints, _user_ids, _near_ints)))
+def test_the_fast_parse_agrees_with_the_request_model(body: bytes) -> None:
+    assert (order_product_id(body) is not None) == _model_accepts(body)
+
+
+async def _through(app: SoldOutFastPath, scope: Scope, messages: list[Message]
+                   ) -> list[Message]:
+    """Run `app` on `messages`; returns what it sent."""
+    incoming, sent = list(messages), []
+
+    async def receive() -> Message:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+    await app(scope, receive, send)
+    return sent
+
+
+def _scope(*headers: tuple[bytes, bytes]) -> Scope:
+    return {"type": "http", "method": "POST", "path": "/orders",
+            "headers": [(b"content-type", b"application/json"), *headers]}
+
+
+class _Downstream:
+    """Stands for FastAPI: reads the whole body it is handed and answers 204."""
+
+    def __init__(self) -> None:
+        self.received: list[Message] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            self.received.append(message)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _state(*sold_out: int) -> State:
+    memo = SoldOutMemo(3600)
+    for product_id in sold_out:
+        memo.remember(product_id)
+    state = State()
+    state.ctx = type("Ctx", (), {"sold_out": memo})()
+    return state
+
+
+BODY = b'{"product_id": 7, "user_id": "u-1", "quantity": 1}'
+CHUNKS: list[Message] = [{"type": "http.request", "body": BODY[:10], "more_body": True},
+                         {"type": "http.request", "body": BODY[10:], "more_body": False}]
+
+
+async def test_a_chunked_body_is_refused_for_a_memod_product() -> None:
+    downstream = _Downstream()
+    sent = await _through(SoldOutFastPath(downstream, _state(7)), _scope(), CHUNKS)
+    assert sent[0]["status"] == 409 and not downstream.received
+    assert json.loads(sent[1]["body"])["error"]["code"] == "sold_out"
+
+
+@pytest.mark.parametrize(("scope", "memod"), [
+    (_scope(), 8),  # product 7 is not in the memo
+    (_scope((b"idempotency-key", b"k-1")), 7),
+    (_scope((b"idempotency-key", b"")), 7),  # even an invalid key: FastAPI answers it
+    ({**_scope(), "headers": [(b"content-type", b"text/plain")]}, 7),
+    ({**_scope(), "headers": []}, 7),  # no content type: the route's strict parse refuses it
+    ({**_scope(), "path": "/orders/"}, 7),
+    ({**_scope(), "method": "PUT"}, 7),
+], ids=["not-memod", "keyed", "empty-key", "text-plain", "no-content-type", "slash", "put"])
+async def test_anything_else_reaches_fastapi_with_its_body_unchanged(scope: Scope,
+                                                                     memod: int) -> None:
+    downstream = _Downstream()
+    sent = await _through(SoldOutFastPath(downstream, _state(memod)), scope, CHUNKS)
+    assert sent[0]["status"] == 204
+    assert downstream.received == CHUNKS
+
+
+async def test_a_body_too_large_for_an_order_is_passed_on_whole() -> None:
+    big: list[Message] = [{"type": "http.request", "body": b" " * 3000, "more_body": True}
+                          for _ in range(3)]
+    big.append({"type": "http.request", "body": BODY, "more_body": False})
+    downstream = _Downstream()
+    sent = await _through(SoldOutFastPath(downstream, _state(7)), _scope(), big)
+    assert sent[0]["status"] == 204 and downstream.received == big
+
+
+async def test_before_the_lifespan_ran_everything_reaches_fastapi() -> None:
+    downstream = _Downstream()
+    sent = await _through(SoldOutFastPath(downstream, State()), _scope(), CHUNKS)
+    assert sent[0]["status"] == 204 and downstream.received == CHUNKS
