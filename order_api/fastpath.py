@@ -7,8 +7,9 @@ when the product is in this process's sold-out memo, and passes anything else th
 untouched (the body it read is replayed, message by message).
 
 It refuses only what the route would refuse with the same answer:
-- never a request with an `Idempotency-Key` header (a retry of an accepted order must get
-  its order back: `place_order` skips the memo for it too), whatever the header's value;
+- a request with an `Idempotency-Key` only if the key holds no reservation (one Redis read,
+  `orders.refused_by_memo`, the check `place_order` makes: a retry of an accepted order
+  must get its order back), and only a key the route accepts (else FastAPI answers);
 - only a body the route would accept: a JSON content type, and a JSON object of exactly
   `product_id`, `user_id` and `quantity` with the request model's types and bounds, checked
   by hand (`schemas.http.PlaceOrderRequest`); anything else goes to FastAPI, so its 422s
@@ -26,6 +27,7 @@ from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hotdeal_core.usecases.context import Context
+from hotdeal_core.usecases.orders import refused_by_memo
 from order_api.errors import error_response
 from schemas.http import BIGINT_LIMIT, MAX_ORDER_QUANTITY
 
@@ -35,6 +37,7 @@ SOLD_OUT_MESSAGE = "the product is sold out"
 MAX_BODY = 4096
 _USER_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")  # schemas.http.UserId, anchored at both ends
 _FIELDS = frozenset({"product_id", "user_id", "quantity"})
+_KEY = re.compile(rb"[\x21-\x7e]{1,128}")  # the route's Idempotency-Key, anchored
 
 
 # The route's answer, built once by the same function (body and headers byte-identical).
@@ -43,6 +46,12 @@ _REFUSAL = error_response(409, "sold_out", SOLD_OUT_MESSAGE)
 
 def order_product_id(body: bytes) -> int | None:
     """The product id of a body that `PlaceOrderRequest` would accept, else None."""
+    buyer = order_buyer(body)
+    return None if buyer is None else buyer[0]
+
+
+def order_buyer(body: bytes) -> tuple[int, str] | None:
+    """(product id, user id) of a body that `PlaceOrderRequest` would accept, else None."""
     try:
         data = json.loads(body)  # what Starlette's Request.json() does
     except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
@@ -57,24 +66,32 @@ def order_product_id(body: bytes) -> int | None:
         return None
     if type(user_id) is not str or _USER_ID.fullmatch(user_id) is None:
         return None
-    return product_id
+    return product_id, user_id
 
 
 def _is_json(value: bytes) -> bool:
     return value.split(b";", 1)[0].strip().lower() == b"application/json"
 
 
-def _plain_order_request(scope: Scope) -> bool:
-    """POST /orders with a JSON content type and no Idempotency-Key header."""
+_NO_KEY = ""  # an order request without an Idempotency-Key header
+
+
+def _plain_order_request(scope: Scope) -> str | None:
+    """For POST /orders with a JSON content type and no Idempotency-Key header or a valid
+    one: the key (or _NO_KEY); None for anything else."""
     if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/orders":
-        return False
-    content_type = None
+        return None
+    content_type, key = None, None
     for name, value in scope["headers"]:
         if name == b"idempotency-key":
-            return False
-        if name == b"content-type" and content_type is None:
+            if key is not None or _KEY.fullmatch(value) is None:
+                return None  # repeated or invalid: FastAPI answers it
+            key = value.decode()
+        elif name == b"content-type" and content_type is None:
             content_type = value  # the first one, as Starlette's Headers.get reads it
-    return content_type is not None and _is_json(content_type)
+    if content_type is None or not _is_json(content_type):
+        return None
+    return _NO_KEY if key is None else key
 
 
 class SoldOutFastPath:
@@ -88,7 +105,8 @@ class SoldOutFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: Context | None = getattr(self.state, "ctx", None)  # None before the lifespan
-        if ctx is None or not _plain_order_request(scope):
+        key = None if ctx is None else _plain_order_request(scope)
+        if ctx is None or key is None:
             await self.app(scope, receive, send)
             return
         read: list[Message] = []
@@ -106,8 +124,8 @@ class SoldOutFastPath:
                 complete = True
                 break
         if complete and size <= MAX_BODY:
-            product_id = order_product_id(b"".join(chunks))
-            if product_id is not None and ctx.sold_out.sold_out(product_id):
+            buyer = order_buyer(b"".join(chunks))
+            if buyer is not None and await refused_by_memo(ctx, *buyer, key or None):
                 await send({"type": "http.response.start", "status": _REFUSAL.status_code,
                             "headers": list(_REFUSAL.raw_headers)})
                 await send({"type": "http.response.body", "body": _REFUSAL.body})

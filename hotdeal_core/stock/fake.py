@@ -64,6 +64,10 @@ class FakeStockStore:
         return [await self.reserve(product_id, r.order_id, r.user_id, r.quantity,
                                    r.idempotency_key, now_ms) for r in requests]
 
+    async def key_used(self, product_id: int, user_id: str, key: str) -> bool:
+        deal = self.deals.get(product_id)
+        return deal is not None and (user_id, key) in deal.idem
+
     async def release(self, product_id: int, order_id: UUID) -> ReleaseOutcome:
         deal = self.deals.get(product_id)
         if deal is None or deal.status != "open":

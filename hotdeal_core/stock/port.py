@@ -122,6 +122,11 @@ class StockStore(Protocol):
 
     async def release(self, product_id: int, order_id: UUID) -> ReleaseOutcome: ...
 
+    async def key_used(self, product_id: int, user_id: str, key: str) -> bool:
+        """Whether this buyer's idempotency key holds a reservation's first answer (one
+        read; lets a sold-out deal refuse a new key without the reservation script)."""
+        ...
+
     async def forget(self, product_id: int, order_id: UUID) -> bool: ...
 
     async def release_many(self, items: Sequence[tuple[int, UUID]]) -> list[ReleaseOutcome]:

@@ -92,6 +92,9 @@ class RedisStockStore:
         flat = await self._reserve(keys=deal_keys(product_id), args=args)
         return [_reserve_result(*flat[i:i + 5]) for i in range(0, len(flat), 5)]
 
+    async def key_used(self, product_id: int, user_id: str, key: str) -> bool:
+        return bool(await self._redis.hexists(deal_keys(product_id)[IDEM], f"{user_id}\t{key}"))
+
     async def release(self, product_id: int, order_id: UUID) -> ReleaseOutcome:
         keys = deal_keys(product_id)
         return ReleaseOutcome(int(await self._release(keys=keys, args=[str(order_id)])))

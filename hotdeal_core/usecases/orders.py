@@ -69,9 +69,7 @@ def _not_active() -> Conflict:
 
 async def place_order(ctx: Context, cmd: PlaceOrder) -> OrderView:
     order_id = uuid4()
-    # A retry with an idempotency key must find its first answer (the last unit may be
-    # its own), so only requests without a key may be refused from the sold-out memo.
-    if cmd.idempotency_key is None and ctx.sold_out.sold_out(cmd.product_id):
+    if await refused_by_memo(ctx, cmd.product_id, cmd.user_id, cmd.idempotency_key):
         raise _sold_out()
     if ctx.settings.hotdeal_stock_redis:
         result = await _reserve(ctx, cmd, order_id)
@@ -91,6 +89,17 @@ async def place_order(ctx: Context, cmd: PlaceOrder) -> OrderView:
                            f"per-user limit is {result.limit}; {result.held} already held")
         # NOT_ACTIVE: no open deal in Redis; Postgres decides (ordinary product, db deal...)
     return await _place_in_postgres(ctx, cmd, order_id)
+
+
+async def refused_by_memo(ctx: Context, product_id: int, user_id: str,
+                          idempotency_key: str | None) -> bool:
+    """Sold out a moment ago (this process's memo), and no first answer to find: a retry
+    with an idempotency key that reserved must get its order back (the last unit may be
+    its own), so a keyed request is refused only if its key holds no reservation."""
+    if not ctx.sold_out.sold_out(product_id):
+        return False
+    return idempotency_key is None or not await ctx.stock.key_used(
+        product_id, user_id, idempotency_key)
 
 
 async def _reserve(ctx: Context, cmd: PlaceOrder, order_id: UUID) -> ReserveResult:

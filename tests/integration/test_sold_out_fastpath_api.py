@@ -91,9 +91,10 @@ async def test_a_keyed_retry_of_the_last_unit_gets_its_order_not_sold_out(api: A
     assert retry.status_code == 202, retry.text
     assert retry.json()["order_id"] == first.json()["order_id"]
     assert api.routed == ["/orders"]
-    # A new key on the sold-out deal: refused, but by the route (after its own checks).
+    # A new key on the sold-out deal holds no reservation: refused by the fast path.
     other = await api.order(pid, key="k-other")
-    assert other.status_code == 409 and api.routed == ["/orders", "/orders"]
+    assert other.status_code == 409 and api.routed == ["/orders"]
+    assert other.json()["error"]["code"] == "sold_out"
 
 
 @pytest.mark.parametrize(("content", "content_type"), [

@@ -327,3 +327,15 @@ async def test_forget_many_keeps_the_units_sold_and_the_keys_answered(
     assert again.outcome is ReserveOutcome.DUPLICATE and again.first_order_id == a
     assert await store.release_many([(pid, a)]) == [ReleaseOutcome.NO_RESERVATION]
     assert await store.forget_many([]) == []
+
+
+async def test_key_used_tells_whether_a_key_holds_a_reservations_answer(
+        store: StockStore) -> None:
+    pid, _ = await _opened(store, 5, limit=5)
+    order_id = uuid.uuid4()
+    await store.reserve(pid, order_id, "u1", 1, "k1", 1)
+    assert await store.key_used(pid, "u1", "k1")
+    assert not await store.key_used(pid, "u2", "k1") and not await store.key_used(pid, "u1", "k2")
+    await store.release(pid, order_id)
+    assert not await store.key_used(pid, "u1", "k1")
+    assert not await store.key_used(_pid(), "u1", "k1")

@@ -4,6 +4,7 @@ route's model accepts, and what it passes on reaches FastAPI unchanged."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from hypothesis import given
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from starlette.datastructures import State
 from starlette.types import Message, Receive, Scope, Send
 
+from hotdeal_core.stock.fake import FakeStockStore, _Deal
 from hotdeal_core.stock.sold_out import SoldOutMemo
 from order_api.fastpath import MAX_BODY, SoldOutFastPath, order_product_id
 from schemas.http import PlaceOrderRequest
@@ -107,11 +109,15 @@ class _Downstream:
 
 
 def _state(*sold_out: int) -> State:
+    """A ctx whose memo holds `sold_out`, and whose stock store knows that buyer u-1's key
+    k-1 reserved on product 7 (its first answer exists)."""
     memo = SoldOutMemo(3600)
     for product_id in sold_out:
         memo.remember(product_id)
+    stock = FakeStockStore()
+    stock.deals[7] = _Deal(1, 0, 1, 1, 100, idem={("u-1", "k-1"): uuid.uuid4()})
     state = State()
-    state.ctx = type("Ctx", (), {"sold_out": memo})()
+    state.ctx = type("Ctx", (), {"sold_out": memo, "stock": stock})()
     return state
 
 
@@ -127,15 +133,27 @@ async def test_a_chunked_body_is_refused_for_a_memod_product() -> None:
     assert json.loads(sent[1]["body"])["error"]["code"] == "sold_out"
 
 
+@pytest.mark.parametrize("scope", [
+    _scope((b"idempotency-key", b"k-new")), _scope((b"idempotency-key", b"k-1x"))],
+    ids=["new-key", "another-key"])
+async def test_a_new_idempotency_key_on_a_memod_product_is_refused(scope: Scope) -> None:
+    downstream = _Downstream()
+    sent = await _through(SoldOutFastPath(downstream, _state(7)), scope, CHUNKS)
+    assert sent[0]["status"] == 409 and not downstream.received
+
+
 @pytest.mark.parametrize(("scope", "memod"), [
     (_scope(), 8),  # product 7 is not in the memo
-    (_scope((b"idempotency-key", b"k-1")), 7),
-    (_scope((b"idempotency-key", b"")), 7),  # even an invalid key: FastAPI answers it
+    (_scope((b"idempotency-key", b"k-1")), 7),  # the key reserved: its first answer
+    (_scope((b"idempotency-key", b"")), 7),  # an invalid key: FastAPI answers it
+    (_scope((b"idempotency-key", b"k 1")), 7),
+    (_scope((b"idempotency-key", b"k-2"), (b"idempotency-key", b"k-3")), 7),
     ({**_scope(), "headers": [(b"content-type", b"text/plain")]}, 7),
     ({**_scope(), "headers": []}, 7),  # no content type: the route's strict parse refuses it
     ({**_scope(), "path": "/orders/"}, 7),
     ({**_scope(), "method": "PUT"}, 7),
-], ids=["not-memod", "keyed", "empty-key", "text-plain", "no-content-type", "slash", "put"])
+], ids=["not-memod", "keyed", "empty-key", "spaced-key", "two-keys", "text-plain",
+        "no-content-type", "slash", "put"])
 async def test_anything_else_reaches_fastapi_with_its_body_unchanged(scope: Scope,
                                                                      memod: int) -> None:
     downstream = _Downstream()
