@@ -7,6 +7,7 @@ nothing a client or a dependency can cause is a 500.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -106,16 +107,26 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "unexpected error")
 
 
+Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
+HANDLERS: dict[type[Exception], Handler] = {
+    HotdealError: _hotdeal_error, DependencyUnavailable: _hotdeal_error,
+    RequestValidationError: _validation_error, StarletteHTTPException: _http_error,
+    RedisConnectionError: _redis_down, RedisTimeoutError: _redis_down,
+    RedisResponseError: _redis_error, DBAPIError: _postgres_down,
+    PoolTimeoutError: _postgres_down, ClientDisconnect: _client_gone, OSError: _os_error,
+    Exception: _unexpected}
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(HotdealError, _hotdeal_error)
-    app.add_exception_handler(DependencyUnavailable, _hotdeal_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RedisConnectionError, _redis_down)
-    app.add_exception_handler(RedisTimeoutError, _redis_down)
-    app.add_exception_handler(RedisResponseError, _redis_error)
-    app.add_exception_handler(DBAPIError, _postgres_down)
-    app.add_exception_handler(PoolTimeoutError, _postgres_down)
-    app.add_exception_handler(ClientDisconnect, _client_gone)
-    app.add_exception_handler(OSError, _os_error)
-    app.add_exception_handler(Exception, _unexpected)
+    for exc_type, handler in HANDLERS.items():
+        app.add_exception_handler(exc_type, handler)
+
+
+async def error_answer(request: Request, exc: Exception) -> JSONResponse:
+    """The answer FastAPI gives for `exc` (the handler of its nearest class, as Starlette
+    picks it), for code that answers outside FastAPI (order_api/fastpath.py)."""
+    for cls in type(exc).__mro__:
+        handler = HANDLERS.get(cls)
+        if handler is not None:
+            return await handler(request, exc)
+    return await _unexpected(request, exc)

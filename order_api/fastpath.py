@@ -24,11 +24,15 @@ import json
 import re
 
 from starlette.datastructures import State
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hotdeal_core.usecases import orders
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.orders import refused_by_memo
-from order_api.errors import error_response
+from order_api.errors import error_answer, error_response
+from order_api.routes import order_response
 from schemas.http import BIGINT_LIMIT, MAX_ORDER_QUANTITY
 
 # The message of hotdeal_core.usecases.orders' sold-out Conflict (a test keeps them equal).
@@ -52,6 +56,12 @@ def order_product_id(body: bytes) -> int | None:
 
 def order_buyer(body: bytes) -> tuple[int, str] | None:
     """(product id, user id) of a body that `PlaceOrderRequest` would accept, else None."""
+    order = parse_order(body)
+    return None if order is None else (order[0], order[1])
+
+
+def parse_order(body: bytes) -> tuple[int, str, int] | None:
+    """(product id, user id, quantity) of a body `PlaceOrderRequest` accepts, else None."""
     try:
         data = json.loads(body)  # what Starlette's Request.json() does
     except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
@@ -66,7 +76,7 @@ def order_buyer(body: bytes) -> tuple[int, str] | None:
         return None
     if type(user_id) is not str or _USER_ID.fullmatch(user_id) is None:
         return None
-    return product_id, user_id
+    return product_id, user_id, quantity
 
 
 def _is_json(value: bytes) -> bool:
@@ -124,13 +134,30 @@ class SoldOutFastPath:
                 complete = True
                 break
         if complete and size <= MAX_BODY:
-            buyer = order_buyer(b"".join(chunks))
-            if buyer is not None and await refused_by_memo(ctx, *buyer, key or None):
-                await send({"type": "http.response.start", "status": _REFUSAL.status_code,
-                            "headers": list(_REFUSAL.raw_headers)})
-                await send({"type": "http.response.body", "body": _REFUSAL.body})
+            order = parse_order(b"".join(chunks))
+            if order is not None:
+                await self._place(scope, send, ctx, order, key or None)
                 return
         await self.app(scope, _replay(read, receive), send)
+
+    async def _place(self, scope: Scope, send: Send, ctx: Context,
+                     order: tuple[int, str, int], key: str | None) -> None:
+        """The route's work and answer for a well-formed order: the same use case, the
+        same response model and the same error handlers, without FastAPI's machinery."""
+        product_id, user_id, quantity = order
+        if await refused_by_memo(ctx, product_id, user_id, key):
+            response: Response = _REFUSAL
+        else:
+            try:
+                placed = await orders.place_order(ctx, orders.PlaceOrder(
+                    product_id, user_id, quantity, key))
+                response = JSONResponse(order_response(placed).model_dump(mode="json"),
+                                        status_code=202)
+            except Exception as exc:  # noqa: BLE001 - answered as FastAPI would
+                response = await error_answer(Request(scope), exc)
+        await send({"type": "http.response.start", "status": response.status_code,
+                    "headers": list(response.raw_headers)})
+        await send({"type": "http.response.body", "body": response.body})
 
 
 def _replay(read: list[Message], receive: Receive) -> Receive:

@@ -4,6 +4,7 @@ last unit still gets its order; a bad body gets the same 422 as without the memo
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -66,7 +67,7 @@ async def test_a_memod_product_is_refused_before_routing_with_the_routes_bytes(
     pid = await api.sold_out_deal()
     assert (await api.order(pid)).status_code == 202  # the last unit
     api.routed.clear()
-    by_route = await api.order(pid)  # the store says sold out: the route answers, memo armed
+    by_route = await _through_fastapi(api, pid, random_user())  # the route refuses: memo armed
     assert by_route.status_code == 409 and api.routed == ["/orders"]
     assert api.ctx.sold_out.sold_out(pid)
     api.routed.clear()
@@ -90,11 +91,10 @@ async def test_a_keyed_retry_of_the_last_unit_gets_its_order_not_sold_out(api: A
     retry = await api.order(pid, buyer, key="k-last")
     assert retry.status_code == 202, retry.text
     assert retry.json()["order_id"] == first.json()["order_id"]
-    assert api.routed == ["/orders"]
-    # A new key on the sold-out deal holds no reservation: refused by the fast path.
+    # A new key on the sold-out deal holds no reservation: refused from the memo.
     other = await api.order(pid, key="k-other")
-    assert other.status_code == 409 and api.routed == ["/orders"]
-    assert other.json()["error"]["code"] == "sold_out"
+    assert other.status_code == 409 and other.json()["error"]["code"] == "sold_out"
+    assert api.routed == []  # both answered by the fast path
 
 
 @pytest.mark.parametrize(("content", "content_type"), [
@@ -125,3 +125,40 @@ async def test_a_bad_body_gets_the_same_answer_as_without_the_memo(
     without_memo = await send()
     assert with_memo.status_code == without_memo.status_code == 422, with_memo.text
     assert with_memo.content == without_memo.content
+
+
+async def _through_fastapi(api: Api, product_id: int, user: str) -> httpx.Response:
+    """The same order through FastAPI's route: a JSON media type the fast path leaves alone
+    (FastAPI parses any +json body as JSON)."""
+    body = json.dumps({"product_id": product_id, "user_id": user, "quantity": 1})
+    return await api.client.post("/orders", content=body,
+                                 headers={"Content-Type": "application/vnd.hotdeal+json"})
+
+
+async def test_an_order_is_placed_without_fastapi_with_the_routes_answer(api: Api) -> None:
+    product = await products.create_product(api.ctx, random_name("fast"), 1000, 5)
+    await deals.start_deal(api.ctx, deals.StartDeal(product.id, 5, 1, 3600))
+    api.routed.clear()
+    fast = await api.order(product.id)
+    assert fast.status_code == 202 and api.routed == []
+    routed = await _through_fastapi(api, product.id, random_user())
+    assert routed.status_code == 202 and api.routed == ["/orders"]
+    assert [k for k, _ in fast.headers.multi_items()] == \
+        [k for k, _ in routed.headers.multi_items()]
+    a, b = fast.json(), routed.json()
+    assert a.keys() == b.keys() and {k: type(v) for k, v in a.items()} == \
+        {k: type(v) for k, v in b.items()}
+    same = ("status", "product_id", "hot_deal_id", "quantity", "unit_price", "total")
+    assert [a[k] for k in same] == [b[k] for k in same]
+
+
+async def test_the_fast_paths_refusals_are_the_routes_bytes(api: Api) -> None:
+    product = await products.create_product(api.ctx, random_name("fast"), 1000, 5)
+    await deals.start_deal(api.ctx, deals.StartDeal(product.id, 5, 1, 3600))
+    buyer = random_user()
+    assert (await api.order(product.id, buyer)).status_code == 202
+    for pid in (product.id, 2**62 + 17):  # limit_exceeded; product_not_found
+        fast, routed = await api.order(pid, buyer), await _through_fastapi(api, pid, buyer)
+        assert fast.status_code == routed.status_code in (409, 404)
+        assert fast.content == routed.content
+        assert fast.headers.multi_items() == routed.headers.multi_items()
