@@ -79,7 +79,10 @@ class Runtime:
         await self.engine.dispose()
 
 
-def build_runtime(settings: Settings, *, pool_size: int | None = None) -> Runtime:
+def build_runtime(settings: Settings, *, pool_size: int | None = None,
+                  group_commits: bool = True) -> Runtime:
+    """`group_commits`: the batched reservations, order and payment writes of the order
+    API (the consumers never place orders or record payments, so they go without)."""
     engine = make_engine(settings, pool_size=pool_size)
     # A bounded pool where callers wait for a free connection: Redis runs one command at a
     # time anyway, and a burst of 1,000 requests must not open 1,000 sockets at once
@@ -98,6 +101,7 @@ def build_runtime(settings: Settings, *, pool_size: int | None = None) -> Runtim
                         poll_interval=settings.outbox_poll_interval_ms / 1000,
                         topics=topics.all(), partitions=settings.kafka_partitions,
                         max_attempts=settings.outbox_max_attempts)
+
     async def write_orders(items: list[ReservedOrder]) -> list[OrderView | BaseException]:
         return await write_reserved_orders(engine, items, relay.publish_now)
 
@@ -108,10 +112,10 @@ def build_runtime(settings: Settings, *, pool_size: int | None = None) -> Runtim
     store = RedisStockStore(redis)
     ctx = Context(engine=engine, stock=store, settings=settings,
                   topics=topics, outbox_written=relay.wake,
-                  sold_out=SoldOutMemo(settings.sold_out_cache_ms / 1000),
-                  reserver=reservation_batcher(store, settings.write_batch_max),
-                  order_writer=Batcher("orders", write_orders,
-                                       max_batch=settings.write_batch_max),
-                  payment_writer=Batcher("payments", write_callbacks,
-                                         max_batch=settings.write_batch_max))
+                  sold_out=SoldOutMemo(settings.sold_out_cache_ms / 1000))
+    if group_commits:
+        ctx.reserver = reservation_batcher(store, settings.write_batch_max)
+        ctx.order_writer = Batcher("orders", write_orders, max_batch=settings.write_batch_max)
+        ctx.payment_writer = Batcher("payments", write_callbacks,
+                                     max_batch=settings.write_batch_max)
     return Runtime(ctx, redis, relay)

@@ -69,7 +69,8 @@ class Service:
         await ensure_topics(self.settings.kafka_bootstrap_servers,
                             Topics(self.settings.kafka_topic_prefix).all(),
                             self.settings.kafka_partitions)
-        self.runtime = build_runtime(self.settings, pool_size=self.pool_size)
+        self.runtime = build_runtime(self.settings, pool_size=self.pool_size,
+                                     group_commits=False)
         self.runtime.start()
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
         self._tasks = [asyncio.create_task(self._every(d), name=d.name) for d in self.duties]
