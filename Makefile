@@ -35,6 +35,7 @@ help:
 	@echo "make up / down    start / stop the order API, stock worker and reconciler"
 	@echo "make api-docs     regenerate docs/api (OpenAPI, AsyncAPI)"
 	@echo "make bench        wrk: trivial endpoint, orders, webhook, sold-out refusals (BENCH_ARGS=...)"
+	@echo "make chaos        faults under load: each component killed in turn (SHORT=1: the CI version)"
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -115,3 +116,18 @@ bench: venv infra-up
 	scripts/ensure-wrk.sh
 	$(PY) -m hotdeal_core.db.migrate
 	$(PY) -m benchmarks.http $(BENCH_ARGS)
+
+# Faults under load (devtools/chaos): a steady swarm of retrying buyers while each component
+# is killed and restarted in turn, then every promise checked; report in reports/chaos-*/.
+# Its own Postgres, Redis and Kafka (other ports, .infra-chaos/), stopped at the end.
+# `make chaos SHORT=1`: small load, short holds (the version `make test` runs).
+SHORT ?=
+.PHONY: chaos
+chaos: venv
+	$(PY) -m devtools.chaos $(if $(SHORT),--short) --command "make chaos$(if $(SHORT), SHORT=1)"
+
+# The runtime image's lock files (requirements/*.lock, installed by the Dockerfile), refreshed
+# from pyproject.toml in a fresh venv; commit them.
+.PHONY: lock
+lock:
+	scripts/lock-requirements.sh

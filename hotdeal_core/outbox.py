@@ -7,6 +7,14 @@ the rows published. No DB transaction is held across the Kafka await; two relays
 publish the same row at once; a relay that dies mid-batch leaves rows whose lease expires
 and are published again (at-least-once: consumers are idempotent by event_id).
 
+The lease is short (a dead relay's rows are republished within seconds) but a live relay
+keeps it: while a send waits on Kafka (a broker restarting: up to the producer's request
+timeout, far longer than the lease) a heartbeat renews the claims of the rows in flight, so
+no other relay claims and sends them a second time meanwhile. A claim names its relay
+(`claimed_by`); rows born claimed by a group commit have no owner until their relay renews
+them. Before sending rows handed over a while ago (`publish_now`), the relay renews them
+first and drops those another relay took over after their lease expired.
+
 Rows are published independently: a row that fails does not fail the rest of its batch.
 
 - A transient failure (Kafka unreachable or timing out, an error aiokafka marks retriable)
@@ -42,6 +50,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -78,14 +87,23 @@ TRANSIENT_RETRY_SECONDS = 1.0
 # The longest wait between two attempts of a row that keeps failing.
 MAX_BACKOFF_SECONDS = 300.0
 
-_CLAIM = text(f"""
-    UPDATE outbox SET claimed_until = now() + interval '{LEASE_SECONDS} seconds'
+_CLAIM = text("""
+    UPDATE outbox SET claimed_until = now() + make_interval(
+        secs => CAST(:lease AS double precision)), claimed_by = :me
     WHERE id IN (
         SELECT id FROM outbox
         WHERE published_at IS NULL AND attempts < :max_attempts
           AND (claimed_until IS NULL OR claimed_until < now())
         ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED)
     RETURNING id, topic, key, payload, created_at, attempts
+""")
+# Keep (or take back) the claim of rows this relay holds: owned by it, or born claimed and
+# not taken over since. The rows returned are this relay's to send.
+_RENEW = text("""
+    UPDATE outbox SET claimed_until = now() + make_interval(
+        secs => CAST(:lease AS double precision)), claimed_by = :me
+    WHERE id = ANY(:ids) AND published_at IS NULL AND (claimed_by IS NULL OR claimed_by = :me)
+    RETURNING id
 """)
 _MARK = text("""
     UPDATE outbox SET published_at = now() WHERE id = ANY(:ids)
@@ -216,7 +234,11 @@ class OutboxRelay:
     _topics_ready: bool = False
     _wake: asyncio.Event = field(default_factory=asyncio.Event)  # claim now
     _signal: asyncio.Event = field(default_factory=asyncio.Event)  # something to do
-    _direct: list[OutboxRow] = field(default_factory=list)
+    # Rows handed over by publish_now, with when (monotonic): older ones are renewed first.
+    _direct: list[tuple[float, OutboxRow]] = field(default_factory=list)
+    # This relay's name in claimed_by; the lease of its claims.
+    relay_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    lease_seconds: float = LEASE_SECONDS
     _task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
@@ -229,7 +251,8 @@ class OutboxRelay:
         without claiming them first. If the process dies before, their lease expires and
         the polling relay of any process publishes them."""
         if len(self._direct) < MAX_DIRECT_ROWS:
-            self._direct.extend(rows)
+            now = time.monotonic()
+            self._direct.extend((now, r) for r in rows)
             self._signal.set()
 
     def start(self) -> None:
@@ -268,7 +291,7 @@ class OutboxRelay:
             published = 0
             try:
                 if direct:
-                    published += await self.publish_rows(direct)
+                    published += await self.publish_rows(await self.still_ours(direct))
                 if self._wake.is_set() or time.monotonic() - last_claim >= self.poll_interval:
                     self._wake.clear()
                     last_claim = time.monotonic()
@@ -284,14 +307,49 @@ class OutboxRelay:
                     await asyncio.wait_for(self._signal.wait(), self.poll_interval)
                 self._signal.clear()
 
+    async def still_ours(self, direct: Sequence[tuple[float, OutboxRow]]) -> list[OutboxRow]:
+        """Handed-over rows minus those whose born claim may have expired and that another
+        relay has taken over since (it publishes them)."""
+        horizon = time.monotonic() - self.lease_seconds / 2
+        fresh = [r for t, r in direct if t >= horizon]
+        stale = [r for t, r in direct if t < horizon]
+        if not stale:
+            return fresh
+        owned = await self.renew([r.id for r in stale])
+        if len(owned) < len(stale):
+            log.warning("outbox relay: %d handed-over rows were taken over by another relay "
+                        "(their lease expired while this one waited)", len(stale) - len(owned))
+        return fresh + [r for r in stale if r.id in owned]
+
+    async def renew(self, ids: Sequence[int]) -> set[int]:
+        """Renew this relay's claims on `ids`; returns the ids it holds."""
+        async with self.engine.begin() as conn:
+            return {int(i) for i in (await conn.execute(_RENEW, {
+                "ids": list(ids), "me": self.relay_id, "lease": self.lease_seconds})
+            ).scalars().all()}
+
+    async def _heartbeat(self, ids: Sequence[int]) -> None:
+        """While a send is in flight: renew its rows' claims every third of the lease."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                held = await self.renew(ids)
+            except Exception as exc:  # noqa: BLE001 - Postgres away: the next beat retries
+                log.warning("outbox relay: could not renew %d claims: %s", len(ids), exc)
+                continue
+            if len(held) < len(ids):
+                log.warning("outbox relay: %d claims lost while sending (published twice)",
+                            len(ids) - len(held))
+
     async def publish_batch(self) -> int:
         """Claim a batch, send its rows, record each row's outcome; returns how many rows
         were published."""
         if not self.connected:
             await self.connect()
         async with self.engine.begin() as conn:
-            claimed = (await conn.execute(_CLAIM, {"limit": self.batch_size,
-                                                   "max_attempts": self.max_attempts})).all()
+            claimed = (await conn.execute(_CLAIM, {
+                "limit": self.batch_size, "max_attempts": self.max_attempts,
+                "me": self.relay_id, "lease": self.lease_seconds})).all()
         return await self.publish_rows(
             [OutboxRow(r.id, r.topic, r.key, r.payload, r.created_at, r.attempts)
              for r in claimed])
@@ -303,7 +361,22 @@ class OutboxRelay:
         if not self.connected:
             await self.connect()
         rows = sorted(rows, key=lambda r: r.id)
-        outcome: dict[int, object] = {}  # id -> None (acknowledged), an exception, _NOT_TRIED
+        heartbeat = asyncio.create_task(self._heartbeat([r.id for r in rows]))
+        try:
+            outcome, broken = await self._send_all(rows)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        published = await self._record(rows, outcome)
+        if broken:
+            await self._replace_producer()
+        return published
+
+    async def _send_all(self, rows: Sequence[OutboxRow]) -> tuple[dict[int, object], bool]:
+        """Each row's outcome (None: acknowledged, its exception, or _NOT_TRIED), and whether
+        the producer must be replaced before it sends anything else."""
+        outcome: dict[int, object] = {}
         broken = False  # the producer must be replaced before it sends anything else
         # Rows that failed before: one at a time, each alone in its produce request.
         for r in (r for r in rows if r.attempts > 0):
@@ -317,10 +390,7 @@ class OutboxRelay:
         elif fresh:
             errors, broken = await self._send(fresh)
             outcome.update(zip((r.id for r in fresh), errors, strict=True))
-        published = await self._record(rows, outcome)
-        if broken:
-            await self._replace_producer()
-        return published
+        return outcome, broken
 
     async def _send(self, rows: Sequence[Any]) -> tuple[list[BaseException | None], bool]:
         """Send `rows` pipelined; each row's error (None: acknowledged), and whether the

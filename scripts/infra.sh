@@ -51,12 +51,20 @@ pid_alive() {
 }
 
 # Wait until nothing listens on a port any more (a killed server's socket lingers while
-# the old process is torn down); SO_REUSEADDR, so TIME_WAIT does not count.
+# the old process is torn down). A connection attempt, not a bind: our ports lie in the
+# kernel's ephemeral range, so a client's closed connection (TIME_WAIT) may hold the port
+# number as its local end, which fails a test bind but not the server's own.
 port_free() {
   local py=$PY; [ -x "$py" ] || py=python3
   "$py" -c 'import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+s = socket.socket(); s.settimeout(1)
+try:
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+except ConnectionRefusedError:
+    sys.exit(0)
+except OSError:
+    sys.exit(1)
+sys.exit(1)' "$1" 2>/dev/null
 }
 wait_ports_free() { # seconds, ports...
   local secs=$1; shift

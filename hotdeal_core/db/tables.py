@@ -137,6 +137,8 @@ outbox = Table(
     Column("payload", JSONB, nullable=False),
     _ts("created_at"),
     Column("claimed_until", DateTime(timezone=True), nullable=True),
+    # The relay holding the claim (NULL: born claimed by a group commit, not renewed yet).
+    Column("claimed_by", String(64), nullable=True),
     Column("published_at", DateTime(timezone=True), nullable=True),
     # Failed publish attempts; a row past the relay's limit is set aside (see outbox.py).
     Column("attempts", Integer, nullable=False, server_default=text("0")),

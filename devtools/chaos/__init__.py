@@ -1,0 +1,1 @@
+"""`make chaos`: faults under load (see devtools.chaos.run)."""

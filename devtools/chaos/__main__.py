@@ -1,0 +1,72 @@
+"""`make chaos [SHORT=1]`: python -m devtools.chaos [--short] [--only ...] [--keep]."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import shlex
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from devtools import report as swarm_report
+from devtools.chaos import report
+from devtools.chaos.faults import Stack, faults
+from devtools.chaos.run import Plan, chaos, default_out, say, set_up, tear_down
+
+
+def hold_the_stack(stack: Stack) -> IO[str]:
+    """One chaos run at a time on these ports: a second one (another shell, a test suite
+    run meanwhile, another checkout) would kill the first one's services."""
+    lock = Path(tempfile.gettempdir(), f"hotdeal-chaos-{stack.pg_port}.lock").open(  # noqa: SIM115
+        "w")  # held for the whole run: closed by the caller
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        say("another chaos run holds the stack; waiting for it to end")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
+async def main_async(a: argparse.Namespace) -> int:
+    stack = Stack()
+    lock = hold_the_stack(stack)
+    only = set(a.only.split(",")) if a.only else None
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        await set_up(stack)
+        rep = await chaos(stack, Plan.of(a.short), only)
+        rep["machine"] = await swarm_report.machine_info(
+            stack.database_url, f"redis://127.0.0.1:{stack.redis_port}/0")
+    finally:
+        if not a.keep:
+            say("stopping the run's processes and services")
+            await tear_down(stack)
+        lock.close()
+    rep.update(command=a.command, started_at=started)
+    md = report.write(rep, a.out)
+    print(md.read_text())
+    say(f"report in {md} (and report.json): {'PASS' if rep['passed'] else 'FAIL'}")
+    return 0 if rep["passed"] else 1
+
+
+def main() -> None:
+    names = [f.component for f in faults(Stack())]
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--short", action="store_true", help="small load, short holds (CI)")
+    p.add_argument("--only", help=f"comma-separated subset of {','.join(names)}")
+    p.add_argument("--keep", action="store_true", help="leave the run's stack running")
+    p.add_argument("--out", type=Path, default=default_out())
+    p.add_argument("--command", default=shlex.join(["python", "-m", "devtools.chaos",
+                                                     *sys.argv[1:]]))
+    a = p.parse_args()
+    if a.only and not set(a.only.split(",")) <= set(names):
+        p.error(f"--only takes {','.join(names)}")
+    sys.exit(asyncio.run(main_async(a)))
+
+
+if __name__ == "__main__":
+    main()

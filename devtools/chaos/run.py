@@ -1,0 +1,177 @@
+"""The chaos run: a steady swarm, each component killed and restarted in turn, then the checks.
+
+    python -m devtools.chaos [--short] [--only api,kafka,...] [--keep]
+
+Set-up: the run's own Postgres, Redis and Kafka (`scripts/infra.sh up` on other ports, under
+.infra-chaos/), its database migrated, the three processes (`python -m devtools.procs up
+--run-dir .run-chaos`), a product and a hot deal through the `hotdeal` CLI. Then buyers
+(devtools.chaos.load) order and pay without pause while, one fault after another, a component
+is killed, held down for a moment, and restarted with the project's own command; the probe of
+the component and the first 202 after the kill say when it answered and when orders were
+accepted again. At the end: the deal stopped (`hotdeal deal stop --wait`), every promise
+checked (devtools.chaos.checks), report.md + report.json written; services and processes
+stopped unless --keep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from devtools.chaos import checks
+from devtools.chaos.faults import (
+    INFRA_DOWN,
+    INFRA_UP,
+    PROCS_DOWN,
+    PROCS_UP,
+    ROOT,
+    Fault,
+    Stack,
+    faults,
+    run,
+)
+from devtools.chaos.load import Buyers, Ledger, LoadConfig
+from devtools.chaos.timeline import FaultRun, first_accept_after, window_figures
+from devtools.swarm import hotdeal
+
+
+@dataclass(frozen=True)
+class Plan:
+    buyers: int
+    warmup: float  # steady load before the first fault
+    down: float  # how long each component stays dead before its restart
+    after: float  # steady load after each recovery
+    stock: int = 200_000
+    per_user_limit: int = 5
+
+    @classmethod
+    def of(cls, short: bool) -> Plan:
+        return cls(buyers=8, warmup=3, down=1, after=3) if short else \
+            cls(buyers=30, warmup=10, down=5, after=10)
+
+
+def say(msg: str) -> None:
+    print(f"[chaos] {msg}", flush=True)
+
+
+async def _must(stack: Stack, *cmd: str) -> None:
+    code, out = await run(stack, *cmd)
+    if code != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} exited {code}:\n{out[-3000:]}")
+
+
+async def set_up(stack: Stack) -> None:
+    say(f"services of the run (ports pg {stack.pg_port}, redis {stack.redis_port}, "
+        f"kafka {stack.kafka_port}) in {stack.infra_dir}")
+    await _must(stack, *INFRA_UP)
+    await _must(stack, sys.executable, "-m", "hotdeal_core.db.migrate")
+    await _must(stack, *PROCS_UP, str(stack.run_dir))
+    say(f"processes up; order API at {stack.api_url}")
+
+
+async def tear_down(stack: Stack) -> None:
+    for cmd in ((*PROCS_DOWN, str(stack.run_dir)), INFRA_DOWN):
+        code, out = await run(stack, *cmd)
+        if code != 0:
+            say(f"{shlex.join(cmd)} exited {code}: {out[-500:]}")
+
+
+async def _poll(probe: Any, stack: Stack, ledger: Ledger, deadline: float) -> float | None:
+    while time.monotonic() < deadline:
+        if await probe(stack):
+            return ledger.now()
+        await asyncio.sleep(0.1)
+    return None
+
+
+async def _hold(seconds: float, buyers_task: asyncio.Task[None]) -> None:
+    """Let the load run; a crashed load generator stops the run at once."""
+    done, _ = await asyncio.wait({buyers_task}, timeout=seconds)
+    if done:
+        buyers_task.result()
+        raise RuntimeError("the buyers stopped before the run's end")
+
+
+async def inject(fault: Fault, stack: Stack, ledger: Ledger, plan: Plan,
+                 buyers_task: asyncio.Task[None]) -> FaultRun:
+    f = FaultRun(fault.name, fault.component, fault.how, shlex.join(fault.restart))
+    say(f"{fault.name}: {fault.how}")
+    f.kill_at = ledger.now()
+    await fault.kill(stack)
+    await _hold(plan.down, buyers_task)
+    f.restart_at = ledger.now()
+    say(f"{fault.name}: restarting with `{f.restart_command}`")
+    deadline = time.monotonic() + 120
+    restart = asyncio.create_task(run(stack, *fault.restart, timeout=120))
+    f.answered_at = await _poll(fault.answers, stack, ledger, deadline)
+    f.restart_exit, out = await restart
+    f.restarted_at = ledger.now()
+    f.restart_output = out[-2000:]
+    if f.restart_exit != 0:
+        say(f"{fault.name}: the restart command exited {f.restart_exit}:\n{out[-1500:]}")
+    f.accepting_at = first_accept_after(ledger.accepted_at, f.kill_at)
+    while f.accepting_at is None and time.monotonic() < deadline:
+        await _hold(0.1, buyers_task)
+        f.accepting_at = first_accept_after(ledger.accepted_at, f.kill_at)
+    f.window_end = max(x for x in (f.restarted_at, f.answered_at, f.accepting_at)
+                       if x is not None)
+    say(f"{fault.name}: answered after "
+        f"{'never' if f.answered_at is None else f'{f.answered_at - f.kill_at:.1f} s'}, "
+        f"orders accepted again after "
+        f"{'never' if f.accepting_at is None else f'{f.accepting_at - f.kill_at:.1f} s'}")
+    await _hold(plan.after, buyers_task)
+    return f
+
+
+async def chaos(stack: Stack, plan: Plan, only: set[str] | None) -> dict[str, Any]:
+    env = stack.env()
+    product = hotdeal("product", "create", "--name", "chaos", "--price", "1000",
+                      "--stock", str(plan.stock), env=env)
+    deal = hotdeal("deal", "start", str(product["id"]), "--stock", str(plan.stock),
+                   "--per-user-limit", str(plan.per_user_limit), env=env)
+    ledger = Ledger()
+    cfg = LoadConfig(stack.api_url, int(product["id"]), env.get(
+        "PAYMENT_WEBHOOK_SECRET", "dev-webhook-secret-change-me"), buyers=plan.buyers)
+    buyers = Buyers(cfg, ledger)
+    buyers_task = asyncio.create_task(buyers.run())
+    runs: list[FaultRun] = []
+    try:
+        say(f"{plan.buyers} buyers on deal {deal['deal_id']}; warming up {plan.warmup:g} s")
+        await _hold(plan.warmup, buyers_task)
+        for fault in faults(stack):
+            if only is None or fault.component in only:
+                runs.append(await inject(fault, stack, ledger, plan, buyers_task))
+    finally:
+        buyers.stop()
+        await asyncio.wait_for(buyers_task, 180)
+    say(f"load stopped: {len(ledger.accepted):,} orders accepted, "
+        f"{len(ledger.payments):,} payments; stopping the deal")
+    audit = hotdeal("deal", "stop", str(product["id"]), "--wait", "--timeout", "180",
+                    env=env)["audit"]
+    engine = create_async_engine(stack.database_url, pool_size=2)
+    try:
+        found = await checks.verify(engine, int(deal["deal_id"]), ledger, audit,
+                                    bootstrap=stack.kafka, topic="chaos.orders.v1",
+                                    windows=[(f.name, f.kill_at, f.window_end) for f in runs])
+    finally:
+        await engine.dispose()
+    return {"deal_id": deal["deal_id"], "product_id": product["id"], "plan": asdict(plan),
+            "duration_s": round(ledger.now(), 1), "attempts": len(ledger.attempts),
+            "accepted": len(ledger.accepted), "payments": len(ledger.payments),
+            "faults": [{**asdict(f), **window_figures(f, ledger.attempts, ledger.accepted_at)}
+                       for f in runs],
+            "checks": [asdict(c) for c in found], "audit": audit,
+            "passed": all(c.ok for c in found) and all(
+                f.restart_exit == 0 and f.answered_at is not None and f.accepting_at is not None
+                for f in runs)}
+
+
+def default_out() -> Path:
+    return ROOT / "reports" / f"chaos-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"

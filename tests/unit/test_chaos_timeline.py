@@ -1,0 +1,66 @@
+"""The chaos report's arithmetic: what counts as failed, windows, gaps, forbidden answers."""
+
+from __future__ import annotations
+
+from devtools.chaos.checks import check_clients
+from devtools.chaos.load import Attempt, Ledger
+from devtools.chaos.timeline import (
+    FaultRun,
+    first_accept_after,
+    longest_gap,
+    split_keys,
+    unexpected_errors,
+    window_figures,
+)
+
+
+def _a(sent: float, status: int, code: str | None = None, kind: str = "order",
+       retry_after: str | None = None) -> Attempt:
+    return Attempt(kind, sent, 0.01, status, code, retry_after)
+
+
+def test_the_window_counts_only_the_unsettled_attempts_sent_inside_it() -> None:
+    f = FaultRun("Postgres", "postgres", "crash", "scripts/infra.sh up", kill_at=10.0,
+                 answered_at=12.0, accepting_at=12.5, window_end=12.5)
+    attempts = [_a(9.9, 0, "ConnectError"),  # before the kill: not counted
+                _a(10.1, 503, "postgres_unavailable", retry_after="1"),
+                _a(10.2, 0, "ConnectError", kind="payment"),
+                _a(10.3, 409, "idempotency_in_progress"),
+                _a(10.4, 409, "sold_out"),  # an answer, not a failure
+                _a(12.5, 202), _a(12.6, 503, "postgres_unavailable", retry_after="1")]
+    fig = window_figures(f, attempts, [9.0, 12.5])
+    assert fig["attempts"] == 5 and fig["failed"] == 3
+    assert (fig["failed_orders"], fig["failed_payments"]) == (2, 1)
+    assert fig["failed_by_reason"] == {"503 postgres_unavailable": 1,
+                                       "no response (ConnectError)": 1,
+                                       "409 idempotency_in_progress": 1}
+    assert (fig["answered_after_s"], fig["accepting_after_s"]) == (2.0, 2.5)
+    assert fig["longest_gap_without_202_s"] == 2.5
+
+
+def test_the_first_accept_after_a_kill_ignores_earlier_ones() -> None:
+    assert first_accept_after([1.0, 5.0, 3.0], 2.0) == 3.0
+    assert first_accept_after([1.0], 2.0) is None
+
+
+def test_the_longest_gap_spans_the_window_edges() -> None:
+    assert longest_gap([2.0, 3.0], 0.0, 10.0) == 7.0
+    assert longest_gap([], 1.0, 4.0) == 3.0
+
+
+def test_a_500_or_a_503_without_retry_after_is_never_allowed() -> None:
+    bad = unexpected_errors([_a(1, 500, "internal"), _a(2, 503, "redis_unavailable"),
+                             _a(3, 503, "redis_unavailable", retry_after="1"), _a(4, 202)])
+    assert bad == {"order 500 internal": 1, "order 503 without Retry-After": 1}
+
+
+def test_a_key_answered_with_two_order_ids_fails_the_clients_check() -> None:
+    ledger = Ledger()
+    ledger.key_orders = {"k1": {"a"}, "k2": {"b", "c"}}
+    assert split_keys(ledger.key_orders) == ["k2"]
+    checks = {c.name: c for c in check_clients(ledger)}
+    assert not checks["one order per idempotency key (client side)"].ok
+    assert checks["no 500 at any time (and every 503 has Retry-After)"].ok
+    ledger.given_up.append("order k3")
+    assert not {c.name: c for c in check_clients(ledger)}[
+        "every request answered in the end"].ok
