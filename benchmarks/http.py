@@ -56,13 +56,13 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from devtools.procs import ROOT, Proc
 from hotdeal_core.settings import load_settings
 from hotdeal_core.signature import sign
+from hotdeal_core.stock.client import close_redis, make_redis
 from hotdeal_core.stock.redis_store import RedisStockStore
 from hotdeal_core.topics import Topics
 from hotdeal_core.usecases.context import Context
@@ -316,14 +316,14 @@ class Bench:
                                         "AND status = 'ENDED'", p=self.products)]
 
         async def flush() -> None:
-            redis = Redis.from_url(self.settings.redis_url)
+            redis = make_redis(self.settings, max_connections=4)
             ctx = Context(engine=self.engine, stock=RedisStockStore(redis),
                           settings=self.settings, topics=Topics(PREFIX))
             try:
                 for deal_id in deals:
                     await flush_deal(ctx, int(deal_id))
             finally:
-                await redis.aclose()
+                await close_redis(redis)
         try:
             self.loop.run_until_complete(flush())
         except Exception as exc:  # noqa: BLE001 - a reconciler's safety net flushes them later

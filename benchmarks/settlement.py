@@ -1,6 +1,7 @@
 """Settlement benchmark: payments settled per second by the real stock worker process.
 
-    .venv/bin/python -m benchmarks.settlement [--orders 10000] [--rate 0] [--json out.json]
+    .venv/bin/python -m benchmarks.settlement [--orders 10000] [--rate 0] [--workers 1]
+        [--json out.json]
 
 What it does, in its own database and topic namespace (nothing of the demo or the tests is
 touched):
@@ -10,19 +11,21 @@ touched):
 2. creates a product and starts a Redis deal of `--orders` + `--warmup` units (the use
    cases), reserves one unit per order in Redis (Redis db 3) and inserts the orders as
    PENDING with `paid_at` set (as the webhook leaves them), with direct SQL;
-3. starts `python -m stock_worker` (devtools.procs, as the e2e tier does) and waits until
-   it is ready, then settles `--warmup` payments first (the consumer group's first join
-   and assignment take seconds; they are not what is measured);
+3. starts `python -m stock_worker` (devtools.procs, as the e2e tier does; `--workers N`:
+   N of them, one consumer group) and waits until they are ready and all in the group,
+   then settles `--warmup` payments first (the consumer group's first join and assignment
+   take seconds; they are not what is measured);
 4. publishes one PaymentSucceeded per order on the payments topic (aiokafka, key = order
    id, acks=all, idempotent: what the order API's relay does), as fast as possible or at
    `--rate` events/s, and polls Postgres until every order is CONFIRMED.
 
-Reported: orders/s = orders / (last confirmation - first publish), wall clock; the worker's
-CPU seconds over that span (psutil); p50/p95/max of (orders.updated_at - the event's
-occurred_at). `updated_at` is `now()` of the settling transaction, i.e. its start, so the
-latency leaves out the commit itself. With `--rate 0` every event is in Kafka almost at
-once: the latency is then mostly queueing behind the backlog, and the throughput is the
-worker's drain rate; `--rate` below that rate shows the latency of a worker that keeps up.
+Reported: orders/s = orders / (last confirmation - first publish), wall clock; the workers'
+CPU seconds over that span (psutil, all of them together); p50/p95/max of
+(orders.updated_at - the event's occurred_at). `updated_at` is `now()` of the settling
+transaction, i.e. its start, so the latency leaves out the commit itself. With `--rate 0`
+every event is in Kafka almost at once: the latency is then mostly queueing behind the
+backlog, and the throughput is the worker's drain rate; `--rate` below that rate shows the
+latency of a worker that keeps up.
 
 Everything runs on the same cores (Postgres, Kafka, Redis, the worker, this publisher).
 Overrides: HOTDEAL_BENCH_PG (default postgresql://hotdeal:hotdeal@127.0.0.1:55432),
@@ -156,7 +159,26 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def run(n: int, warmup: int, rate: float, timeout: float) -> dict[str, Any]:
+async def _group_members(group: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    await admin.start()
+    try:
+        described = (await admin.describe_consumer_groups([group]))[0].to_object()
+        return sum(len(g["members"]) for g in described["groups"] if g["state"] == "Stable")
+    finally:
+        await admin.close()
+
+
+async def _wait_members(group: str, members: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while await _group_members(group) != members:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{group}: not {members} stable members within {timeout:g} s")
+        await asyncio.sleep(0.2)
+
+
+async def run(n: int, warmup: int, rate: float, timeout: float,
+              workers: int = 1) -> dict[str, Any]:
     url = await _ensure_database()
     prefix = f"bench.{uuid.uuid4().hex[:8]}."
     topics = Topics(prefix)
@@ -170,27 +192,34 @@ async def run(n: int, warmup: int, rate: float, timeout: float) -> dict[str, Any
     producer = AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all", enable_idempotence=True,
                                 linger_ms=5)
     run_dir = Path(tempfile.mkdtemp(prefix="bench-settlement-"))
-    worker = Proc("stock-worker", run_dir, {
-        "DATABASE_URL": url, "REDIS_URL": REDIS_URL, "KAFKA_BOOTSTRAP_SERVERS": KAFKA,
-        "KAFKA_TOPIC_PREFIX": prefix})
+    env = {"DATABASE_URL": url, "REDIS_URL": REDIS_URL, "KAFKA_BOOTSTRAP_SERVERS": KAFKA,
+           "KAFKA_TOPIC_PREFIX": prefix}
+    procs = [Proc("stock-worker" if workers == 1 else f"stock-worker-{i + 1}", run_dir, env,
+                  module="stock_worker") for i in range(workers)]
     pid = deal_id = 0
     try:
         pid, deal_id, ids = await _setup(ctx, store, n + warmup)
         await producer.start()
-        worker.start().wait_ready(90)
-        proc = psutil.Process(worker.pid())
+        for worker in procs:
+            worker.start()
+        for worker in procs:
+            worker.wait_ready(90)
+        # Every worker holds its partitions before anything is measured (one consumer per
+        # subscriber: payments and order requests).
+        await _wait_members(prefix + "stock-worker", 2 * workers, 90)
+        ps = [psutil.Process(worker.pid()) for worker in procs]
         warm, measured = ids[:warmup], ids[warmup:]
         await _publish(producer, topics.payments, warm, 0)
         await _wait_confirmed(ctx, deal_id, warmup, timeout)
-        cpu_before = proc.cpu_times()
+        cpu_before = [p.cpu_times() for p in ps]
         started = time.monotonic()
         publishing = asyncio.create_task(_publish(producer, topics.payments, measured, rate))
         ended = await _wait_confirmed(ctx, deal_id, warmup + n, timeout)
-        cpu_after = proc.cpu_times()
+        cpu_after = [p.cpu_times() for p in ps]
         sent = await publishing
         latencies = await _latencies(ctx, sent)
     finally:
-        code = worker.stop()
+        codes = [worker.stop() for worker in procs]
         await producer.stop()
         if pid:
             await store.drop(pid, deal_id)
@@ -198,16 +227,18 @@ async def run(n: int, warmup: int, rate: float, timeout: float) -> dict[str, Any
         await engine.dispose()
         await _delete_topics(topics)
     seconds = ended - started
-    cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+    cpu = sum((a.user + a.system) - (b.user + b.system)
+              for a, b in zip(cpu_after, cpu_before, strict=True))
     return {
-        "orders": n, "rate": rate or "max", "seconds": round(seconds, 3),
+        "orders": n, "rate": rate or "max", "workers": workers, "seconds": round(seconds, 3),
         "orders_per_s": round(n / seconds, 1), "worker_cpu_s": round(cpu, 2),
         "worker_cpu_pct": round(100 * cpu / seconds, 1),
         "latency_p50_s": round(_pct(latencies, 0.50), 3),
         "latency_p95_s": round(_pct(latencies, 0.95), 3),
         "latency_max_s": round(latencies[-1], 3),
         "latency_mean_s": round(statistics.fmean(latencies), 3),
-        "worker_exit": code, "worker_log": str(worker.log),
+        "worker_exit": codes[0] if workers == 1 else codes,
+        "worker_log": str(procs[0].log) if workers == 1 else [str(w.log) for w in procs],
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.python_version()}",
     }
 
@@ -229,9 +260,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rate", type=float, default=0.0, help="events/s; 0 = at once")
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--workers", type=int, default=1, help="stock workers in the group")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    result = asyncio.run(run(args.orders, args.warmup, args.rate, args.timeout))
+    result = asyncio.run(run(args.orders, args.warmup, args.rate, args.timeout,
+                             args.workers))
     for key, value in result.items():
         print(f"{key:16} {value}")
     if args.json:

@@ -37,7 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from devtools import report
+from devtools import charts, report
 from devtools.procs import MODULES, Proc
 from devtools.swarm import (
     BIN,
@@ -179,8 +179,17 @@ def render(doc: Mapping[str, Any]) -> str:
             ref("DB mode: POST /orders, every answer", db, _o(db, "rps")), "",
             f"Machine: {m['cpus']} CPUs, {m['platform']}; Python {m['python']}, PostgreSQL "
             f"{m['postgres']}, Redis {m['redis']}, Kafka {m['kafka']}. Load generator, "
-            "services and processes share this machine.", ""]
+            "services and processes share this machine.", "",
+            *charts.markdown(doc.get("charts", []))]
     return "\n".join(out)
+
+
+def mode_charts(runs: Mapping[str, Run], out: Path) -> list[Path]:
+    """The DB and Redis runs side by side over time (their folders' history and samples)."""
+    series = {f"{mode.upper() if mode == 'db' else 'Redis'} mode":
+              charts.read_run(out / runs[mode]["config"]["out_dir"].name)
+              for mode in ("db", "redis") if mode in runs}
+    return charts.draw(series, out, "compare-")
 
 
 def main() -> None:
@@ -223,7 +232,8 @@ def main() -> None:
         report.write_report(report.build_report(run, machine, a.command, f"compare: {name}"),
                             out / run["config"]["out_dir"].name)
     doc = {"command": a.command, "args": vars(a), "machine": machine, "runs": runs,
-           "passed": all(c["ok"] for r in runs.values() for c in r.get("checks", []))}
+           "passed": all(c["ok"] for r in runs.values() for c in r.get("checks", [])),
+           "charts": [p.name for p in mode_charts(runs, out)]}
     markdown = render(doc)
     (out / "comparison.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     (out / "comparison.md").write_text(markdown)

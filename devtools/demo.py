@@ -7,7 +7,8 @@ database, starts the three processes that are not running (`python -m devtools.p
 with a short reservation TTL so never-paying buyers' orders expire during the run), then
 runs one swarm (`devtools.swarm.run_swarm`: a product, a Redis-stock deal, locust with live
 stats, `hotdeal deal stop --wait`, the verifications) and prints the report, also written to
-`reports/demo-<timestamp>/` (report.md, report.json, locust.html, locust CSVs).
+`reports/demo-<timestamp>/` (report.md with its charts over time, report.json, locust.html,
+locust CSVs, the deal's samples).
 
 At the end it stops what it started: the processes it started, and the infrastructure only if
 none of it was running before. Exit code 1 if the audit or any verification fails.
@@ -79,8 +80,9 @@ def main() -> None:
         machine = asyncio.run(report.machine_info(settings.database_url, settings.redis_url))
         rep = report.build_report(run, machine, a.command)
         markdown = report.write_report(rep, out)
+        charts = ", ".join(sorted(png.name for png in out.glob("chart-*.png")))
         step(f"report written to {out.relative_to(ROOT)}/ (report.md, report.json, "
-             "locust.html)\n")
+             f"locust.html{', ' + charts if charts else ''})\n")
         print(markdown)
         code = 0 if rep["passed"] else 1
     except Exception:  # noqa: BLE001 - report any failure, then clean up and exit 1

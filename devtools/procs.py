@@ -3,6 +3,9 @@
     python -m devtools.procs up [--run-dir .run]     start order-api, stock-worker, reconciler
     python -m devtools.procs down                     SIGTERM them (graceful), SIGKILL after 45 s
     python -m devtools.procs status
+    python -m devtools.procs up --cluster             two of each (`make up CLUSTER=1`): order
+        APIs on ORDER_API_PORT and the port after it, stock workers and reconcilers in their
+        consumer groups; --cluster is the default when HOTDEAL_CLUSTER=1. `down` stops both sets.
 
 Logs and pid files go to the run directory (git-ignored). `up` waits until each process is
 ready (the API's /readyz answers 200; a consumer writes its ready file) and fails with the
@@ -25,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = {"order-api": "order_api", "stock-worker": "stock_worker", "reconciler": "reconciler"}
+# Replicas of each process in cluster mode (docs/scaling.md).
+CLUSTER_REPLICAS = 2
 
 
 class ProcessFailed(RuntimeError):
@@ -122,11 +127,12 @@ class Proc:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
-    def stop(self, timeout: float = 45.0) -> int | None:
-        """SIGTERM (graceful), SIGKILL after `timeout` (longer than any process's own
-        graceful timeout). Returns the exit code if known."""
+    def stop(self, timeout: float = 45.0, *, terminated: bool = False) -> int | None:
+        """SIGTERM (graceful; `terminated`: sent already), SIGKILL after `timeout` (longer
+        than any process's own graceful timeout). Returns the exit code if known."""
         if self.alive():
-            self.signal(signal.SIGTERM)
+            if not terminated:
+                self.signal(signal.SIGTERM)
             deadline = time.monotonic() + timeout
             while self.alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -153,14 +159,25 @@ def process_runs(pid: int, module: str) -> bool:
     return state not in ("Z", "X") and module.encode() in cmdline
 
 
-def _procs(run_dir: Path) -> list[Proc]:
-    return [Proc(name, run_dir) for name in MODULES]
+def _procs(run_dir: Path, cluster: bool = False) -> list[Proc]:
+    if not cluster:
+        return [Proc(name, run_dir) for name in MODULES]
+    base = int(os.environ.get("ORDER_API_PORT", "58000"))
+    replicas = range(1, CLUSTER_REPLICAS + 1)
+    procs = [Proc(f"order-api-{i}", run_dir, {"ORDER_API_PORT": str(base + i - 1)},
+                  module="order_api") for i in replicas]
+    return procs + [Proc(f"{name}-{i}", run_dir, module=MODULES[name])
+                    for name in ("stock-worker", "reconciler") for i in replicas]
 
 
-def up(run_dir: Path) -> None:
+def up(run_dir: Path, cluster: bool = False) -> None:
     """Start what is not running and wait until all are ready; if one fails, stop the
     ones this call started (a failed `make up` leaves nothing half-running)."""
-    procs, started = _procs(run_dir), []
+    procs, started = _procs(run_dir, cluster), []
+    others = [p.name for p in _procs(run_dir, not cluster) if p.alive()]
+    if others:  # the same ports and groups: one set at a time
+        raise ProcessFailed(f"{', '.join(others)} running ({'single' if cluster else 'cluster'}"
+                            " mode): stop them first (make down)")
     try:
         for proc in procs:
             if proc.alive():
@@ -175,18 +192,24 @@ def up(run_dir: Path) -> None:
         for proc in started:
             proc.stop(timeout=15)
         raise
-    print(f"[procs] order API: {procs[0].api_url}  (docs: {procs[0].api_url}/docs)")
+    for proc in procs:
+        if proc.module == "order_api":
+            print(f"[procs] order API: {proc.api_url}  (docs: {proc.api_url}/docs)")
 
 
-def down(run_dir: Path) -> None:
-    for proc in _procs(run_dir):
-        if proc.alive():
-            code = proc.stop()
-            print(f"[procs] {proc.name} stopped" + (f" (exit {code})" if code is not None else ""))
+def down(run_dir: Path, cluster: bool = False) -> None:
+    """Stop both sets (single and cluster mode), whichever runs: all are told to stop at
+    once, so their graceful shutdowns overlap."""
+    alive = [p for p in _procs(run_dir) + _procs(run_dir, cluster=True) if p.alive()]
+    for proc in alive:
+        proc.signal(signal.SIGTERM)
+    for proc in alive:
+        code = proc.stop(terminated=True)
+        print(f"[procs] {proc.name} stopped" + (f" (exit {code})" if code is not None else ""))
 
 
-def status(run_dir: Path) -> None:
-    for proc in _procs(run_dir):
+def status(run_dir: Path, cluster: bool = False) -> None:
+    for proc in _procs(run_dir, cluster):
         state = f"running (pid {proc.pid()})" if proc.alive() else "stopped"
         print(f"{proc.name:13} {state}")
 
@@ -196,9 +219,12 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--run-dir", type=Path, default=ROOT / ".run")
+    parser.add_argument("--cluster", action="store_true",
+                        default=os.environ.get("HOTDEAL_CLUSTER") == "1",
+                        help="two replicas of each process (default: HOTDEAL_CLUSTER=1)")
     args = parser.parse_args()
     try:
-        {"up": up, "down": down, "status": status}[args.command](args.run_dir)
+        {"up": up, "down": down, "status": status}[args.command](args.run_dir, args.cluster)
     except ProcessFailed as exc:
         print(f"[procs] ERROR: {exc}", file=sys.stderr)
         sys.exit(1)

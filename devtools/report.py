@@ -18,9 +18,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from devtools import charts
+from hotdeal_core.settings import Settings
+from hotdeal_core.stock.client import close_redis, make_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDERS_ROW = "POST /orders"
@@ -82,11 +85,15 @@ async def machine_info(database_url: str, redis_url: str) -> dict[str, Any]:
             info["postgres"] = (await conn.execute(text("SHOW server_version"))).scalar_one()
     finally:
         await engine.dispose()
-    redis = Redis.from_url(redis_url)
+    # REDIS_CLUSTER (from the environment) says whether redis_url names a cluster node.
+    redis = make_redis(Settings().model_copy(update={"redis_url": redis_url}),
+                       max_connections=2)
     try:
-        info["redis"] = (await redis.info("server"))["redis_version"]
+        server = await redis.info("server")
+        info["redis"] = server["redis_version"] + (
+            " (cluster)" if server.get("redis_mode") == "cluster" else "")
     finally:
-        await redis.aclose()
+        await close_redis(redis)
     jars = sorted((ROOT / ".infra" / "kafka" / "libs").glob("kafka_2.*-*.jar"))
     found = re.search(r"kafka_[\d.]+-([\d.]+)\.jar", jars[0].name) if jars else None
     info["kafka"] = found.group(1) if found else "unknown (external broker)"
@@ -164,6 +171,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         out += ["Failures seen (locust's failures CSV):", "",
                 *(f"- {f['occurrences']:,} x {f['name']}: `{f['error']}`"
                   for f in r["stats"]["top_failures"]), ""]
+    out += charts.markdown(r.get("charts", []))
+    if r.get("charts_error"):
+        out += [f"Charts not drawn: {r['charts_error']}", ""]
     out += ["## CPU per component (during the swarm window)", "", *_cpu_rows(r["cpu"]), ""]
     if "orders_by_status" in r:
         out += ["## Orders by status", "", "| status | reason | orders | units |",
@@ -198,12 +208,26 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             "with psutil (all processes of each component, children included); Postgres is the "
             "whole server (other databases' work included).", "",
             "Files: `report.md`, `report.json`, `locust.html`, `locust_stats.csv`, "
-            "`locust_failures.csv`, `locust.json`, `locust.log`, `accepted.txt`.", ""]
+            "`locust_stats_history.csv`, `locust_failures.csv`, `locust.json`, `locust.log`, "
+            "`accepted.txt`, `samples.csv` (the deal sampled every second), "
+            f"{', '.join(f'`{c}`' for c in r.get('charts', [])) or 'no charts'}.", ""]
     return "\n".join(out)
 
 
+def draw_charts(report: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
+    """The run's charts (devtools/charts.py) drawn into out_dir, as report keys: `charts`
+    (file names) or `charts_error` (a chart that cannot be drawn does not lose the report)."""
+    try:
+        pngs = charts.draw({str(report.get("label", "run")): charts.read_run(out_dir)}, out_dir)
+    except (OSError, ValueError, KeyError) as exc:
+        return {"charts": [], "charts_error": f"{type(exc).__name__}: {exc}"}
+    return {"charts": [p.name for p in pngs]}
+
+
 def write_report(report: Mapping[str, Any], out_dir: Path) -> str:
-    """Write report.json and report.md into out_dir; returns the markdown."""
+    """Draw the charts, write report.json and report.md into out_dir; returns the
+    markdown."""
+    report = {**report, **draw_charts(report, out_dir)}
     markdown = render_markdown(report)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out_dir / "report.md").write_text(markdown)

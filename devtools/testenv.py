@@ -1,6 +1,7 @@
-"""A clean slate for the test suite: recreate the test database, empty the test Redis db,
-migrate. Run by `make test` before pytest, so every run starts from the same state (no
-backlog of expired orders or stale Redis keys from an earlier run).
+"""A clean slate for the test suite: recreate the test database, empty the test Redis db
+(with REDIS_CLUSTER=true: every master of the cluster, which has only db 0), migrate. Run
+by `make test` before pytest, so every run starts from the same state (no backlog of
+expired orders or stale Redis keys from an earlier run).
 
     python -m devtools.testenv        uses DATABASE_URL and REDIS_URL from the environment
 """
@@ -11,14 +12,15 @@ import asyncio
 import sys
 
 import asyncpg
-from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
 from hotdeal_core.db import migrate
-from hotdeal_core.settings import load_settings
+from hotdeal_core.settings import Settings, load_settings
+from hotdeal_core.stock.client import close_redis, flush_all, make_redis
 
 
-async def reset(database_url: str, redis_url: str) -> None:
+async def reset(settings: Settings) -> None:
+    database_url, redis_url = settings.database_url, settings.redis_url
     url = make_url(database_url)
     name = url.database
     if not name or "test" not in name or "test" not in redis_url + name:
@@ -30,16 +32,16 @@ async def reset(database_url: str, redis_url: str) -> None:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    redis = Redis.from_url(redis_url)
+    redis = make_redis(settings, max_connections=2)
     try:
-        await redis.flushdb()
+        await flush_all(redis)
     finally:
-        await redis.aclose()
+        await close_redis(redis)
 
 
 def main() -> None:
     settings = load_settings()
-    asyncio.run(reset(settings.database_url, settings.redis_url))
+    asyncio.run(reset(settings))
     migrate.upgrade(settings.database_url)
     print(f"test environment reset: {make_url(settings.database_url).database}, "
           f"{settings.redis_url}")

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from pydantic import ValidationError
-from redis.asyncio import Redis
+from redis.exceptions import ClusterError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError
@@ -31,6 +31,7 @@ from hotdeal_cli.render import print_error
 from hotdeal_core.db.engine import make_engine
 from hotdeal_core.errors import DependencyUnavailable, HotdealError
 from hotdeal_core.settings import Settings, load_settings
+from hotdeal_core.stock.client import close_redis, make_redis, replica_ack_timeout_ms
 from hotdeal_core.stock.redis_store import RedisStockStore
 from hotdeal_core.topics import Topics
 from hotdeal_core.usecases.context import Context
@@ -55,13 +56,13 @@ class CliFailure(Exception):
 @asynccontextmanager
 async def open_context(settings: Settings) -> AsyncIterator[Context]:
     engine = make_engine(settings, pool_size=2)
-    redis = Redis.from_url(settings.redis_url)
+    redis = make_redis(settings)
     try:
         # outbox_written stays a no-op: the relays of the running processes publish the rows.
-        yield Context(engine=engine, stock=RedisStockStore(redis), settings=settings,
-                      topics=Topics(settings.kafka_topic_prefix))
+        yield Context(engine=engine, stock=RedisStockStore(redis, replica_ack_timeout_ms(settings)),
+                      settings=settings, topics=Topics(settings.kafka_topic_prefix))
     finally:
-        await redis.aclose()
+        await close_redis(redis)
         await engine.dispose()
 
 
@@ -80,7 +81,7 @@ def run(action: Callable[[Context], Awaitable[T]], *, as_json: bool) -> T:
     except HotdealError as exc:
         code = EXIT_USAGE if exc.code == "validation_error" else EXIT_REFUSED
         _fail(as_json, exc.code, exc.message, code)
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+    except (RedisConnectionError, RedisTimeoutError, ClusterError, RedisClusterException) as exc:
         _dependency_down(as_json, "redis", settings, exc)
     except (DBAPIError, PoolTimeoutError) as exc:
         _dependency_down(as_json, "postgres", settings, exc)

@@ -7,6 +7,7 @@
     hotdeal deal status PRODUCT_ID
     hotdeal deal audit PRODUCT_ID
     hotdeal deal recover PRODUCT_ID
+    hotdeal deal watch PRODUCT_ID [--api-url URL] [--interval 1s] [--audit-every 5s]
 
 Every command takes --json. Exit codes are listed in `hotdeal_cli.context`.
 """
@@ -14,11 +15,14 @@ Every command takes --json. Exit codes are listed in `hotdeal_cli.context`.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.live import Live
 
 from hotdeal_cli.context import EXIT_REFUSED, CliFailure, run
 from hotdeal_cli.render import (
@@ -34,6 +38,8 @@ from hotdeal_cli.render import (
     status_lines,
     stopped_lines,
 )
+from hotdeal_cli.watch import watch
+from hotdeal_cli.watch_view import Frame, render
 from hotdeal_core.domain import DealStatus
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, end_deal, start_deal
@@ -185,6 +191,53 @@ def deal_recover(product_id: ProductId, as_json: Json = False) -> None:
     """Rebuild an ACTIVE deal's lost Redis state from Postgres under a new epoch."""
     report = run(lambda ctx: recover_deal(ctx, product_id), as_json=as_json)
     show(report, recovered_lines(report), as_json=as_json)
+
+
+@deal_app.command("watch")
+def deal_watch(
+    product_id: ProductId,
+    api_url: Annotated[str | None, typer.Option(
+        help="The order API (e.g. http://127.0.0.1:58000): refusals/s and p95 reservation "
+             "latency from its /metrics; without it they show n/a.")] = None,
+    interval: Annotated[float, typer.Option(
+        parser=parse_duration, metavar="DURATION", help="Refresh period.")] = 1.0,
+    audit_every: Annotated[float, typer.Option(
+        parser=parse_duration, metavar="DURATION",
+        help="How often the audit runs (it reads every live reservation).")] = 5.0,
+    as_json: Json = False,
+) -> None:
+    """Live view of the latest deal until it is reconciled (exit 0; 1 if its audit fails).
+
+    Stock left, accepted and refused orders/s, orders by status, p95 reservation latency,
+    settlement lag and the audit verdict. Ctrl-C stops it (exit 0). With --json, one JSON
+    object per refresh, one per line.
+    """
+    if interval <= 0 or audit_every <= 0:
+        raise typer.BadParameter("--interval and --audit-every must be positive")
+
+    def line(frame: Frame) -> None:
+        typer.echo(json.dumps(frame.as_json()))
+
+    async def action(ctx: Context) -> bool:
+        if as_json:
+            _, audit = await watch(ctx, product_id, line, api_url=api_url, interval=interval,
+                                   audit_every=audit_every)
+            return audit.balanced
+        with Live(console=Console(), auto_refresh=False) as live:
+            def draw(frame: Frame) -> None:
+                live.update(render(frame, interval), refresh=True)
+            _, audit = await watch(ctx, product_id, draw, api_url=api_url, interval=interval,
+                                   audit_every=audit_every)
+        typer.echo(f"deal reconciled; the audit {'holds' if audit.balanced else 'DOES NOT HOLD'}")
+        return audit.balanced
+
+    try:
+        balanced = run(action, as_json=as_json)
+    except KeyboardInterrupt:
+        typer.echo("stopped watching (Ctrl-C)", err=True)
+        return
+    if not balanced:
+        raise typer.Exit(EXIT_REFUSED)
 
 
 def main() -> None:

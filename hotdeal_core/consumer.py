@@ -37,12 +37,14 @@ from aiokafka.errors import IllegalStateError, KafkaError, KafkaTimeoutError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 from pydantic import TypeAdapter, ValidationError
+from redis.exceptions import ClusterError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hotdeal_core.db.engine import is_unavailable
 from hotdeal_core.errors import HotdealError
+from hotdeal_core.observability.metrics import DEAD_LETTERS
 from hotdeal_core.settings import Settings
 from hotdeal_core.topics import Topics
 from schemas.events import DeadLetter
@@ -90,7 +92,8 @@ def is_dependency_outage(exc: BaseException) -> bool:
         if isinstance(current, HotdealError) and current.retriable:  # DependencyUnavailable
             return True
         # OSError covers ConnectionError and the builtin TimeoutError (asyncio's too).
-        if isinstance(current, OSError | RedisConnectionError | RedisTimeoutError):
+        if isinstance(current, OSError | RedisConnectionError | RedisTimeoutError
+                      | ClusterError | RedisClusterException):  # a Redis Cluster mid-failover
             return True
         if isinstance(current, RedisResponseError) and _redis_busy(current):
             return True
@@ -124,6 +127,7 @@ async def dead_letter_record(broker: KafkaBroker, topics: Topics, record: Any, c
                         raw=raw.decode(errors="replace")[:100_000], consumer=consumer)
     await broker.publish(letter.model_dump(mode="json"), topic=topics.dead_letter,
                          key=key.encode() if key else None)
+    DEAD_LETTERS.labels(consumer, record.topic).inc()
     log.error("dead-lettered %s[%s]@%s: %s", record.topic, record.partition, record.offset,
               reason[:200])
 

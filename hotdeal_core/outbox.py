@@ -72,7 +72,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hotdeal_core.db.tables import outbox
 from hotdeal_core.kafka_topics import ensure_topics
-from hotdeal_core.metrics import Histogram
+from hotdeal_core.observability.metrics import OUTBOX_PUBLISH_DELAY, OUTBOX_PUBLISHED
 from hotdeal_core.topics import Topics, event_key
 from schemas.events import AnyEvent
 
@@ -213,10 +213,7 @@ class OutboxRelay:
     bootstrap_servers: str = ""
     batch_size: int = 500
     poll_interval: float = 0.05
-    publish_delay: Histogram = field(default_factory=lambda: Histogram(
-        "hotdeal_outbox_publish_delay_seconds",
-        "Time from an outbox row's commit to its publication on Kafka"))
-    published_total: int = 0
+    published_total: int = 0  # also in hotdeal_outbox_published_total, with every process's
     # Rows this relay set aside (each row is counted once, by the relay that made its last
     # attempt); set_aside_count() asks the database for all of them.
     set_aside_total: int = 0
@@ -224,6 +221,7 @@ class OutboxRelay:
     # Created (or grown) before the first publish; see hotdeal_core.kafka_topics.
     topics: list[str] = field(default_factory=list)
     partitions: int = 6
+    replication_factor: int = -1  # -1: the brokers' default.replication.factor
     # A row that failed (not transiently) this many times is set aside (OUTBOX_MAX_ATTEMPTS).
     max_attempts: int = 10
     # The wait before a failed row's 2nd attempt, doubled for each further one.
@@ -274,7 +272,8 @@ class OutboxRelay:
         while not self.connected:
             try:
                 if self.topics and not self._topics_ready:
-                    await ensure_topics(self.bootstrap_servers, self.topics, self.partitions)
+                    await ensure_topics(self.bootstrap_servers, self.topics, self.partitions,
+                                        self.replication_factor)
                     self._topics_ready = True
                 await self.producer.start()
                 self.connected = True
@@ -450,8 +449,9 @@ class OutboxRelay:
             if not_tried:
                 await conn.execute(_RETRY_AFTER, {"ids": not_tried, "delay": 0.0})
         for delay in delays:
-            self.publish_delay.observe(float(delay))
+            OUTBOX_PUBLISH_DELAY.observe(float(delay))
         self.published_total += len(published)
+        OUTBOX_PUBLISHED.inc(len(published))
         for row in counted:
             self._report_failure(row)
         return len(published)

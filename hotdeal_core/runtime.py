@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import BlockingConnectionPool, Redis
+from prometheus_client.core import Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hotdeal_core.batching import Batcher
 from hotdeal_core.db.engine import make_engine
+from hotdeal_core.observability.exposition import (
+    oldest_unpublished_seconds,
+    outbox_families,
+    read_or_skip,
+)
+from hotdeal_core.observability.metrics import RESERVATION_DURATION
 from hotdeal_core.outbox import OutboxRelay, make_producer
 from hotdeal_core.settings import Settings
+from hotdeal_core.stock.client import (
+    RedisClient,
+    close_redis,
+    make_redis,
+    replica_ack_timeout_ms,
+)
+from hotdeal_core.stock.port import ReserveRequest, ReserveResult
 from hotdeal_core.stock.redis_store import RedisStockStore
 from hotdeal_core.stock.reserver import reservation_batcher
 from hotdeal_core.stock.sold_out import SoldOutMemo
@@ -28,10 +42,19 @@ from hotdeal_core.usecases.views import OrderView
 log = logging.getLogger(__name__)
 
 
+class TimedRedisStockStore(RedisStockStore):
+    """The Redis store, each reservation call timed (hotdeal_reservation_duration_seconds)."""
+
+    async def reserve_groups(self, groups: Sequence[tuple[int, list[ReserveRequest]]],
+                             now_ms: int) -> list[list[ReserveResult] | BaseException]:
+        with RESERVATION_DURATION.time():  # reserve_many is one reserve_groups call
+            return await super().reserve_groups(groups, now_ms)
+
+
 @dataclass
 class Runtime:
     ctx: Context
-    redis: Redis
+    redis: RedisClient
     relay: OutboxRelay
 
     @property
@@ -61,6 +84,14 @@ class Runtime:
             raise ConnectionError("producer not connected")
         await self.relay.producer.client.fetch_all_metadata()
 
+    async def metric_families(self) -> list[Metric]:
+        """This process's scrape-time gauges (hotdeal_core/observability/exposition.py)."""
+        async def outbox() -> list[Metric]:
+            age = await oldest_unpublished_seconds(self.engine, self.relay.max_attempts)
+            return outbox_families(age, self.relay.connected)
+        return (await read_or_skip("the outbox's oldest row", outbox())
+                or outbox_families(None, self.relay.connected))
+
     def writers(self) -> list[Batcher[Any, Any]]:
         return [w for w in (self.ctx.reserver, self.ctx.order_writer, self.ctx.payment_writer)
                 if w is not None]
@@ -75,7 +106,7 @@ class Runtime:
         for writer in self.writers():  # what is queued is written (and handed to the relay)
             await writer.stop()
         await self.relay.stop()
-        await self.redis.aclose(close_connection_pool=True)  # a pool we passed in: close it
+        await close_redis(self.redis)
         await self.engine.dispose()
 
 
@@ -84,12 +115,7 @@ def build_runtime(settings: Settings, *, pool_size: int | None = None,
     """`group_commits`: the batched reservations, order and payment writes of the order
     API (the consumers never place orders or record payments, so they go without)."""
     engine = make_engine(settings, pool_size=pool_size)
-    # A bounded pool where callers wait for a free connection: Redis runs one command at a
-    # time anyway, and a burst of 1,000 requests must not open 1,000 sockets at once
-    # (measured: connect timeouts -> 503s).
-    redis = Redis(connection_pool=BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=settings.redis_max_connections, timeout=10,
-        socket_timeout=5, socket_connect_timeout=5))
+    redis = make_redis(settings)
     topics = Topics(settings.kafka_topic_prefix)
 
     def new_producer() -> AIOKafkaProducer:
@@ -100,6 +126,7 @@ def build_runtime(settings: Settings, *, pool_size: int | None = None,
                         batch_size=settings.outbox_batch_size,
                         poll_interval=settings.outbox_poll_interval_ms / 1000,
                         topics=topics.all(), partitions=settings.kafka_partitions,
+                        replication_factor=settings.kafka_replication_factor,
                         max_attempts=settings.outbox_max_attempts)
 
     async def write_orders(items: list[ReservedOrder]) -> list[OrderView | BaseException]:
@@ -109,7 +136,7 @@ def build_runtime(settings: Settings, *, pool_size: int | None = None,
                               ) -> list[PaymentReceipt | BaseException]:
         return await write_payments(engine, topics, items, relay.publish_now)
 
-    store = RedisStockStore(redis)
+    store = TimedRedisStockStore(redis, replica_ack_timeout_ms(settings))
     ctx = Context(engine=engine, stock=store, settings=settings,
                   topics=topics, outbox_written=relay.wake,
                   sold_out=SoldOutMemo(settings.sold_out_cache_ms / 1000))

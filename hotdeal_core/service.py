@@ -10,10 +10,19 @@ import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient
 from faststream import FastStream
+from faststream.kafka import KafkaBroker
+from prometheus_client.core import Metric
 
+from hotdeal_core.duty_locks import DutyLocks, PgDutyLocks
 from hotdeal_core.kafka_topics import ensure_topics
+from hotdeal_core.observability.exposition import consumer_lags, lag_family, read_or_skip
+from hotdeal_core.observability.logs import configure_logging
+from hotdeal_core.observability.server import MetricsServer
 from hotdeal_core.runtime import Runtime, build_runtime
 from hotdeal_core.settings import Settings, load_settings, parse_command_line
 from hotdeal_core.topics import Topics
@@ -27,9 +36,10 @@ def run_consumer(create_app: Callable[[Settings], FastStream], prog: str, summar
     SIGTERM/SIGINT (graceful: in-flight messages finish or stay uncommitted for redelivery)."""
     parse_command_line(prog, summary)
     settings = load_settings()
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    configure_logging(prog.removeprefix("python -m ").replace("_", "-"), settings.log_format,
+                      settings.log_level)
+    if settings.ready_file:  # a restarted container keeps its files: not ready yet
+        Path(settings.ready_file).unlink(missing_ok=True)
     asyncio.run(create_app(settings).run())
 
 
@@ -37,27 +47,52 @@ def dump_tasks() -> None:
     """SIGUSR1: log where every asyncio task is waiting (to diagnose a stuck process)."""
     for task in asyncio.all_tasks():
         stack = "".join(traceback.format_list(
-            [(f.f_code.co_filename, f.f_lineno, f.f_code.co_name, None) for f in
-             task.get_stack()]))
+            [(f.f_code.co_filename, f.f_lineno, f.f_code.co_name, None)
+             for f in _await_chain(task)]))
         log.warning("task %s:\n%s", task.get_name(), stack or "  (no frames)")
+
+
+def _await_chain(task: asyncio.Task[Any]) -> list[FrameType]:
+    """The frames of what a task awaits, outermost first (`Task.get_stack` gives only the
+    task's own coroutine frame while it is suspended)."""
+    frames: list[FrameType] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and len(frames) < 50:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is not None:
+            frames.append(frame)
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return frames
 
 
 @dataclass(frozen=True)
 class Duty:
-    """A periodic job; it runs again at once while it reports work done (a truthy result)."""
+    """A periodic job; it runs again at once while it reports work done (a truthy result).
+
+    `exclusive`: with several replicas of the process, only the one holding the duty's
+    Postgres advisory lock runs it (hotdeal_core/duty_locks.py); the others take over
+    within one interval when it stops or dies. False: every replica runs it.
+    """
 
     name: str
     interval: float
     run: Callable[[Context], Awaitable[object]]
+    exclusive: bool = True
 
 
 class Service:
-    def __init__(self, settings: Settings, duties: list[Duty], pool_size: int = 10) -> None:
+    def __init__(self, settings: Settings, duties: list[Duty], pool_size: int = 10,
+                 locks: DutyLocks | None = None, broker: KafkaBroker | None = None) -> None:
         self.settings = settings
+        # The broker whose subscribers' lag the metrics port reports (METRICS_PORT).
+        self.broker = broker
+        self.metrics: MetricsServer | None = None
         self.duties = duties
         self.pool_size = pool_size
+        self.locks: DutyLocks = locks or PgDutyLocks(settings.database_url)
         self.runtime: Runtime | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._lag_admin: AIOKafkaAdminClient | None = None
 
     @property
     def ctx(self) -> Context:
@@ -72,6 +107,10 @@ class Service:
         self.runtime = build_runtime(self.settings, pool_size=self.pool_size,
                                      group_commits=False)
         self.runtime.start()
+        if self.settings.metrics_port is not None:
+            self.metrics = MetricsServer(self.settings.metrics_host, self.settings.metrics_port,
+                                         self.metric_families)
+            await self.metrics.start()
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
         self._tasks = [asyncio.create_task(self._every(d), name=d.name) for d in self.duties]
 
@@ -79,12 +118,40 @@ class Service:
         if self.settings.ready_file:
             await asyncio.to_thread(Path(self.settings.ready_file).write_text, "ready\n")
 
+    async def metric_families(self) -> list[Metric]:
+        """The scrape-time gauges of a consumer process: its outbox, its consumers' lag."""
+        families = [] if self.runtime is None else await self.runtime.metric_families()
+        if self.broker is not None:
+            subscribers = list(self.broker.subscribers)
+
+            async def lag() -> list[Metric]:
+                return [lag_family(await consumer_lags(subscribers, await self._admin()))]
+            families += await read_or_skip("the consumer lag", lag())
+        return families
+
+    async def _admin(self) -> AIOKafkaAdminClient:
+        """The metrics port's own Kafka client (committed offsets for the lag)."""
+        if self._lag_admin is None:
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self.settings.kafka_bootstrap_servers.split(","))
+            await admin.start()
+            self._lag_admin = admin
+        return self._lag_admin
+
     async def stop(self) -> None:
+        if self.settings.ready_file:  # not ready from now on (a health check sees it)
+            await asyncio.to_thread(Path(self.settings.ready_file).unlink, missing_ok=True)
+        if self.metrics is not None:
+            await self.metrics.stop()
+        if self._lag_admin is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._lag_admin.close(), 5)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.locks.close()  # the exclusive duties are free for another replica now
         if self.runtime is not None:
             await self.runtime.close()
         log.info("stopped gracefully")
@@ -92,7 +159,11 @@ class Service:
     async def _every(self, duty: Duty) -> None:
         while True:
             try:
-                if await duty.run(self.ctx):
+                # The lock is per topic prefix, as the consumer groups are: environments
+                # sharing a database but not a broker (test sessions) lead apart.
+                lock = self.settings.kafka_topic_prefix + duty.name
+                if (not duty.exclusive or await self.locks.hold(lock)) \
+                        and await duty.run(self.ctx):
                     continue  # more work may be waiting
             except asyncio.CancelledError:
                 raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The defaults of the two secrets: usable only with ALLOW_DEV_SECRETS=true.
@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:59092"
     kafka_topic_prefix: str = ""
     kafka_partitions: int = Field(default=6, ge=1)
+    # Replicas of every topic this app creates; -1: the brokers' default.replication.factor
+    # (1 on `make infra-up`, 3 on the cluster of scripts/cluster/kafka.sh).
+    kafka_replication_factor: int = Field(default=-1, ge=-1)
     hotdeal_stock_redis: bool = True
     payment_webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
     admin_token: SecretStr = SecretStr(DEV_ADMIN_TOKEN)
@@ -42,6 +45,13 @@ class Settings(BaseSettings):
 
     db_pool_size: int = Field(default=20, ge=1)
     redis_max_connections: int = Field(default=64, ge=1)
+    # A Redis Cluster (scripts/cluster/redis.sh): REDIS_URL names any one node (db 0 only);
+    # the client discovers the others (hotdeal_core/stock/client.py).
+    redis_cluster: bool = False
+    # A reservation is answered only once a replica holds it (WAIT 1 <ms> on the connection
+    # that reserved); on timeout it is given back and the buyer gets 503 + Retry-After.
+    # Unset: 100 ms with REDIS_CLUSTER, off on a single node; 0 turns it off.
+    redis_replica_ack_timeout_ms: int | None = Field(default=None, ge=0)
     db_max_overflow: int = Field(default=20, ge=0)
     # Seconds a request waits for a database connection before answering 503.
     db_pool_timeout: float = Field(default=10.0, gt=0)
@@ -69,6 +79,22 @@ class Settings(BaseSettings):
     handler_max_attempts: int = Field(default=5, ge=1)
     # An outbox row that keeps failing to publish is set aside after this many attempts.
     outbox_max_attempts: int = Field(default=10, ge=1)
+    # Logs of all three processes (hotdeal_core/observability/logs.py): text or JSON lines.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # One log line per order API request (off: at flash-sale rates it costs more than an order).
+    log_requests: bool = False
+    # The consumers' Prometheus port (GET /metrics); unset: none. The order API serves
+    # /metrics on its own port.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+    @field_validator("kafka_replication_factor")
+    @classmethod
+    def _replicas_or_broker_default(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be -1 (the brokers' default) or at least 1")
+        return value
 
     def require_real_secrets(self) -> None:
         """Raise InsecureSecrets if a secret is empty, or the development default without

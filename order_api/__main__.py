@@ -18,7 +18,7 @@ def main() -> None:
         settings.require_real_secrets()
     except InsecureSecrets as exc:
         raise SystemExit(f"hotdeal: refusing to start: {exc}") from None
-    configure_logging()
+    configure_logging(settings)
     serve(settings.order_api_server, "order_api.asgi:app", lambda: create_app(settings),
           host=settings.order_api_host, port=settings.order_api_port,
           workers=settings.order_api_workers)

@@ -12,6 +12,7 @@ from hotdeal_core.runtime import build_runtime
 from hotdeal_core.settings import Settings
 from order_api.errors import install_error_handlers
 from order_api.fastpath import SoldOutFastPath
+from order_api.observe import ObservedApp
 from order_api.routes import router
 
 log = logging.getLogger(__name__)
@@ -40,5 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     # Sold-out refusals from the memo, before routing and body validation (fastpath.py).
     app.add_middleware(SoldOutFastPath, state=app.state)
+    # Outside the fast path, so its answers are timed and counted too (order_api/observe.py).
+    app.add_middleware(ObservedApp, log_requests=settings.log_requests)
     app.include_router(router)
     return app

@@ -5,5 +5,6 @@ from hotdeal_core.settings import load_settings
 from order_api.app import create_app
 from order_api.servers import configure_logging
 
-configure_logging()  # a spawned worker inherits no logging set-up
-app = create_app(load_settings())
+settings = load_settings()
+configure_logging(settings)  # a spawned worker inherits no logging set-up
+app = create_app(settings)

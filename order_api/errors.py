@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ClusterError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -25,6 +26,46 @@ from hotdeal_core.db.engine import is_unavailable
 from hotdeal_core.errors import DependencyUnavailable, HotdealError
 
 log = logging.getLogger(__name__)
+
+# Every error code a route answers with, and what it means: the OpenAPI document declares
+# them per route and status (`declared`), the README's table lists the same (a test).
+ERROR_CODES: dict[str, str] = {
+    "validation_error": "the body, a header or a path parameter is invalid",
+    "unauthorized": "a valid admin bearer token is required",
+    "bad_signature": "X-Payment-Signature is missing, stale or does not match",
+    "product_not_found": "the product does not exist",
+    "order_not_found": "the order does not exist (or is not this buyer's)",
+    "deal_not_found": "the product has no live deal",
+    "sold_out": "the deal has no stock left",
+    "limit_exceeded": "the buyer would hold more than the deal's per-user limit",
+    "deal_not_active": "the product has no deal taking orders",
+    "idempotency_in_progress": "the first request with this Idempotency-Key is still running",
+    "invalid_state": "the order cannot go there from its status",
+    "deal_already_active": "the product already has a live deal",
+    "insufficient_stock": "the product has fewer units than the deal asks for",
+    "amount_mismatch": "the payment's amount differs from the order total",
+    "postgres_unavailable": "the order database is down; retry after Retry-After",
+    "redis_unavailable": "the stock store is down; retry after Retry-After",
+    "dependency_unavailable": "a dependency is unreachable; retry after Retry-After",
+}
+UNAVAILABLE = ("postgres_unavailable", "redis_unavailable", "dependency_unavailable")
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
+                                "schema": {"type": "integer"}}}
+
+
+def declared(errors: dict[int, tuple[str, ...]],
+             model: type[Any]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` of a route: each error status with its codes as named examples
+    (and a 503 with Retry-After, which every route that reads a dependency can answer)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status, codes in {**errors, 503: UNAVAILABLE}.items():
+        examples = {code: {"summary": ERROR_CODES[code], "value": {
+            "error": {"code": code, "message": ERROR_CODES[code]}}} for code in codes}
+        out[status] = {"model": model, "description": "; ".join(f"`{c}`" for c in codes),
+                       "content": {"application/json": {"examples": examples}}}
+        if status == 503:
+            out[status]["headers"] = _RETRY_AFTER
+    return out
 
 # Error replies of a Redis that cannot serve for a while (a long script, maxmemory, a
 # replica or a failover, loading its data, a cluster resharding); any other error reply
@@ -112,6 +153,7 @@ HANDLERS: dict[type[Exception], Handler] = {
     HotdealError: _hotdeal_error, DependencyUnavailable: _hotdeal_error,
     RequestValidationError: _validation_error, StarletteHTTPException: _http_error,
     RedisConnectionError: _redis_down, RedisTimeoutError: _redis_down,
+    ClusterError: _redis_down, RedisClusterException: _redis_down,  # a cluster mid-failover
     RedisResponseError: _redis_error, DBAPIError: _postgres_down,
     PoolTimeoutError: _postgres_down, ClientDisconnect: _client_gone, OSError: _os_error,
     Exception: _unexpected}

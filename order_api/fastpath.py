@@ -28,10 +28,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hotdeal_core.observability.metrics import order_outcome
 from hotdeal_core.usecases import orders
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.orders import refused_by_memo
 from order_api.errors import error_answer, error_response
+from order_api.observe import OUTCOME
 from order_api.routes import order_response
 from schemas.http import BIGINT_LIMIT, MAX_ORDER_QUANTITY
 
@@ -147,14 +149,17 @@ class SoldOutFastPath:
         product_id, user_id, quantity = order
         if await refused_by_memo(ctx, product_id, user_id, key):
             response: Response = _REFUSAL
+            scope[OUTCOME] = "sold_out"  # counted by order_api/observe.py
         else:
             try:
                 placed = await orders.place_order(ctx, orders.PlaceOrder(
                     product_id, user_id, quantity, key))
                 response = JSONResponse(order_response(placed).model_dump(mode="json"),
                                         status_code=202)
+                scope[OUTCOME] = "accepted"
             except Exception as exc:  # noqa: BLE001 - answered as FastAPI would
                 response = await error_answer(Request(scope), exc)
+                scope[OUTCOME] = order_outcome(response.status_code, getattr(exc, "code", None))
         await send({"type": "http.response.start", "status": response.status_code,
                     "headers": list(response.raw_headers)})
         await send({"type": "http.response.body", "body": response.body})

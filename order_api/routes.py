@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Request, Response, Security
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 
 from hotdeal_core import signature
 from hotdeal_core.errors import Unauthorized
-from hotdeal_core.metrics import gauge
-from hotdeal_core.outbox import OutboxRelay
 from hotdeal_core.runtime import Runtime
-from hotdeal_core.usecases import deals, orders, payments, products, reconcile
+from hotdeal_core.usecases import deals, orders, payments, products
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.views import OrderView
-from order_api.errors import error_response
+from order_api.errors import declared, error_response
+from order_api.observe import metrics_response
 from schemas.http import (
     BIGINT_LIMIT,
     CancelOrderRequest,
@@ -35,8 +35,24 @@ from schemas.http import (
 )
 
 router = APIRouter()
-ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse} for code in (401, 404, 409, 422, 503)}
+_INVALID = ("validation_error",)
+
+
+def _errors(**by_status: tuple[str, ...]) -> dict[int | str, dict[str, Any]]:
+    """A route's documented errors, e.g. `_errors(e404=("order_not_found",))`."""
+    return declared({int(k[1:]): v for k, v in by_status.items()}, ErrorResponse)
+
+
+class _AdminBearer(HTTPBearer):
+    """Declares the admin routes' bearer scheme in the OpenAPI document; it checks nothing
+    itself, `require_admin` does (and answers our 401, not FastAPI's)."""
+
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+        return None
+
+
+ADMIN_BEARER = _AdminBearer(scheme_name="adminBearer", auto_error=False,
+                            description="ADMIN_TOKEN, as `Authorization: Bearer <token>`")
 
 
 # Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a
@@ -52,9 +68,12 @@ ProductIdPath = Annotated[int, Path(ge=1, lt=BIGINT_LIMIT)]
 
 
 async def require_admin(request: Request,
-                  authorization: Annotated[str | None, Header()] = None) -> None:
+                        # ADMIN_BEARER documents this header; not a second time as a parameter
+                        authorization: Annotated[str | None, Header(
+                            include_in_schema=False)] = None,
+                        _: Annotated[None, Security(ADMIN_BEARER)] = None) -> None:
     token = request.app.state.settings.admin_token.get_secret_value().encode()
-    scheme, _, given = (authorization or "").partition(" ")
+    scheme, _sep, given = (authorization or "").partition(" ")
     # An empty token (configured or given) never passes.
     if scheme.lower() != "bearer" or not given or not token or \
             not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token):
@@ -70,7 +89,9 @@ def order_response(order: OrderView) -> OrderResponse:
         created_at=order.created_at, updated_at=order.updated_at)
 
 
-@router.post("/orders", status_code=202, response_model=OrderResponse, responses=ERRORS)
+@router.post("/orders", status_code=202, response_model=OrderResponse, responses=_errors(
+    e404=("product_not_found",), e422=_INVALID,
+    e409=("sold_out", "limit_exceeded", "deal_not_active", "idempotency_in_progress")))
 async def place_order(body: PlaceOrderRequest, ctx: Ctx,
                       idempotency_key: Annotated[str | None, Header(
                           min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")] = None,
@@ -80,26 +101,32 @@ async def place_order(body: PlaceOrderRequest, ctx: Ctx,
     return order_response(order)
 
 
-@router.get("/orders/{order_id}", response_model=OrderResponse, responses=ERRORS)
+@router.get("/orders/{order_id}", response_model=OrderResponse,
+            responses=_errors(e404=("order_not_found",), e422=_INVALID))
 async def get_order(order_id: UUID, ctx: Ctx) -> OrderResponse:
     return order_response(await orders.get_order(ctx, order_id))
 
 
 @router.post("/orders/{order_id}/confirm", status_code=202, response_model=OrderResponse,
-             responses=ERRORS, dependencies=[Depends(require_admin)])
+             responses=_errors(e401=("unauthorized",), e404=("order_not_found",),
+                               e409=("invalid_state",), e422=_INVALID),
+             dependencies=[Depends(require_admin)])
 async def confirm_order(order_id: UUID, ctx: Ctx) -> OrderResponse:
     """Confirm without a payment callback (trusted callers). The stock worker applies it."""
     return order_response(await orders.request_confirmation(ctx, order_id))
 
 
 @router.post("/orders/{order_id}/cancel", status_code=202, response_model=OrderResponse,
-             responses=ERRORS)
+             responses=_errors(e404=("order_not_found",), e409=("invalid_state",),
+                               e422=_INVALID))
 async def cancel_order(order_id: UUID, body: CancelOrderRequest, ctx: Ctx) -> OrderResponse:
     """The buyer cancels a PENDING order. The stock worker applies it and frees the stock."""
     return order_response(await orders.request_cancellation(ctx, order_id, body.user_id))
 
 
-@router.post("/payments/webhook", response_model=PaymentWebhookResponse, responses=ERRORS)
+@router.post("/payments/webhook", response_model=PaymentWebhookResponse, responses=_errors(
+    e401=("bad_signature",), e404=("order_not_found",),
+    e422=("amount_mismatch", "validation_error")))
 async def payment_webhook(request: Request, ctx: Ctx,
                           x_payment_signature: Annotated[str | None, Header()] = None,
                           ) -> PaymentWebhookResponse | JSONResponse:
@@ -120,7 +147,8 @@ async def payment_webhook(request: Request, ctx: Ctx,
                                   duplicate=receipt.duplicate)
 
 
-@router.get("/products/{product_id}", response_model=ProductResponse, responses=ERRORS)
+@router.get("/products/{product_id}", response_model=ProductResponse,
+            responses=_errors(e404=("product_not_found",), e422=_INVALID))
 async def get_product(product_id: ProductIdPath, ctx: Ctx) -> ProductResponse:
     p = await products.get_product(ctx, product_id)
     deal = None
@@ -134,7 +162,9 @@ async def get_product(product_id: ProductIdPath, ctx: Ctx) -> ProductResponse:
 
 
 @router.post("/products/{product_id}/hotdeal/start", status_code=201,
-             response_model=StartDealResponse, responses=ERRORS,
+             response_model=StartDealResponse, responses=_errors(
+                 e401=("unauthorized",), e404=("product_not_found",),
+                 e409=("deal_already_active", "insufficient_stock"), e422=_INVALID),
              dependencies=[Depends(require_admin)])
 async def start_hotdeal(product_id: ProductIdPath, body: StartDealRequest,
                         ctx: Ctx) -> StartDealResponse:
@@ -146,7 +176,9 @@ async def start_hotdeal(product_id: ProductIdPath, body: StartDealRequest,
 
 
 @router.post("/products/{product_id}/hotdeal/end", response_model=EndDealResponse,
-             responses=ERRORS, dependencies=[Depends(require_admin)])
+             responses=_errors(e401=("unauthorized",), e404=("deal_not_found",),
+                               e422=_INVALID),
+             dependencies=[Depends(require_admin)])
 async def end_hotdeal(product_id: ProductIdPath, ctx: Ctx) -> EndDealResponse:
     """Stop intake at once; the reconciler flushes the deal's stock back to Postgres."""
     deal_id, ended_now = await deals.end_deal(ctx, product_id)
@@ -158,7 +190,9 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {
+    "description": "Postgres or Redis does not answer (the body says which); Retry-After",
+    "headers": {"Retry-After": {"schema": {"type": "integer"}}}}})
 async def readyz(request: Request, response: Response) -> dict[str, object]:
     runtime: Runtime = request.app.state.runtime
     checks = await runtime.readiness()
@@ -172,20 +206,7 @@ async def readyz(request: Request, response: Response) -> dict[str, object]:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(request: Request, ctx: Ctx) -> str:
-    """Outbox publish delay, and the stock invariant's terms for every live deal."""
-    relay: OutboxRelay = request.app.state.runtime.relay
-    parts = [relay.publish_delay.render(), gauge(
-        "hotdeal_outbox_published_total", "Outbox rows published by this process",
-        relay.published_total), gauge(
-        "hotdeal_kafka_connected", "1 while this process's outbox relay is connected to Kafka",
-        int(relay.connected))]
-    for audit in await reconcile.audit_live_deals(ctx):
-        labels = f'deal_id="{audit.deal_id}",product_id="{audit.product_id}"'
-        for term in ("initial", "on_sale", "pending", "confirmed", "in_flight"):
-            parts.append(gauge(f"hotdeal_deal_{term}_units", f"Deal stock: {term} units",
-                               getattr(audit, term), labels))
-        parts.append(gauge("hotdeal_deal_audit_balanced",
-                           "1 when initial = on_sale + pending + confirmed + in_flight",
-                           int(audit.balanced), labels))
-    return "".join(parts)
+async def metrics(request: Request) -> Response:
+    """Prometheus: every metric of this API (all its workers), the outbox, the live deals'
+    stock terms (docs/observability.md)."""
+    return await metrics_response(request.app.state.runtime)

@@ -11,26 +11,52 @@
 Both stop gracefully on SIGTERM: new connections are refused, the app's lifespan shutdown
 runs (the API logs "order API stopped gracefully"), within GRACEFUL_SECONDS for the open
 connections.
+
+With worker processes (several uvicorn workers; granian always) the metrics are in
+prometheus-client's multiprocess mode: PROMETHEUS_MULTIPROC_DIR is set before any worker
+starts (a fresh temporary directory, removed at exit, unless the operator set one: then its
+old files are removed first), so a scrape of any worker reports all of them.
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib
-import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from hotdeal_core.observability.exposition import MULTIPROC_ENV
+from hotdeal_core.observability.logs import configure_logging as _configure
+from hotdeal_core.settings import Settings
 
 SERVERS = ("uvicorn", "granian")
 DEFAULT_SERVER = "uvicorn"
 GRACEFUL_SECONDS = 10
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
-def configure_logging() -> None:
-    """INFO logs of our own modules to stderr (a no-op when the root logger has a handler:
-    a forked worker inherits its parent's)."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+def configure_logging(settings: Settings) -> None:
+    """LOG_FORMAT / LOG_LEVEL for the API (hotdeal_core/observability/logs.py); every worker
+    process calls it too (order_api/asgi.py): a spawned worker inherits no logging set-up."""
+    _configure("order-api", settings.log_format, settings.log_level)
+
+
+def multiprocess_metrics() -> Path:
+    """Set up PROMETHEUS_MULTIPROC_DIR for the worker processes about to start."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):  # a previous run's values would be added up
+            stale.unlink()
+        return directory
+    directory = Path(tempfile.mkdtemp(prefix="hotdeal-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(directory)
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
 
 
 def server_from_env() -> str:
@@ -46,14 +72,18 @@ def serve(server: str, target: str, build: Callable[[], Any], *, host: str, port
           workers: int) -> None:
     """Serve the ASGI app `target` ("module:attribute", imported by worker processes) or,
     where the server runs it in this process, the app `build()` returns."""
+    if server == "granian" or workers > 1:
+        multiprocess_metrics()  # before the first worker imports prometheus-client
     if server == "granian":
         _granian(target, host=host, port=port, workers=workers)
         return
     import uvicorn
 
     app: Any = target if workers > 1 else build()
+    # log_config=None: the logs keep our set-up (LOG_FORMAT); no access log (LOG_REQUESTS).
     uvicorn.run(app, host=host, port=port, workers=workers, loop="uvloop", http="httptools",
-                log_level="warning", timeout_graceful_shutdown=GRACEFUL_SECONDS)
+                log_level="warning", log_config=None, access_log=False,
+                timeout_graceful_shutdown=GRACEFUL_SECONDS)
 
 
 def _granian(target: str, *, host: str, port: int, workers: int) -> None:

@@ -3,6 +3,27 @@
 Consumes `hotdeals.v1` in the consumer group `reconciler` (HotDealEnded -> flush) and runs
 the deal duties: end deals whose duration is over, rebuild Redis state lost by a restart,
 release orphan reservations, and flush ended deals whose event has not arrived yet.
+
+Several reconcilers may run (`make up CLUSTER=1` starts two): the group shares the topic's
+partitions, and each duty runs in one replica at a time, the holder of its Postgres advisory
+lock (`Duty.exclusive`, hotdeal_core/duty_locks.py); another takes over within an interval
+when it stops or dies. Would a duty also be safe run by two at once (the lock's one window:
+a leader that lost its session mid-run)? All are; the lock saves the doubled work, the lock
+waits and the log noise of N replicas doing the same thing:
+
+- end-due-deals: safe. `end_deal` moves ACTIVE -> ENDED by compare-and-set; one call wins
+  and writes the one HotDealEnded, the other ends nothing (or finds the deal gone).
+- recover-lost-redis-state: safe. A flagged deal is looked at again under the exclusive deal
+  fence and rebuilt only if the loss is still there, so the second of two replicas finds
+  the first one's rebuild and leaves it. (Without that second look, a second rebuild under
+  a newer epoch would fence the reservations taken on the first: refused buyers, never an
+  oversold unit.)
+- release-orphans: safe. Voiding is an insert ON CONFLICT DO NOTHING, a release is guarded
+  by the reservation record (a second release is a no-op); only the work is doubled.
+- flush-stuck-deals: safe. `flush_deal` locks the deal (fence + row) and returns the stored
+  report if the deal is RECONCILED already.
+- the hotdeals.v1 subscriber: one member per partition (Kafka's group), and a redelivered
+  HotDealEnded is a flush again: safe, as above.
 """
 
 from __future__ import annotations
@@ -13,10 +34,14 @@ from typing import Any
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 
 from hotdeal_core.consumer import RetryPolicy, handle
 from hotdeal_core.db.tables import hot_deals
+from hotdeal_core.kafka_topics import server_list
+from hotdeal_core.observability.logs import bind_ids
 from hotdeal_core.service import Duty, Service
 from hotdeal_core.settings import Settings
 from hotdeal_core.topics import Topics
@@ -32,6 +57,8 @@ from schemas.events import HotDealEnded, HotDealEvent, hotdeal_event_adapter
 log = logging.getLogger(__name__)
 GROUP = "reconciler"
 STUCK_AFTER_SECONDS = 10
+# SIGTERM: an in-flight flush gets this long to finish (compose's stop_grace_period is longer).
+GRACEFUL_TIMEOUT = 20.0
 
 
 async def flush_stuck(ctx: Context) -> int:
@@ -51,8 +78,14 @@ def create_app(settings: Settings) -> FastStream:
     group = settings.kafka_topic_prefix + GROUP  # environments sharing a broker stay apart
     retry = RetryPolicy.from_settings(settings)  # a failing handler: bounded, then dead letter
     # Per-message logs at DEBUG: at flash-sale rates they would cost more than the work.
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=group,
-                         graceful_timeout=20.0, log_level=logging.DEBUG)
+    # acks="all": a dead letter survives the loss of a broker (min.insync.replicas=2).
+    broker = KafkaBroker(server_list(settings.kafka_bootstrap_servers), client_id=group,
+                         acks="all", graceful_timeout=GRACEFUL_TIMEOUT, log_level=logging.DEBUG,
+                         # Through the root logger: LOG_FORMAT's handler, not FastStream's own.
+                         logger=logging.getLogger("hotdeal.faststream.kafka"),
+                         # FastStream's consumer metrics, served with ours (METRICS_PORT).
+                         middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY,
+                                                                app_name=GROUP)])
     every = settings.reconcile_interval_seconds
 
     async def orphans(ctx: Context) -> bool:
@@ -69,12 +102,14 @@ def create_app(settings: Settings) -> FastStream:
     service = Service(settings, [Duty("end-due-deals", every, due),
                                  Duty("recover-lost-redis-state", every, lost),
                                  Duty("release-orphans", every, orphans),
-                                 Duty("flush-stuck-deals", every * 5, flush_stuck)])
+                                 Duty("flush-stuck-deals", every * 5, flush_stuck)],
+                      broker=broker)
 
     async def on_hotdeal(event: HotDealEvent) -> None:
         if isinstance(event, HotDealEnded):
-            report = await flush_deal(service.ctx, event.hot_deal_id)
-            log.info("HotDealEnded %s: %s", event.hot_deal_id, report)
+            with bind_ids(deal_id=event.hot_deal_id, event_id=event.event_id):
+                report = await flush_deal(service.ctx, event.hot_deal_id)
+                log.info("HotDealEnded %s: %s", event.hot_deal_id, report)
 
     @broker.subscriber(topics.hotdeals, group_id=group, ack_policy=AckPolicy.NACK_ON_ERROR,
                        auto_offset_reset="earliest", title=f"{GROUP}:hotdeals")
@@ -83,7 +118,8 @@ def create_app(settings: Settings) -> FastStream:
                      retry=retry)
 
     return FastStream(broker, on_startup=[service.start], after_startup=[service.ready],
-                      after_shutdown=[service.stop])
+                      after_shutdown=[service.stop],
+                      logger=logging.getLogger("hotdeal.faststream"))
 
 
 def asyncapi_app() -> FastStream:

@@ -11,6 +11,10 @@
 # Ports (override with the environment):
 #   HOTDEAL_PG_PORT=55432  HOTDEAL_REDIS_PORT=56379  HOTDEAL_KAFKA_PORT=59092
 #   HOTDEAL_KAFKA_CONTROLLER_PORT=59093
+# HOTDEAL_CLUSTER=1 (`make infra-up CLUSTER=1`): Postgres as above, a Redis Cluster
+# (scripts/cluster/redis.sh, ports 57001-57006) and a 3-broker Kafka (scripts/cluster/kafka.sh,
+# ports 59192-59194) instead of the single Redis and Kafka; `down` then stops those two and
+# leaves Postgres (shared by both modes) running.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -297,6 +301,29 @@ status_line() { # name, answers-fn, pidfile, port
   else state=down; fi
   printf '%-9s 127.0.0.1:%-6s %s\n' "$name" "$port" "$state"
 }
+
+# ---------------------------------------------------------------- cluster mode
+cluster() { # up|down|status: the Redis Cluster and the 3-broker Kafka
+  case "$1" in
+    up) "$ROOT/scripts/cluster/redis.sh" up; "$ROOT/scripts/cluster/kafka.sh" up ;;
+    down) "$ROOT/scripts/cluster/kafka.sh" down; "$ROOT/scripts/cluster/redis.sh" down ;;
+    status) "$ROOT/scripts/cluster/redis.sh" status; "$ROOT/scripts/cluster/kafka.sh" status ;;
+  esac
+}
+
+if [ "${HOTDEAL_CLUSTER:-}" = 1 ]; then
+  case "${1:-}" in
+    up)
+      log "postgres data directory: $PG_DIR"
+      pg_up; cluster up
+      log "  DATABASE_URL=postgresql+asyncpg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/hotdeal"
+      ;;
+    down) cluster down ;;
+    status) status_line postgres pg_answers "$PG_DIR/data/postmaster.pid" "$PG_PORT"; cluster status ;;
+    *) echo "usage: HOTDEAL_CLUSTER=1 $0 up|down|status" >&2; exit 2 ;;
+  esac
+  exit 0
+fi
 
 case "${1:-}" in
   up)

@@ -3,6 +3,14 @@
 Consumes `payments.v1` and `order-requests.v1` in the consumer group `stock-worker`, in
 batches (one transaction and one offset commit per batch; see docs/events.md), and runs
 the expiry sweeper. It is the only writer of order status after creation.
+
+Several stock workers may run (`make up CLUSTER=1` starts two): the consumer group gives each
+partition to one member, and a rebalance (a member joins, stops or dies) redelivers what was
+not committed; `settle_batch` applies an event once whoever receives it (processed_events,
+compare-and-set on the order row). The expiry sweeper runs in one replica at a time (its
+Postgres advisory lock, `Duty.exclusive`); it would be safe in all (the cancel is a
+compare-and-set that never cancels a paid order, rows are locked in id order), but two
+sweepers would pick the same due orders and queue on their row locks for nothing.
 """
 
 from __future__ import annotations
@@ -14,10 +22,14 @@ from typing import Any
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
+from prometheus_client import REGISTRY
 
 from hotdeal_core.consumer import RetryPolicy, handle_batch
-from hotdeal_core.domain import CancelReason
+from hotdeal_core.domain import CancelReason, OrderStatus
+from hotdeal_core.kafka_topics import server_list
+from hotdeal_core.observability.metrics import observe_settled
 from hotdeal_core.service import Duty, Service
 from hotdeal_core.settings import Settings
 from hotdeal_core.topics import Topics
@@ -27,6 +39,7 @@ from hotdeal_core.usecases.settlement import (
     Cancel,
     Command,
     Confirm,
+    SettleResult,
     expire_due_orders,
     settle_batch,
 )
@@ -46,6 +59,9 @@ from schemas.events import (
 # consumer waits SETTLE_BATCH_TIMEOUT_MS for records before polling again (FastStream then
 # pauses as long again): the most a lone message waits on top of its fetch.
 
+# SIGTERM: in-flight batches get this long to finish (compose's stop_grace_period is longer).
+GRACEFUL_TIMEOUT = 15.0
+
 
 def payment_commands(events: Sequence[PaymentEvent]) -> list[Command]:
     """payments.v1 -> settlement commands (RefundRequested is ours, for the provider)."""
@@ -56,6 +72,17 @@ def payment_commands(events: Sequence[PaymentEvent]) -> list[Command]:
         elif isinstance(e, PaymentFailed):
             commands.append(Cancel(e.order_id, CancelReason.PAYMENT_FAILED, e.event_id))
     return commands
+
+
+def observe_settlements(events: Sequence[PaymentEvent], results: Sequence[SettleResult],
+                        ) -> None:
+    """hotdeal_settlement_duration_seconds for each payment this batch confirmed (the
+    results follow `payment_commands(events)`: one per succeeded or failed payment)."""
+    settling = [e for e in events if isinstance(e, PaymentSucceeded | PaymentFailed)]
+    for event, result in zip(settling, results, strict=True):
+        if isinstance(event, PaymentSucceeded) and result.outcome == "applied" \
+                and result.status == OrderStatus.CONFIRMED:
+            observe_settled(event.occurred_at)
 
 
 def request_commands(events: Sequence[OrderRequest]) -> list[Command]:
@@ -80,17 +107,25 @@ def create_app(settings: Settings) -> FastStream:
     group = settings.kafka_topic_prefix + GROUP  # environments sharing a broker stay apart
     retry = RetryPolicy.from_settings(settings)  # a failing handler: bounded, then dead letter
     # Per-message logs at DEBUG: at flash-sale rates they would cost more than the work.
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=group,
-                         graceful_timeout=15.0, log_level=logging.DEBUG)
+    # acks="all": a dead letter survives the loss of a broker (min.insync.replicas=2).
+    broker = KafkaBroker(server_list(settings.kafka_bootstrap_servers), client_id=group,
+                         acks="all", graceful_timeout=GRACEFUL_TIMEOUT, log_level=logging.DEBUG,
+                         # Through the root logger: LOG_FORMAT's handler, not FastStream's own.
+                         logger=logging.getLogger("hotdeal.faststream.kafka"),
+                         # FastStream's consumer metrics, served with ours (METRICS_PORT).
+                         middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY,
+                                                                app_name=GROUP)])
 
     async def expire(ctx: Context) -> int:
         """Cancel reservations past RESERVATION_TTL_SECONDS, in batches."""
         return await expire_due_orders(ctx, settings.sweep_batch_size)
 
-    service = Service(settings, [Duty("expiry-sweeper", settings.sweep_interval_seconds, expire)])
+    service = Service(settings, [Duty("expiry-sweeper", settings.sweep_interval_seconds,
+                                      expire)], broker=broker)
 
     async def on_payments(events: list[PaymentEvent]) -> None:
-        await settle_batch(service.ctx, payment_commands(events), consumer=GROUP)
+        results = await settle_batch(service.ctx, payment_commands(events), consumer=GROUP)
+        observe_settlements(events, results)
 
     async def on_requests(events: list[OrderRequest]) -> None:
         await settle_batch(service.ctx, request_commands(events), consumer=GROUP)
@@ -117,7 +152,8 @@ def create_app(settings: Settings) -> FastStream:
                            retry=retry)
 
     return FastStream(broker, on_startup=[service.start], after_startup=[service.ready],
-                      after_shutdown=[service.stop])
+                      after_shutdown=[service.stop],
+                      logger=logging.getLogger("hotdeal.faststream"))
 
 
 def asyncapi_app() -> FastStream:

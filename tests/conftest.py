@@ -1,6 +1,8 @@
 """Shared fixtures. Tests run against the real Postgres, Redis and Kafka started by
 `make test` (scripts/infra.sh); the test database, Redis db 1 and the "test." topic prefix
-keep them apart from the demo's data."""
+keep them apart from the demo's data. `make test-cluster` runs the Redis tiers against a
+Redis Cluster of their own instead (REDIS_CLUSTER=true, ports 57101-57106: a cluster has
+only db 0, so a dedicated cluster is what keeps the tests' keys apart)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _PG_PORT = os.environ.get("HOTDEAL_PG_PORT", "55432")
@@ -25,6 +27,11 @@ os.environ["KAFKA_TOPIC_PREFIX"] = (
 
 from hotdeal_core.db.engine import make_engine  # noqa: E402
 from hotdeal_core.settings import Settings  # noqa: E402
+from hotdeal_core.stock.client import (  # noqa: E402
+    close_redis,
+    make_redis,
+    replica_ack_timeout_ms,
+)
 from hotdeal_core.stock.redis_store import RedisStockStore  # noqa: E402
 from hotdeal_core.topics import Topics  # noqa: E402
 from hotdeal_core.usecases.context import Context  # noqa: E402
@@ -53,15 +60,16 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture(scope="session")
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url, max_connections=2000)
+async def redis(settings: Settings) -> AsyncIterator[Redis | RedisCluster]:
+    client = make_redis(settings, max_connections=2000)
     yield client
-    await client.aclose()
+    await close_redis(client)
 
 
 @pytest.fixture(scope="session")
 def ctx(engine: AsyncEngine, redis: Redis, settings: Settings) -> Context:
-    return Context(engine=engine, stock=RedisStockStore(redis), settings=settings,
+    store = RedisStockStore(redis, replica_ack_timeout_ms(settings))
+    return Context(engine=engine, stock=store, settings=settings,
                    topics=Topics(settings.kafka_topic_prefix))
 
 

@@ -64,6 +64,11 @@ class FakeStockStore:
         return [await self.reserve(product_id, r.order_id, r.user_id, r.quantity,
                                    r.idempotency_key, now_ms) for r in requests]
 
+    async def reserve_groups(self, groups: Sequence[tuple[int, list[ReserveRequest]]],
+                             now_ms: int) -> list[list[ReserveResult] | BaseException]:
+        return [await self.reserve_many(product_id, requests, now_ms)
+                for product_id, requests in groups]
+
     async def key_used(self, product_id: int, user_id: str, key: str) -> bool:
         deal = self.deals.get(product_id)
         return deal is not None and (user_id, key) in deal.idem

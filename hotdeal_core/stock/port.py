@@ -120,6 +120,12 @@ class StockStore(Protocol):
         outcomes as as many `reserve` calls in a row."""
         ...
 
+    async def reserve_groups(self, groups: Sequence[tuple[int, list[ReserveRequest]]],
+                             now_ms: int) -> list[list[ReserveResult] | BaseException]:
+        """`reserve_many` for several deals at once (one batch of the order API), one
+        outcome per deal, in order: its results, or the error of that deal's call alone."""
+        ...
+
     async def release(self, product_id: int, order_id: UUID) -> ReleaseOutcome: ...
 
     async def key_used(self, product_id: int, user_id: str, key: str) -> bool:

@@ -1,15 +1,25 @@
-"""Redis adapter of the stock store: every step is one Lua script, every key in KEYS[]."""
+"""Redis adapter of the stock store: every step is one Lua script, every key in KEYS[].
+
+Every script touches the keys of one deal only, and they share one hash tag, so each runs on
+the one Redis Cluster master owning that slot; calls for many deals (`reserve_groups`, the
+`*_many` settlements) are split by owning node (`hotdeal_core.stock.client`).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any
 from uuid import UUID
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from hotdeal_core.stock.client import (
+    RedisClient,
+    ReplicaAckTimeout,
+    evalsha_on_owners,
+)
 from hotdeal_core.stock.port import (
     DealSnapshot,
     DueReservations,
@@ -20,6 +30,8 @@ from hotdeal_core.stock.port import (
     ReserveRequest,
     ReserveResult,
 )
+
+log = logging.getLogger(__name__)
 
 STATE, STOCK, USERS, RES, IDEM, SINCE = range(6)
 # Orders per call of a *_many script: Redis runs one script at a time, so a call must stay
@@ -34,7 +46,7 @@ def deal_keys(product_id: int) -> list[str]:
             f"{tag}:since"]
 
 
-def _script(redis: Redis, name: str) -> AsyncScript:
+def _script(redis: RedisClient, name: str) -> AsyncScript:
     source = (files("hotdeal_core.stock") / "lua" / f"{name}.lua").read_text()
     return redis.register_script(source)
 
@@ -63,8 +75,11 @@ def parse_reservation(order_id: Any, record: Any) -> Reservation:
 
 
 class RedisStockStore:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient, replica_ack_timeout_ms: int = 0) -> None:
+        """`replica_ack_timeout_ms` > 0: a reservation counts only once a replica holds it
+        (see `reserve_groups`); 0 for a Redis without replicas."""
         self._redis = redis
+        self._ack_ms = replica_ack_timeout_ms
         self._reserve = _script(redis, "reserve")
         self._release = _script(redis, "release")
         self._forget = _script(redis, "forget")
@@ -86,11 +101,45 @@ class RedisStockStore:
 
     async def reserve_many(self, product_id: int, requests: list[ReserveRequest],
                            now_ms: int) -> list[ReserveResult]:
-        args: list[str | int] = [now_ms]
-        for r in requests:
-            args += [str(r.order_id), r.user_id, r.quantity, r.idempotency_key or ""]
-        flat = await self._reserve(keys=deal_keys(product_id), args=args)
-        return [_reserve_result(*flat[i:i + 5]) for i in range(0, len(flat), 5)]
+        outcome = (await self.reserve_groups([(product_id, requests)], now_ms))[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def reserve_groups(self, groups: Sequence[tuple[int, list[ReserveRequest]]],
+                             now_ms: int) -> list[list[ReserveResult] | BaseException]:
+        """One reserve script per deal, one round trip per Redis node. With a replica ack
+        timeout, each node's scripts are followed by one WAIT on their connection; a deal
+        whose reservations no replica acknowledged in time gets them released and
+        `ReplicaAckTimeout` instead of its results (a failover could lose them)."""
+        calls: list[tuple[list[str], list[str | int]]] = []
+        for product_id, requests in groups:
+            args: list[str | int] = [now_ms]
+            for r in requests:
+                args += [str(r.order_id), r.user_id, r.quantity, r.idempotency_key or ""]
+            calls.append((deal_keys(product_id), args))
+        replies = await evalsha_on_owners(self._redis, self._reserve, calls, self._ack_ms)
+        outcomes: list[list[ReserveResult] | BaseException] = []
+        unacked: list[tuple[int, UUID]] = []
+        for (product_id, requests), reply in zip(groups, replies, strict=True):
+            if isinstance(reply.reply, BaseException):
+                outcomes.append(reply.reply)
+                continue
+            flat = reply.reply
+            results = [_reserve_result(*flat[i:i + 5]) for i in range(0, len(flat), 5)]
+            if reply.acked:
+                outcomes.append(results)
+                continue
+            unacked += [(product_id, r.order_id) for r, res in zip(requests, results, strict=True)
+                        if res.outcome is ReserveOutcome.RESERVED]
+            outcomes.append(ReplicaAckTimeout(self._ack_ms))
+        if unacked:
+            try:
+                await self.release_many(unacked)
+            except Exception as exc:  # noqa: BLE001 - the orphan sweep gives them back
+                log.warning("%d unacknowledged reservations not released now (%s); left to "
+                            "the orphan sweep", len(unacked), exc)
+        return outcomes
 
     async def key_used(self, product_id: int, user_id: str, key: str) -> bool:
         return bool(await self._redis.hexists(deal_keys(product_id)[IDEM], f"{user_id}\t{key}"))
@@ -116,7 +165,7 @@ class RedisStockStore:
 
     async def _many(self, script: AsyncScript, items: Sequence[tuple[int, UUID]],
                     keys: Callable[[int], list[str]]) -> list[int]:
-        """One script call per deal (and per MANY_PER_CALL orders), all in one pipeline."""
+        """One script call per deal (and per MANY_PER_CALL orders), one round trip per node."""
         by_deal: dict[int, list[int]] = {}
         for position, (product_id, _) in enumerate(items):
             by_deal.setdefault(product_id, []).append(position)
@@ -125,14 +174,14 @@ class RedisStockStore:
                  for start in range(0, len(positions), MANY_PER_CALL)]
         if not calls:
             return []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for product_id, positions in calls:
-                await script(keys=keys(product_id),
-                             args=[str(items[p][1]) for p in positions], client=pipe)
-            replies = await pipe.execute()
+        replies = await evalsha_on_owners(self._redis, script, [
+            (keys(product_id), [str(items[p][1]) for p in positions])
+            for product_id, positions in calls], 0)
         codes = [0] * len(items)
         for (_, positions), reply in zip(calls, replies, strict=True):
-            for position, code in zip(positions, reply, strict=True):
+            if isinstance(reply.reply, BaseException):
+                raise reply.reply
+            for position, code in zip(positions, reply.reply, strict=True):
                 codes[position] = int(code)
         return codes
 

@@ -40,7 +40,7 @@ from hotdeal_core.domain import (
 )
 from hotdeal_core.errors import Conflict, NotFound
 from hotdeal_core.outbox import add_event
-from hotdeal_core.stock.port import RebuiltState, ReleaseOutcome, Reservation
+from hotdeal_core.stock.port import DealSnapshot, RebuiltState, ReleaseOutcome, Reservation
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import end_deal
 from schemas.events import HotDealReconciled
@@ -243,6 +243,7 @@ class RecoverReport:
     epoch: int
     stock: int
     reservations: int
+    reason: str = "asked for"  # or why recover_lost_states rebuilt it (`_lost_writes`)
 
 
 async def recover_deal(ctx: Context, product_id: int) -> RecoverReport:
@@ -252,6 +253,14 @@ async def recover_deal(ctx: Context, product_id: int) -> RecoverReport:
     orders; one reservation per PENDING order. The new epoch fences every reservation made
     on the old state: its order insert is refused (the API answers deal_not_active).
     """
+    report = await _rebuild(ctx, product_id, only_if_lost=False)
+    assert report is not None
+    return report
+
+
+async def _rebuild(ctx: Context, product_id: int, *, only_if_lost: bool) -> RecoverReport | None:
+    """`only_if_lost`: look again under the exclusive deal fence and rebuild only if the
+    state lost writes; None if it has not (a healthy deal is never rebuilt on a race)."""
     async with ctx.engine.begin() as conn:
         deal_id = (await conn.execute(select(hot_deals.c.id).where(
             hot_deals.c.product_id == product_id,
@@ -261,15 +270,54 @@ async def recover_deal(ctx: Context, product_id: int) -> RecoverReport:
         deal = await _deal(conn, int(deal_id), lock=True)
         if deal.stock_backend != StockBackend.REDIS:
             raise Conflict("invalid_state", "this deal keeps its stock in Postgres")
+        reason = "asked for"
+        if only_if_lost:
+            units = await _units_by_status(conn, deal.id)
+            lost = _lost_writes(deal, await ctx.stock.peek(product_id),
+                                units[OrderStatus.PENDING] + units[OrderStatus.CONFIRMED])
+            if lost is None:
+                return None
+            reason = lost
         epoch = int(deal.epoch) + 1
         await conn.execute(hot_deals.update().where(hot_deals.c.id == deal.id).values(
             epoch=epoch, updated_at=text("now()")))
         state = await _state_from_orders(conn, deal, epoch)
         if not await ctx.stock.rebuild(product_id, state):
             raise Conflict("invalid_state", "a newer rebuild of this deal is already in Redis")
-    log.warning("deal %s: Redis state rebuilt from Postgres (epoch %d, stock %d)",
-                deal.id, epoch, state.stock)
-    return RecoverReport(deal.id, product_id, epoch, state.stock, len(state.reservations))
+    log.warning("deal %s: Redis state rebuilt from Postgres (epoch %d, stock %d): %s",
+                deal.id, epoch, state.stock, reason)
+    return RecoverReport(deal.id, product_id, epoch, state.stock, len(state.reservations),
+                         reason)
+
+
+def _lost_writes(deal: Any, snap: DealSnapshot, sold: int | None) -> str | None:
+    """Why an ACTIVE deal's Redis state must be rebuilt, or None if it holds every write.
+
+    A reservation is written in Redis before its order row commits, and a cancellation
+    commits before its units go back, so a healthy state never offers more than Postgres
+    says is left: stock <= initial - units of PENDING and CONFIRMED orders (`sold`). More
+    means Redis lost reservations whose orders exist (an asynchronous replica promoted in
+    a failover): left alone, those units would be sold twice. Exact only under the
+    exclusive deal fence (no order appears or is cancelled meanwhile). Read without it, a
+    false alarm is possible (an order committed between the two reads), hence the fenced
+    second look; so is a loss seen one round late (a cancellation committed between them).
+    `sold` None: not read yet (status and epoch only).
+    """
+    if snap.status is None or snap.deal_id != deal.id:
+        return "no Redis state for this deal"
+    if snap.epoch < deal.epoch:
+        return f"Redis state of epoch {snap.epoch}, the deal is at {deal.epoch}"
+    if sold is not None and snap.status == "open" and snap.stock > deal.initial_stock - sold:
+        return (f"Redis offers {snap.stock} units, Postgres leaves "
+                f"{deal.initial_stock - sold}: reservations lost")
+    return None
+
+
+async def _sold_units(conn: AsyncConnection, deal_id: int) -> int:
+    return int((await conn.execute(
+        select(func.coalesce(func.sum(orders.c.quantity), 0)).where(
+            orders.c.hot_deal_id == deal_id,
+            orders.c.status.in_((OrderStatus.PENDING, OrderStatus.CONFIRMED))))).scalar_one())
 
 
 async def _state_from_orders(conn: AsyncConnection, deal: Any, epoch: int) -> RebuiltState:
@@ -297,19 +345,29 @@ async def _state_from_orders(conn: AsyncConnection, deal: Any, epoch: int) -> Re
 
 
 async def recover_lost_states(ctx: Context) -> list[RecoverReport]:
-    """Find ACTIVE Redis deals whose Redis state is gone (Redis restarted empty); rebuild."""
+    """Find ACTIVE Redis deals whose Redis state lost writes (Redis restarted empty, a
+    failover to a replica that had not received them: see `_lost_writes`) and rebuild
+    them. The check without the fence is cheap (one peek, one sum on the deal's index);
+    only a deal it flags is looked at again, under the fence, before it is rebuilt."""
     async with ctx.engine.connect() as conn:
-        live = (await conn.execute(select(hot_deals.c.id, hot_deals.c.product_id).where(
+        live = (await conn.execute(select(hot_deals).where(
             hot_deals.c.status == DealStatus.ACTIVE,
             hot_deals.c.stock_backend == StockBackend.REDIS))).all()
     reports = []
-    for deal_id, product_id in live:
-        snap = await ctx.stock.peek(product_id)
-        if snap.status is None or snap.deal_id != deal_id:
-            try:
-                reports.append(await recover_deal(ctx, product_id))
-            except Conflict as exc:  # ended meanwhile, or rebuilt by someone else
-                log.info("recovery of deal %s skipped: %s", deal_id, exc.message)
+    for deal in live:
+        snap = await ctx.stock.peek(deal.product_id)  # Redis first: see `_lost_writes`
+        if _lost_writes(deal, snap, None) is None:
+            async with ctx.engine.connect() as conn:
+                sold = await _sold_units(conn, deal.id)
+            if _lost_writes(deal, snap, sold) is None:
+                continue
+        try:
+            report = await _rebuild(ctx, int(deal.product_id), only_if_lost=True)
+        except Conflict as exc:  # ended meanwhile, or rebuilt by someone else
+            log.info("recovery of deal %s skipped: %s", deal.id, exc.message)
+            continue
+        if report is not None:
+            reports.append(report)
     return reports
 
 

@@ -68,8 +68,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
               api=api_proc("order-api", run_dir),
               api_short_ttl=api_proc("order-api-short-ttl", run_dir, RESERVATION_TTL_SECONDS="1"),
               api_db=api_proc("order-api-db", run_dir, HOTDEAL_STOCK_REDIS="false"),
-              worker=Proc("stock-worker", run_dir, base_env()),
-              reconciler=Proc("reconciler", run_dir, base_env()))
+              worker=Proc("stock-worker", run_dir,
+                          {**base_env(), "METRICS_PORT": str(free_port())}),
+              reconciler=Proc("reconciler", run_dir,
+                              {**base_env(), "METRICS_PORT": str(free_port())}))
     try:
         for p in s.all():
             p.start()

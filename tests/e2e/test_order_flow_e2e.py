@@ -8,6 +8,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from hotdeal_core.db.tables import outbox
@@ -203,9 +204,8 @@ async def test_metrics_export_the_publish_delay_and_the_deal_audit(
     await _order(client, pid)
     text = (await client.get("/metrics")).text
     assert "hotdeal_outbox_publish_delay_seconds_bucket" in text
-    labels = f'product_id="{pid}"'
-    lines = [line for line in text.splitlines() if labels in line]
-    assert any(line.startswith("hotdeal_deal_pending_units") and line.endswith(" 1")
-               for line in lines), lines
-    assert any(line.startswith("hotdeal_deal_audit_balanced") and line.endswith(" 1")
-               for line in lines), lines
+    samples = {(s.name, s.labels.get("term")): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples
+               if s.labels.get("product") == str(pid)}
+    assert samples[("hotdeal_deal_units", "pending")] == 1, samples
+    assert samples[("hotdeal_deal_audit_balanced", None)] == 1, samples

@@ -10,6 +10,8 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
+from hotdeal_core.settings import Settings
+from hotdeal_core.stock.client import replica_ack_timeout_ms
 from hotdeal_core.stock.fake import FakeStockStore
 from hotdeal_core.stock.port import (
     RebuiltState,
@@ -23,10 +25,10 @@ from hotdeal_core.stock.redis_store import RedisStockStore
 
 
 @pytest.fixture(params=["redis", "fake"])
-def store(request: pytest.FixtureRequest, redis: Redis) -> StockStore:
+def store(request: pytest.FixtureRequest, redis: Redis, settings: Settings) -> StockStore:
     if request.param == "fake":
         return FakeStockStore()
-    return RedisStockStore(redis)
+    return RedisStockStore(redis, replica_ack_timeout_ms(settings))  # WAIT on a cluster
 
 
 def _pid() -> int:
@@ -252,6 +254,24 @@ async def test_reserve_many_on_a_closed_deal_refuses_every_buyer(store: StockSto
     results = await store.reserve_many(
         pid, [ReserveRequest(uuid.uuid4(), f"u{i}", 1) for i in range(3)], 1)
     assert {r.outcome for r in results} == {ReserveOutcome.NOT_ACTIVE}
+
+
+async def test_reserve_groups_gives_each_deal_its_own_outcomes(store: StockStore) -> None:
+    """Several deals in one call (on a cluster, most likely on different nodes)."""
+    deals = [await _opened(store, 2) for _ in range(6)]
+    closed_pid, closed_deal = deals[-1]
+    await store.close(closed_pid, closed_deal)
+    groups = [(pid, [ReserveRequest(uuid.uuid4(), f"u{i}", 1) for i in range(3)])
+              for pid, _ in deals]
+    outcomes = await store.reserve_groups(groups, 1)
+    for (pid, _), outcome in zip(deals[:-1], outcomes[:-1], strict=True):
+        assert not isinstance(outcome, BaseException)
+        assert [r.outcome for r in outcome] == [
+            ReserveOutcome.RESERVED, ReserveOutcome.RESERVED, ReserveOutcome.SOLD_OUT]
+        assert (await store.peek(pid)).stock == 0
+    last = outcomes[-1]
+    assert not isinstance(last, BaseException)
+    assert {r.outcome for r in last} == {ReserveOutcome.NOT_ACTIVE}
 
 
 async def test_release_many_gives_each_order_back_exactly_once(store: StockStore) -> None:

@@ -1,0 +1,111 @@
+"""Per-step and during-the-spike figures from locust's full stats history.
+
+    python -m benchmarks.history steps <run>/locust_stats_history.csv START STEP SECONDS MAX
+    python -m benchmarks.history spike <run>/locust_stats_history.csv PEAK
+
+The history has one row per second per request name when locust runs with
+`--csv-full-history` (devtools/swarm/locust_run.py passes it); only the `POST /orders` rows are read
+(the "Aggregated" row also counts the 0 ms OUTCOME entries and the webhooks). Requests and
+failures are differences of locust's cumulative counts; p50/p95/p99 are locust's "current"
+percentiles at the last row of the span, a sliding window of about its last 10 s.
+
+- steps (loadtest/shapes.py's step shape: START users, +STEP every SECONDS up to MAX): the
+  span of a step is its rows (their user count is the step's); its figures run from the
+  previous step's last row to its own last row; req/s = requests / SECONDS.
+- spike: from the first row at PEAK users (the end of the ramp) to the last one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+NAME = "POST /orders"
+
+
+@dataclass(frozen=True)
+class Row:
+    t: int
+    users: int
+    requests: int  # cumulative
+    failures: int  # cumulative
+    p50: str
+    p95: str
+    p99: str
+
+
+def read(path: Path, name: str = NAME) -> list[Row]:
+    with path.open(newline="") as f:
+        rows = [Row(int(r["Timestamp"]), int(r["User Count"]), int(r["Total Request Count"]),
+                    int(r["Total Failure Count"]), r["50%"], r["95%"], r["99%"])
+                for r in csv.DictReader(f) if r["Name"] == name]
+    if not rows:
+        raise SystemExit(f"{path} has no {name!r} rows: was locust run with "
+                         "--csv-full-history?")
+    return rows
+
+
+def _ms(text: str) -> str:
+    return text if text == "N/A" else f"{float(text):,.0f}"
+
+
+def _line(cells: Sequence[object]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def steps(rows: list[Row], start: int, step: int, seconds: float, top: int) -> list[str]:
+    out = ["| step | users | requests | req/s | failures | error % | p50 ms | p95 ms | p99 ms |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    before = Row(0, 0, 0, 0, "N/A", "N/A", "N/A")
+    for k, users in enumerate(range(start, top + 1, step), 1):
+        span = [r for r in rows if r.users == users]
+        if not span:
+            break
+        last = span[-1]
+        n, failed = last.requests - before.requests, last.failures - before.failures
+        out.append(_line([k, users, f"{n:,}", f"{n / seconds:,.0f}", f"{failed:,}",
+                          f"{100 * failed / n if n else 0:.2f}", _ms(last.p50),
+                          _ms(last.p95), _ms(last.p99)]))
+        before = last
+    return out
+
+
+def spike(rows: list[Row], peak: int) -> list[str]:
+    at_peak = [r for r in rows if r.users == peak]
+    if len(at_peak) < 2:
+        raise SystemExit(f"fewer than two rows at {peak} users")
+    first, last = at_peak[0], at_peak[-1]
+    n, failed, span = (last.requests - first.requests, last.failures - first.failures,
+                       last.t - first.t)
+    return ["| seconds at the peak | requests | req/s | failures | error % | p50 ms | p95 ms "
+            "| p99 ms |", "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            _line([span, f"{n:,}", f"{n / span:,.0f}", f"{failed:,}",
+                   f"{100 * failed / n if n else 0:.2f}", _ms(last.p50), _ms(last.p95),
+                   _ms(last.p99)])]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("steps")
+    s.add_argument("csv", type=Path)
+    for arg in ("start", "step"):
+        s.add_argument(arg, type=int)
+    s.add_argument("seconds", type=float)
+    s.add_argument("max", type=int)
+    k = sub.add_parser("spike")
+    k.add_argument("csv", type=Path)
+    k.add_argument("peak", type=int)
+    a = p.parse_args(argv)
+    rows = read(a.csv)
+    lines = steps(rows, a.start, a.step, a.seconds, a.max) if a.what == "steps" \
+        else spike(rows, a.peak)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# A 3-node Apache Kafka cluster (KRaft) on this machine, without Docker: every node is both
+# broker and controller (a 3-voter quorum), topics are replicated 3 times and a write needs
+# 2 in-sync replicas (min.insync.replicas=2), so one node may die without losing a write
+# acknowledged with acks=all, or stopping the cluster.
+#
+#   scripts/cluster/kafka.sh up       start the nodes that are not running, wait for all 3
+#   scripts/cluster/kafka.sh down     stop the nodes this script started (SIGTERM, then KILL)
+#   scripts/cluster/kafka.sh status   one line per node, and the brokers in the metadata
+#   scripts/cluster/kafka.sh kill N   SIGKILL node N (1-3): for failure tests
+#   scripts/cluster/kafka.sh start N  start node N again (after `kill`)
+#
+# Idempotent: `up` twice reuses the running nodes. Data, logs and pids live under
+# ${HOTDEAL_INFRA_DIR:-.infra}/kafka-cluster/node-N/; the broker jars are the ones
+# scripts/infra.sh fetches into .infra/kafka/libs (fetched here too if missing).
+# Ports (override with the environment; three each, space- or comma-separated):
+#   HOTDEAL_KAFKA_CLUSTER_PORTS="59192 59193 59194"
+#   HOTDEAL_KAFKA_CLUSTER_CONTROLLER_PORTS="59195 59196 59197"
+#   HOTDEAL_KAFKA_CLUSTER_HEAP=512m   (each JVM's -Xmx: the machine has 2 cores, 3 JVMs)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+INFRA="${HOTDEAL_INFRA_DIR:-$ROOT/.infra}"
+PY="${HOTDEAL_PYTHON:-$ROOT/.venv/bin/python}"
+DIR="$INFRA/kafka-cluster"
+LIBS="$INFRA/kafka/libs"
+HEAP="${HOTDEAL_KAFKA_CLUSTER_HEAP:-512m}"
+read -r -a PORTS <<<"$(tr ',' ' ' <<<"${HOTDEAL_KAFKA_CLUSTER_PORTS:-59192 59193 59194}")"
+read -r -a CPORTS <<<"$(tr ',' ' ' <<<"${HOTDEAL_KAFKA_CLUSTER_CONTROLLER_PORTS:-59195 59196 59197}")"
+NODES=(1 2 3)
+
+log() { printf '[kafka-cluster] %s\n' "$*"; }
+die() { printf '[kafka-cluster] ERROR: %s\n' "$*" >&2; exit 1; }
+fail_with_log() { # message, log file
+  printf '[kafka-cluster] ERROR: %s\n' "$1" >&2
+  if [ -f "$2" ]; then printf '[kafka-cluster] last lines of %s:\n' "$2" >&2; tail -n 30 "$2" >&2; fi
+  exit 1
+}
+[ "${#PORTS[@]}" = 3 ] && [ "${#CPORTS[@]}" = 3 ] \
+  || die "HOTDEAL_KAFKA_CLUSTER_PORTS and HOTDEAL_KAFKA_CLUSTER_CONTROLLER_PORTS need 3 ports each"
+
+port_of() { echo "${PORTS[$(($1 - 1))]}"; }
+cport_of() { echo "${CPORTS[$(($1 - 1))]}"; }
+node_dir() { echo "$DIR/node-$1"; }
+pid_file() { echo "$DIR/node-$1/kafka.pid"; }
+bootstrap() { local n s=""; for n in "${NODES[@]}"; do s="$s${s:+,}127.0.0.1:$(port_of "$n")"; done; echo "$s"; }
+voters() { local n s=""; for n in "${NODES[@]}"; do s="$s${s:+,}$n@127.0.0.1:$(cport_of "$n")"; done; echo "$s"; }
+
+# Alive = exists, is not a zombie (a killed JVM answers kill -0 until it is reaped), and is
+# still a Kafka JVM (not a pid reused by another program).
+pid_alive() {
+  [ -f "$1" ] || return 1
+  local pid; pid=$(head -n 1 "$1")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka'
+}
+
+port_free() { # SO_REUSEADDR, so TIME_WAIT does not count
+  local py=$PY; [ -x "$py" ] || py=python3
+  "$py" -c 'import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+}
+wait_ports_free() { # seconds, ports...
+  local deadline=$((SECONDS + $1)) port; shift
+  for port in "$@"; do
+    until port_free "$port"; do
+      [ $SECONDS -lt $deadline ] || return 1
+      sleep 0.2
+    done
+  done
+}
+
+# How many brokers the cluster's metadata lists, and whether the group coordinator answers
+# (the offsets topic, 3 replicas, is ready): prints the count, exits 0 only when all 3 are in.
+brokers_in_metadata() { # timeout seconds
+  "$PY" - "$(bootstrap)" "${1:-3}" <<'EOF'
+import asyncio, sys
+from aiokafka.admin import AIOKafkaAdminClient
+
+async def main(bootstrap: str, timeout: float) -> tuple[int, bool]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    await asyncio.wait_for(admin.start(), timeout)
+    try:
+        cluster = await asyncio.wait_for(admin.describe_cluster(), timeout)
+        count = len(cluster["brokers"])
+        try:  # the group coordinator answers: __consumer_offsets is ready
+            await asyncio.wait_for(admin.describe_consumer_groups(["hotdeal-readiness"]), timeout)
+            return count, True
+        except Exception:
+            return count, False
+    finally:
+        await admin.close()
+
+try:
+    count, coordinator = asyncio.run(main(sys.argv[1], float(sys.argv[2])))
+except Exception:  # no broker answers
+    count, coordinator = 0, False
+print(count if coordinator else f"{count} (no group coordinator yet)")
+sys.exit(0 if count == 3 and coordinator else 1)
+EOF
+}
+
+fetch_jars() {
+  [ -f "$LIBS/.complete" ] && return 0
+  command -v mvn >/dev/null || die "mvn (Apache Maven) is needed to fetch the Kafka jars"
+  log "fetching broker jars from Maven Central into $LIBS (once, ~45 MB)"
+  mkdir -p "$INFRA/kafka"
+  rm -rf "$LIBS"
+  mvn -q -B -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$LIBS" >"$INFRA/kafka/mvn.log" 2>&1 \
+    || fail_with_log "mvn could not fetch the Kafka jars" "$INFRA/kafka/mvn.log"
+  touch "$LIBS/.complete"
+}
+
+write_config() { # node
+  local n=$1 d; d=$(node_dir "$1")
+  mkdir -p "$d/data"
+  cat >"$d/server.properties" <<EOF
+process.roles=broker,controller
+node.id=$n
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$(port_of "$n"),CONTROLLER://127.0.0.1:$(cport_of "$n")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(port_of "$n")
+controller.quorum.voters=$(voters)
+log.dirs=$d/data
+num.partitions=6
+auto.create.topics.enable=true
+default.replication.factor=3
+min.insync.replicas=2
+offsets.topic.replication.factor=3
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+unclean.leader.election.enable=false
+# A node that dies without a word (SIGKILL) is fenced by the controller, and its partitions
+# get new leaders, once it missed heartbeats this long (Kafka's default: 9 s of refused
+# writes on its partitions). One machine: no network jitter to allow for.
+broker.session.timeout.ms=3000
+broker.heartbeat.interval.ms=500
+group.initial.rebalance.delay.ms=0
+log.retention.hours=24
+EOF
+  cat >"$d/log4j2.properties" <<EOF
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = $d/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apache.name = org.apache.kafka
+logger.apache.level = WARN
+EOF
+}
+
+java_opts() { # node
+  local d; d=$(node_dir "$1")
+  echo "-Xms128m -Xmx$HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true" \
+    "-Dkafka.logs.dir=$d -Dlog4j2.configurationFile=file:$d/log4j2.properties"
+}
+
+# One cluster id for the three nodes, kept beside them (a node formatted with another id
+# would never join).
+cluster_id() {
+  if [ ! -s "$DIR/cluster.id" ]; then
+    mkdir -p "$DIR"
+    java -cp "$LIBS/*" kafka.tools.StorageTool random-uuid >"$DIR/cluster.id" 2>"$DIR/format.log" \
+      || fail_with_log "kafka StorageTool random-uuid failed" "$DIR/format.log"
+  fi
+  head -n 1 "$DIR/cluster.id"
+}
+
+start_node() { # node
+  local n=$1 d port cport; d=$(node_dir "$1"); port=$(port_of "$1"); cport=$(cport_of "$1")
+  if pid_alive "$(pid_file "$n")"; then
+    log "node $n already running (pid $(head -n 1 "$(pid_file "$n")"), :$port)"
+    return 0
+  fi
+  write_config "$n"
+  # After a crash the old JVM may still hold its ports for a while.
+  wait_ports_free 60 "$port" "$cport" \
+    || die "ports $port/$cport still in use 60 s after node $n went away (another program?)"
+  # shellcheck disable=SC2046
+  if [ ! -f "$d/data/meta.properties" ]; then
+    log "node $n: formatting storage (cluster $(cluster_id))"
+    java $(java_opts "$n") -cp "$LIBS/*" kafka.tools.StorageTool format -t "$(cluster_id)" \
+      -c "$d/server.properties" --ignore-formatted >"$d/format.log" 2>&1 \
+      || fail_with_log "node $n: storage format failed" "$d/format.log"
+  fi
+  log "node $n: starting on 127.0.0.1:$port (controller :$cport, heap $HEAP)"
+  # shellcheck disable=SC2046
+  nohup java $(java_opts "$n") -cp "$LIBS/*" kafka.Kafka "$d/server.properties" \
+    >"$d/stdout.log" 2>&1 </dev/null &
+  echo $! >"$(pid_file "$n")"
+}
+
+wait_all_brokers() { # seconds
+  local deadline=$((SECONDS + $1)) n
+  until brokers_in_metadata 3 >/dev/null 2>&1; do
+    for n in "${NODES[@]}"; do
+      pid_alive "$(pid_file "$n")" || fail_with_log "node $n exited during start-up" "$(node_dir "$n")/server.log"
+    done
+    [ $SECONDS -lt $deadline ] || fail_with_log "the 3 brokers were not all in the metadata within $1 s" \
+      "$(node_dir 1)/server.log"
+    sleep 1
+  done
+}
+
+stop_nodes() { # nodes...: SIGTERM all at once (controlled shutdown), KILL after 45 s
+  local n pid pids=()
+  for n in "$@"; do
+    if pid_alive "$(pid_file "$n")"; then
+      pid=$(head -n 1 "$(pid_file "$n")"); kill "$pid" 2>/dev/null || true; pids+=("$n:$pid")
+    fi
+  done
+  local deadline=$((SECONDS + 45)) entry
+  for entry in "${pids[@]}"; do
+    n=${entry%%:*}; pid=${entry#*:}
+    while pid_alive "$(pid_file "$n")" && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+    if pid_alive "$(pid_file "$n")"; then kill -9 "$pid" 2>/dev/null || true; log "node $n killed (no exit within 45 s)"
+    else log "node $n stopped"; fi
+  done
+  for n in "$@"; do rm -f "$(pid_file "$n")"; done
+}
+
+node_arg() { # validates N of `kill N` / `start N`
+  case "${1:-}" in 1|2|3) echo "$1" ;; *) die "usage: $0 kill|start 1|2|3" ;; esac
+}
+
+case "${1:-}" in
+  up)
+    [ -x "$PY" ] || die "python venv missing at $PY (run: make venv)"
+    command -v java >/dev/null || die "java (17+) is needed to run Kafka"
+    started=$SECONDS
+    fetch_jars
+    for n in "${NODES[@]}"; do start_node "$n"; done
+    wait_all_brokers 180
+    log "3 brokers in the metadata, ready in $((SECONDS - started)) s:"
+    log "  KAFKA_BOOTSTRAP_SERVERS=$(bootstrap)"
+    ;;
+  down) stop_nodes "${NODES[@]}" ;;
+  kill)
+    n=$(node_arg "${2:-}")
+    if pid_alive "$(pid_file "$n")"; then kill -9 "$(head -n 1 "$(pid_file "$n")")"; log "node $n killed"; fi
+    ;;
+  start) fetch_jars; start_node "$(node_arg "${2:-}")" ;;
+  status)
+    for n in "${NODES[@]}"; do
+      if pid_alive "$(pid_file "$n")"; then state="up (ours, pid $(head -n 1 "$(pid_file "$n")"))"; else state=down; fi
+      printf 'kafka-%s   127.0.0.1:%-6s %s\n' "$n" "$(port_of "$n")" "$state"
+    done
+    printf 'kafka cluster: %s of 3 brokers in the metadata\n' "$(brokers_in_metadata 3 2>/dev/null || true)"
+    ;;
+  bootstrap) bootstrap ;;
+  *) echo "usage: $0 up|down|status|kill N|start N|bootstrap" >&2; exit 2 ;;
+esac

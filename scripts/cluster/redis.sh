@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# A local Redis Cluster without Docker: 3 masters, each with one replica, as six Debian
+# redis-server processes, one folder per node under .infra/redis-cluster/<port>/ (git-ignored):
+# nodes.conf, the append-only file, redis.log, redis.pid.
+#
+#   scripts/cluster/redis.sh up       start the nodes that are not running, create the cluster
+#                                     if it does not exist, wait for cluster_state:ok on every
+#                                     node and for every replica to be in sync with its master
+#   scripts/cluster/redis.sh down     stop the nodes this script started and delete their data
+#                                     (the next `up` creates a fresh cluster; the logs stay)
+#   scripts/cluster/redis.sh status   one line per node (role, pid, replication) + cluster_state
+#
+# Idempotent: `up` twice reuses the running nodes; `up` after a node died (or was killed)
+# restarts only that node, which rejoins the cluster from its nodes.conf (as the replica of
+# the node promoted in its place). Environment:
+#   HOTDEAL_REDIS_CLUSTER_PORT=57001   first of six consecutive ports (57001-57006); each
+#                                      node's cluster bus is its port - 10000 (47001-47006: the
+#                                      default, port + 10000, is above 65535)
+#   HOTDEAL_REDIS_CLUSTER_NODE_TIMEOUT_MS=3000   cluster-node-timeout: how long a master may
+#                                      be unreachable before its replica is promoted
+#   HOTDEAL_INFRA_DIR=.infra           the nodes' folders are under $HOTDEAL_INFRA_DIR/redis-cluster/
+# The application connects to any one node: REDIS_URL=redis://127.0.0.1:57001/0 REDIS_CLUSTER=true.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+INFRA="${HOTDEAL_INFRA_DIR:-$ROOT/.infra}"
+DIR="$INFRA/redis-cluster"
+PY="${HOTDEAL_PYTHON:-$ROOT/.venv/bin/python}"
+BASE="${HOTDEAL_REDIS_CLUSTER_PORT:-57001}"
+NODE_TIMEOUT="${HOTDEAL_REDIS_CLUSTER_NODE_TIMEOUT_MS:-3000}"
+PORTS=()
+for i in 0 1 2 3 4 5; do PORTS+=($((BASE + i))); done
+
+log() { printf '[redis-cluster] %s\n' "$*"; }
+die() { printf '[redis-cluster] ERROR: %s\n' "$*" >&2; exit 1; }
+fail_with_log() { # message, log file
+  printf '[redis-cluster] ERROR: %s\n' "$1" >&2
+  if [ -f "$2" ]; then printf '[redis-cluster] last lines of %s:\n' "$2" >&2; tail -n 30 "$2" >&2; fi
+  exit 1
+}
+# Alive = exists and is not a zombie (a killed process answers kill -0 until it is reaped).
+pid_alive() {
+  [ -f "$1" ] || return 1
+  local pid; pid=$(head -n 1 "$1")
+  kill -0 "$pid" 2>/dev/null || return 1
+  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
+}
+# Nothing listens on the port any more (SO_REUSEADDR, so TIME_WAIT does not count).
+port_free() {
+  local py=$PY; [ -x "$py" ] || py=python3
+  "$py" -c 'import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+}
+wait_port_free() { # seconds, port
+  local deadline=$((SECONDS + $1))
+  until port_free "$2"; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.2
+  done
+}
+
+cli() { local port=$1; shift; redis-cli -h 127.0.0.1 -p "$port" "$@"; }
+answers() { [ "$(cli "$1" ping 2>/dev/null)" = PONG ]; }
+field() { # port, section command..., field: one "name:value" line of INFO / CLUSTER INFO
+  local port=$1 name=$2; shift 2
+  cli "$port" "$@" 2>/dev/null | tr -d '\r' | sed -n "s/^$name://p"
+}
+ours() { pid_alive "$DIR/$1/redis.pid"; }
+
+node_up() { # port
+  local port=$1 node="$DIR/$1"
+  if answers "$port"; then
+    ours "$port" || die "127.0.0.1:$port answers but is not a node of this script (set HOTDEAL_REDIS_CLUSTER_PORT)"
+    return 0
+  fi
+  mkdir -p "$node"
+  wait_port_free 30 "$port" && wait_port_free 30 "$((port - 10000))" \
+    || die "port $port or $((port - 10000)) still in use 30 s after the old node went away"
+  # cluster-require-full-coverage no: while one master is down (before its replica is
+  # promoted) the other masters keep serving their deals. appendonly: a node restarted
+  # before its replica took over comes back with its data, never empty (an empty master
+  # would have its replica wipe itself in the resync).
+  redis-server --bind 127.0.0.1 --port "$port" --dir "$node" --daemonize yes \
+    --pidfile "$node/redis.pid" --logfile "$node/redis.log" --maxclients 4000 \
+    --cluster-enabled yes --cluster-config-file "$node/nodes.conf" --cluster-port "$((port - 10000))" \
+    --cluster-node-timeout "$NODE_TIMEOUT" --cluster-require-full-coverage no \
+    --cluster-replica-validity-factor 0 \
+    --save '' --appendonly yes --appendfsync everysec \
+    || fail_with_log "redis-server :$port did not start" "$node/redis.log"
+  local deadline=$((SECONDS + 30))
+  until answers "$port"; do
+    [ $SECONDS -lt $deadline ] && { [ ! -f "$node/redis.pid" ] || ours "$port"; } \
+      || fail_with_log "node :$port does not answer" "$node/redis.log"
+    sleep 0.1
+  done
+  log "node :$port started (pid $(head -n 1 "$node/redis.pid"))"
+}
+
+formed() { [ "$(field "${PORTS[0]}" cluster_slots_assigned cluster info)" = 16384 ]; }
+
+create() {
+  local known; known=$(field "${PORTS[0]}" cluster_known_nodes cluster info)
+  [ "$known" = 1 ] || die "node :${PORTS[0]} knows $known nodes but no cluster owns every slot; run '$0 down' then '$0 up'"
+  log "creating the cluster: 3 masters, 1 replica each"
+  local addrs=() port
+  for port in "${PORTS[@]}"; do addrs+=("127.0.0.1:$port"); done
+  redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
+    >"$DIR/create.log" 2>&1 || fail_with_log "redis-cli --cluster create failed" "$DIR/create.log"
+}
+
+# Every node sees cluster_state:ok; every master has a replica, and every replica's link is
+# up and its sync done (master_link_status:up, master_sync_in_progress:0).
+healthy() {
+  local port masters=0 replicas=0
+  for port in "${PORTS[@]}"; do
+    [ "$(field "$port" cluster_state cluster info)" = ok ] || return 1
+    case "$(field "$port" role info replication)" in
+      master) masters=$((masters + 1))
+              [ "$(field "$port" connected_slaves info replication)" -ge 1 ] 2>/dev/null || return 1 ;;
+      slave) replicas=$((replicas + 1))
+             [ "$(field "$port" master_link_status info replication)" = up ] || return 1
+             [ "$(field "$port" master_sync_in_progress info replication)" = 0 ] || return 1 ;;
+      *) return 1 ;;
+    esac
+  done
+  [ "$masters" = 3 ] && [ "$replicas" = 3 ]
+}
+
+up() {
+  command -v redis-server >/dev/null || die "redis-server is not installed; run: sudo apt-get install -y redis-server"
+  mkdir -p "$DIR"
+  local port
+  for port in "${PORTS[@]}"; do node_up "$port"; done
+  formed || create
+  local deadline=$((SECONDS + 60))
+  until healthy; do
+    [ $SECONDS -lt $deadline ] || { status >&2; die "cluster not healthy within 60 s (see $DIR/<port>/redis.log)"; }
+    sleep 0.2
+  done
+  log "cluster ready: cluster_state:ok, 3 masters, 3 replicas in sync"
+  log "  REDIS_URL=redis://127.0.0.1:${PORTS[0]}/0 REDIS_CLUSTER=true"
+}
+
+down() {
+  local port pid
+  for port in "${PORTS[@]}"; do
+    if ours "$port"; then
+      pid=$(head -n 1 "$DIR/$port/redis.pid")
+      kill "$pid"
+      local deadline=$((SECONDS + 20))
+      while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+      log "node :$port stopped"
+    fi
+    if [ -d "$DIR/$port" ]; then
+      rm -rf "$DIR/$port/nodes.conf" "$DIR/$port/appendonlydir" "$DIR/$port/dump.rdb" \
+        "$DIR/$port/redis.pid"
+    fi
+  done
+  for port in "${PORTS[@]}"; do
+    wait_port_free 30 "$port" && wait_port_free 30 "$((port - 10000))" \
+      || die "port $port or $((port - 10000)) still in use 30 s after its node was stopped"
+  done
+}
+
+status() {
+  local port state
+  for port in "${PORTS[@]}"; do
+    if answers "$port"; then
+      state="$(field "$port" role info replication)"
+      if [ "$state" = slave ]; then
+        state="replica of :$(field "$port" master_port info replication), link $(field "$port" master_link_status info replication)"
+      else state="master, $(field "$port" connected_slaves info replication) replica(s)"; fi
+      if ours "$port"; then state="up (ours, pid $(head -n 1 "$DIR/$port/redis.pid")), $state"
+      else state="up (external), $state"; fi
+    else state=down; fi
+    printf 'redis-cluster 127.0.0.1:%-6s %s\n' "$port" "$state"
+  done
+  state=unknown  # as the first node that answers sees it
+  for port in "${PORTS[@]}"; do
+    if answers "$port"; then state=$(field "$port" cluster_state cluster info); break; fi
+  done
+  printf 'redis-cluster cluster_state:%s\n' "$state"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

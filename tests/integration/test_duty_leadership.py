@@ -1,0 +1,152 @@
+"""Several replicas, one runner per duty: the Postgres advisory locks of hotdeal_core.duty_locks
+and the Service loop that obeys them (two Service instances in one test)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hotdeal_core.duty_locks import _NAMESPACE, DutyLocks, LocalDutyLocks, PgDutyLocks, lock_key
+from hotdeal_core.service import Duty, Service
+from hotdeal_core.settings import Settings
+from hotdeal_core.usecases.context import Context
+from tests.waiting import eventually
+
+
+def _duty_name() -> str:
+    return f"test-duty-{uuid.uuid4().hex[:8]}"
+
+
+async def _holder_pid(engine: AsyncEngine, name: str) -> int | None:
+    """The backend holding the duty's session lock (objid is the key as an unsigned oid)."""
+    async with engine.connect() as conn:
+        return (await conn.execute(text(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = :ns AND objid = :key AND objsubid = 2"),
+            {"ns": _NAMESPACE, "key": lock_key(name) & 0xFFFFFFFF})).scalar_one_or_none()
+
+
+def _pair(kind: str, settings: Settings) -> tuple[DutyLocks, DutyLocks]:
+    """Two replicas' locks: the Postgres adapter, or the fake (one shared dict)."""
+    if kind == "postgres":
+        return PgDutyLocks(settings.database_url), PgDutyLocks(settings.database_url)
+    owners: dict[str, object] = {}
+    return LocalDutyLocks(owners), LocalDutyLocks(owners)
+
+
+@pytest.mark.parametrize("kind", ["postgres", "fake"])
+async def test_one_replica_holds_a_duty_and_another_takes_it_when_it_closes(
+        kind: str, settings: Settings) -> None:
+    name = _duty_name()
+    first, second = _pair(kind, settings)
+    try:
+        assert await first.hold(name)
+        assert not await second.hold(name)
+        assert await first.hold(name)  # kept from run to run
+        await first.close()
+        assert await second.hold(name)
+        assert not await first.hold(name)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_leader_whose_session_dies_steps_down_and_the_lock_moves(
+        settings: Settings, engine: AsyncEngine) -> None:
+    name = _duty_name()
+    first, second = PgDutyLocks(settings.database_url), PgDutyLocks(settings.database_url)
+    try:
+        assert await first.hold(name)
+        pid = await _holder_pid(engine, name)
+        assert pid is not None
+        # What the server sees when the leader's process is killed: its session ends.
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+                    ).scalar()
+
+        async def moved() -> bool:
+            return await second.hold(name)
+        await eventually(moved, 10, "the second replica to take the duty")
+        assert not await first.hold(name)  # noticed the lost session: not the leader
+        assert name not in first.held
+    finally:
+        await first.close()
+        await second.close()
+
+
+@dataclass
+class Runs:
+    """Every run of the test duty: (replica, start, end), and how many run right now."""
+
+    spans: list[tuple[str, float, float]] = field(default_factory=list)
+    running: int = 0
+    most_at_once: int = 0
+
+    def duty(self, name: str, replica: str) -> Duty:
+        async def run(ctx: Context) -> bool:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            start = time.monotonic()
+            try:
+                await asyncio.sleep(0.02)  # the duty's "work": room for an overlap
+            finally:
+                self.running -= 1
+            self.spans.append((replica, start, time.monotonic()))
+            return False
+        return Duty(name, 0.01, run)
+
+    def by(self, replica: str) -> int:
+        return sum(1 for r, _, _ in self.spans if r == replica)
+
+
+async def test_two_services_never_run_an_exclusive_duty_at_once_and_hand_it_over(
+        settings: Settings) -> None:
+    name, runs = _duty_name(), Runs()
+    a = Service(settings, [runs.duty(name, "a")], pool_size=2)
+    b = Service(settings, [runs.duty(name, "b")], pool_size=2)
+    await a.start()
+    await b.start()
+    stopped: list[Service] = []
+    try:
+        await eventually(lambda: _ready(len(runs.spans) >= 30), 30, "30 runs of the duty")
+        leader, other = ("a", "b") if runs.by("a") else ("b", "a")
+        assert runs.by(leader) == len(runs.spans)  # the same replica, every run
+        await (a if leader == "a" else b).stop()
+        stopped.append(a if leader == "a" else b)
+        handed_over_at = len(runs.spans)
+        await eventually(lambda: _ready(runs.by(other) >= 10), 30,
+                         "the other replica to take the duty over")
+        assert runs.by(leader) == handed_over_at  # the stopped one ran no more
+    finally:
+        for service in (a, b):
+            if service not in stopped:
+                await service.stop()
+    assert runs.most_at_once == 1
+
+
+async def test_a_duty_not_exclusive_runs_in_every_replica(settings: Settings) -> None:
+    name, runs = _duty_name(), Runs()
+
+    def shared(replica: str) -> Duty:
+        exclusive = runs.duty(name, replica)
+        return Duty(exclusive.name, exclusive.interval, exclusive.run, exclusive=False)
+    a = Service(settings, [shared("a")], pool_size=2)
+    b = Service(settings, [shared("b")], pool_size=2)
+    await a.start()
+    await b.start()
+    try:
+        await eventually(lambda: _ready(runs.by("a") >= 5 and runs.by("b") >= 5), 30,
+                         "runs in both replicas")
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def _ready(value: bool) -> bool:
+    return value

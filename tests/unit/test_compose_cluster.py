@@ -1,0 +1,51 @@
+"""compose.yaml's profile "cluster" matches scripts/cluster/kafka.sh and `make up CLUSTER=1`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+KAFKA_SCRIPT = (ROOT / "scripts" / "cluster" / "kafka.sh").read_text()
+
+
+def _cluster_services() -> dict[str, dict[str, Any]]:
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    return {n: s for n, s in services.items() if "cluster" in (s.get("profiles") or [])}
+
+
+def _script_setting(name: str) -> str:
+    found = re.search(rf"^{re.escape(name)}=(\S+)$", KAFKA_SCRIPT, re.MULTILINE)
+    assert found, name
+    return found.group(1)
+
+
+def test_the_cluster_profile_runs_three_brokers_and_two_of_each_process() -> None:
+    services = _cluster_services()
+    for group, count in (("kafka", 3), ("redis-c", 6), ("order-api", 2),
+                         ("stock-worker", 2), ("reconciler", 2)):
+        assert len([n for n in services if re.fullmatch(rf"{group}-?\d", n)]) == count, group
+
+
+def test_the_compose_brokers_are_configured_as_the_scripts_brokers() -> None:
+    brokers = [s for n, s in _cluster_services().items() if n.startswith("kafka-")]
+    envs = [b["environment"] for b in brokers]
+    assert sorted(e["KAFKA_NODE_ID"] for e in envs) == [1, 2, 3]
+    assert len({e["CLUSTER_ID"] for e in envs}) == 1
+    assert len({e["KAFKA_CONTROLLER_QUORUM_VOTERS"] for e in envs}) == 1
+    for key in ("default.replication.factor", "min.insync.replicas",
+                "offsets.topic.replication.factor", "transaction.state.log.min.isr",
+                "broker.session.timeout.ms", "broker.heartbeat.interval.ms"):
+        env_key = "KAFKA_" + key.upper().replace(".", "_")
+        assert {str(e[env_key]) for e in envs} == {_script_setting(key)}, key
+
+
+def test_the_cluster_processes_use_every_broker_and_the_redis_cluster() -> None:
+    for name, service in _cluster_services().items():
+        if name.startswith(("order-api-", "stock-worker-", "reconciler-")):
+            env = service["environment"]
+            assert env["KAFKA_BOOTSTRAP_SERVERS"].count(",") == 2, name
+            assert env["REDIS_CLUSTER"] == "true", name

@@ -1,0 +1,227 @@
+"""Metrics and logs without services: outcome mapping, the scrape format with many deals,
+the multiprocess sum, the consumers' metrics port, the settlement timing, the log formats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from hotdeal_core.domain import OrderStatus
+from hotdeal_core.observability.exposition import (
+    consumer_lags,
+    deal_families,
+    lag_family,
+    outbox_families,
+    read_or_skip,
+    render,
+)
+from hotdeal_core.observability.logs import JsonFormatter, TextFormatter, bind_ids
+from hotdeal_core.observability.metrics import order_outcome
+from hotdeal_core.observability.server import MetricsServer
+from hotdeal_core.usecases.reconcile import Audit
+from hotdeal_core.usecases.settlement import SettleResult
+from schemas.events import PaymentEvent, PaymentFailed, PaymentSucceeded
+from stock_worker.app import observe_settlements
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("status", "code", "outcome"), [
+    (202, None, "accepted"), (409, "sold_out", "sold_out"),
+    (409, "limit_exceeded", "limit_exceeded"), (409, "deal_not_active", "deal_not_active"),
+    (409, "idempotency_in_progress", "rejected"), (422, "validation_error", "rejected"),
+    (404, "product_not_found", "rejected"), (503, "redis_unavailable", "error"),
+    (500, None, "error")])
+def test_an_order_answer_maps_to_one_outcome(status: int, code: str | None,
+                                             outcome: str) -> None:
+    assert order_outcome(status, code) == outcome
+
+
+def _audit(deal_id: int) -> Audit:
+    return Audit(deal_id=deal_id, product_id=deal_id * 10, status="ACTIVE",
+                 stock_backend="redis", initial=10, on_sale=7, pending=2, confirmed=1,
+                 in_flight=0, cancelled=0)
+
+
+def test_a_scrape_with_three_deals_parses_with_each_family_once() -> None:
+    text = render([*deal_families([_audit(1), _audit(2), _audit(3)]),
+                   *outbox_families(1.5, False), lag_family({("g", "t"): 4})]).decode()
+    families = list(text_string_to_metric_families(text))
+    names = [f.name for f in families]
+    assert len(names) == len(set(names))
+    for line in text.splitlines():  # one HELP and one TYPE per family, as Prometheus wants
+        if line.startswith("# TYPE "):
+            assert text.count(line) == 1, line
+    by_name = {f.name: f for f in families}
+    units = by_name["hotdeal_deal_units"]
+    assert units.type == "gauge" and len(units.samples) == 15
+    assert {(s.labels["deal"], s.labels["term"]): s.value for s in units.samples}[
+        ("2", "pending")] == 2
+    assert [s.value for s in by_name["hotdeal_deal_audit_balanced"].samples] == [1, 1, 1]
+    assert by_name["hotdeal_outbox_published"].type == "counter"  # a total, not a gauge
+    assert by_name["hotdeal_kafka_connected"].samples[0].value == 0
+    assert by_name["hotdeal_consumer_lag"].samples[0].labels == {"group": "g", "topic": "t"}
+
+
+_COUNT_IN_A_WORKER = """
+from hotdeal_core.observability.metrics import count_order
+for _ in range({n}):
+    count_order("accepted")
+"""
+
+
+def test_multiprocess_mode_adds_up_every_workers_counts(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for n in (3, 4):  # two "workers", each its own process
+        subprocess.run([sys.executable, "-c", _COUNT_IN_A_WORKER.format(n=n)], env=env,
+                       cwd=ROOT, check=True, timeout=60)
+    scrape = subprocess.run(
+        [sys.executable, "-c", "import sys; from hotdeal_core.observability.exposition "
+         "import render; sys.stdout.write(render().decode())"],
+        env=env, cwd=ROOT, check=True, timeout=60, capture_output=True, text=True).stdout
+    accepted = [s.value for f in text_string_to_metric_families(scrape) for s in f.samples
+                if s.name == "hotdeal_orders_total" and s.labels["outcome"] == "accepted"]
+    assert accepted == [7]
+
+
+async def _get(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    await writer.wait_closed()
+    return answer
+
+
+async def test_the_metrics_port_serves_the_scrape_and_refuses_the_rest() -> None:
+    async def families() -> list:
+        return [lag_family({("stock-worker", "payments.v1"): 3})]
+    server = MetricsServer("127.0.0.1", 0, families)
+    await server.start()
+    try:
+        ok = await _get(server.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _, body = ok.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK") and b"version=0.0.4" in head
+        lag = [s for f in text_string_to_metric_families(body.decode()) for s in f.samples
+               if s.name == "hotdeal_consumer_lag"]
+        assert [(s.labels["topic"], s.value) for s in lag] == [("payments.v1", 3)]
+        assert (await _get(server.port, b"GET /x HTTP/1.1\r\n\r\n")).startswith(
+            b"HTTP/1.1 404")
+        assert (await _get(server.port, b"POST /metrics HTTP/1.1\r\n\r\n")).startswith(
+            b"HTTP/1.1 405")
+        assert (await _get(server.port, b"garbage\r\n\r\n")).startswith(b"HTTP/1.1 400")
+        assert (await _get(server.port, b"GET /healthz HTTP/1.0\r\n\r\n")).endswith(b"ok\n")
+    finally:
+        await server.stop()
+
+
+async def test_a_failing_scrape_time_reader_is_left_out() -> None:
+    async def down() -> list:
+        raise ConnectionRefusedError("postgres down")
+    assert await read_or_skip("test", down()) == []
+
+
+def _settled() -> float:
+    return REGISTRY.get_sample_value("hotdeal_settlement_duration_seconds_count") or 0.0
+
+
+def test_only_payments_this_batch_confirmed_are_timed() -> None:
+    paid = datetime.now(UTC) - timedelta(seconds=2)
+    events: list[PaymentEvent] = [
+        PaymentSucceeded(order_id=uuid4(), payment_id="p1", amount=1, occurred_at=paid),
+        PaymentFailed(order_id=uuid4(), payment_id="p2", amount=1),
+        PaymentSucceeded(order_id=uuid4(), payment_id="p3", amount=1)]
+    before = _settled()
+    observe_settlements(events, [SettleResult("applied", OrderStatus.CONFIRMED),
+                                 SettleResult("applied", OrderStatus.CANCELLED),
+                                 SettleResult("already_processed")])
+    assert _settled() - before == 1
+    total = REGISTRY.get_sample_value("hotdeal_settlement_duration_seconds_sum") or 0.0
+    assert total >= 2
+
+
+def _record(message: str, **extra: object) -> logging.LogRecord:
+    record = logging.LogRecord("hotdeal.test", logging.WARNING, __file__, 1, message, (), None)
+    record.__dict__.update(extra)
+    return record
+
+
+def test_json_lines_carry_the_ids_given_or_bound() -> None:
+    formatter = JsonFormatter("stock-worker")
+    order_id = uuid4()
+    with bind_ids(deal_id=7, event_id="e-1"):
+        line = json.loads(formatter.format(_record("settled", order_id=order_id)))
+    assert line["service"] == "stock-worker" and line["message"] == "settled"
+    assert (line["order_id"], line["deal_id"], line["event_id"]) == (str(order_id), "7", "e-1")
+    assert line["level"] == "WARNING" and line["ts"].endswith("+00:00")
+    assert "deal_id" not in json.loads(formatter.format(_record("after")))  # unbound again
+
+
+def test_json_keeps_a_traceback_in_one_line() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (),
+                                   sys.exc_info())
+    text = JsonFormatter("order-api").format(record)
+    assert "\n" not in text and "ValueError: boom" in json.loads(text)["exc"]
+
+
+def test_text_lines_show_the_ids_after_the_message() -> None:
+    text = TextFormatter().format(_record("flushed", deal_id=3))
+    assert text.endswith("WARNING hotdeal.test flushed [deal_id=3]")
+
+
+class _LagConsumer:
+    """Only what a scrape may touch: no committed()/position() (they would send requests
+    through the live consumer's coordinator and fetcher)."""
+
+    def __init__(self, highwater: dict[Any, int | None]) -> None:
+        self._highwater = highwater
+
+    def assignment(self) -> set[Any]:
+        return set(self._highwater)
+
+    def highwater(self, tp: Any) -> int | None:
+        return self._highwater[tp]
+
+    def subscription(self) -> set[str]:
+        return {"t", "quiet"}
+
+
+class _LagAdmin:
+    def __init__(self, committed: dict[Any, int]) -> None:
+        self.committed = committed
+        self.asked: list[tuple[str, list[Any]]] = []
+
+    async def list_consumer_group_offsets(self, group: str, partitions: list[Any]
+                                          ) -> dict[Any, Any]:
+        self.asked.append((group, partitions))
+        return {tp: OffsetAndMetadata(self.committed[tp], "") for tp in partitions
+                if tp in self.committed}
+
+
+async def test_the_consumer_lag_reads_committed_offsets_through_its_own_client() -> None:
+    p0, p1, p2 = (TopicPartition("t", i) for i in range(3))
+    sub = SimpleNamespace(consumer=_LagConsumer({p0: 10, p1: 7, p2: None}), group_id="g")
+    admin = _LagAdmin({p0: 4})
+    lags = await consumer_lags([sub], admin)  # type: ignore[arg-type,unused-ignore]
+    # p0: 10 - 4; p1: no committed offset, counted from 0; p2: never fetched, not counted.
+    assert lags == {("g", "t"): 6 + 7, ("g", "quiet"): 0}
+    assert admin.asked == [("g", [p0, p1])]

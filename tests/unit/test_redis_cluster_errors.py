@@ -1,0 +1,53 @@
+"""A Redis Cluster mid-failover (no node reachable, a slot without a master, a refused
+replica ack) is a dependency outage everywhere: a 503 with Retry-After at the API, a
+redelivery (never a dead letter) at the consumers. Without services."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from redis.exceptions import ClusterError, RedisClusterException, SlotNotCoveredError
+
+from hotdeal_core.consumer import is_dependency_outage
+from hotdeal_core.settings import Settings
+from hotdeal_core.stock.client import ReplicaAckTimeout, replica_ack_timeout_ms
+from order_api.errors import install_error_handlers
+
+FAILOVER_ERRORS = [
+    RedisClusterException("Redis Cluster cannot be connected"),
+    SlotNotCoveredError('Slot "42" is not covered by the cluster.'),
+    ClusterError("TTL exhausted."),
+    ReplicaAckTimeout(100),
+]
+
+
+@pytest.mark.parametrize("exc", FAILOVER_ERRORS, ids=lambda e: type(e).__name__)
+async def test_a_cluster_mid_failover_is_a_503_with_retry_after(exc: Exception) -> None:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise exc
+
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/boom")
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "redis_unavailable"
+    assert response.headers["Retry-After"] == "1"
+
+
+@pytest.mark.parametrize("exc", FAILOVER_ERRORS, ids=lambda e: type(e).__name__)
+def test_a_cluster_mid_failover_is_an_outage_for_the_consumers(exc: Exception) -> None:
+    assert is_dependency_outage(exc)
+
+
+@pytest.mark.parametrize(("cluster", "setting", "expected"), [
+    (True, None, 100), (False, None, 0), (True, 0, 0), (False, 250, 250)])
+def test_replica_acks_are_on_by_default_only_on_a_cluster(
+        cluster: bool, setting: int | None, expected: int) -> None:
+    settings = Settings(_env_file=None, redis_cluster=cluster,
+                        redis_replica_ack_timeout_ms=setting)
+    assert replica_ack_timeout_ms(settings) == expected
