@@ -54,22 +54,9 @@ pid_alive() {
   [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
 }
 
-# Wait until nothing listens on a port any more (a killed server's socket lingers while
-# the old process is torn down). A connection attempt, not a bind: our ports lie in the
-# kernel's ephemeral range, so a client's closed connection (TIME_WAIT) may hold the port
-# number as its local end, which fails a test bind but not the server's own.
-port_free() {
-  local py=$PY; [ -x "$py" ] || py=python3
-  "$py" -c 'import socket, sys
-s = socket.socket(); s.settimeout(1)
-try:
-    s.connect(("127.0.0.1", int(sys.argv[1])))
-except ConnectionRefusedError:
-    sys.exit(0)
-except OSError:
-    sys.exit(1)
-sys.exit(1)' "$1" 2>/dev/null
-}
+# listening / port_free: from /proc/net/tcp, never a probe connection (see the file).
+# shellcheck source=scripts/lib/ports.sh
+. "$ROOT/scripts/lib/ports.sh"
 wait_ports_free() { # seconds, ports...
   local secs=$1; shift
   local deadline=$((SECONDS + secs)) port
@@ -97,7 +84,8 @@ wait_for() { # description, seconds, command...
 }
 
 # ---------------------------------------------------------------- PostgreSQL
-pg_answers() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
+# Each probe connects only once the port is listened on (see scripts/lib/ports.sh).
+pg_answers() { listening "$PG_PORT" && "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
 
 pg_create_databases() {
   local sock=(-h "$PG_DIR" -p "$PG_PORT" -U postgres)
@@ -144,7 +132,9 @@ pg_down() {
 }
 
 # ---------------------------------------------------------------- Redis
-redis_answers() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+redis_answers() {
+  listening "$REDIS_PORT" && [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
+}
 
 redis_up() {
   if ! command -v redis-server >/dev/null; then
@@ -183,7 +173,7 @@ redis_down() {
 
 # ---------------------------------------------------------------- Kafka
 kafka_answers() { # a real metadata request (and the group coordinator) from Python
-  "$PY" "$ROOT/scripts/kafka_ready.py" "127.0.0.1:$KAFKA_PORT" --timeout "${1:-3}"
+  listening "$KAFKA_PORT" && "$PY" "$ROOT/scripts/kafka_ready.py" "127.0.0.1:$KAFKA_PORT" --timeout "${1:-3}"
 }
 
 kafka_fetch_jars() {

@@ -31,10 +31,13 @@ class Stack:
 
     infra_dir: Path = ROOT / ".infra-chaos"
     run_dir: Path = ROOT / ".run-chaos"
-    pg_port: int = 55442
-    redis_port: int = 56389
-    kafka_port: int = 59102
-    api_port: int = 58100
+    # Below the kernel's ephemeral range (32768-60999): while a service is down its clients
+    # keep reconnecting, and a connection attempt given the very port it aims at as its
+    # source port connects to itself and keeps the restarted server from binding.
+    pg_port: int = 25442
+    redis_port: int = 26389
+    kafka_port: int = 29102  # and its controller on the next port
+    api_port: int = 28100
     database: str = "hotdeal_chaos"
 
     @property
@@ -115,7 +118,25 @@ async def sigkill(pid: int | None, what: str) -> None:
 
 
 # ---------------------------------------------------------------- probes
+def listening(port: int) -> bool:
+    """Someone listens on the local port (from /proc/net/tcp, not by connecting). Every probe
+    asks this first: a connection attempt to a port nobody listens on can be given that very
+    port as its source and connect to itself (our ports are in the ephemeral range), and its
+    TIME_WAIT then keeps the restarted server from binding (scripts/lib/ports.sh)."""
+    suffix = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        if any(f[1].endswith(suffix) and f[3] == "0A" for f in map(str.split, lines)):
+            return True
+    return False
+
+
 async def api_ready(stack: Stack) -> bool:
+    if not listening(stack.api_port):
+        return False
     try:
         async with httpx.AsyncClient(timeout=1.0) as client:
             return (await client.get(f"{stack.api_url}/readyz")).status_code == 200
@@ -133,6 +154,8 @@ def ready_file(stack: Stack, name: str) -> Callable[[Stack], Awaitable[bool]]:
 
 
 async def pg_answers(stack: Stack) -> bool:
+    if not listening(stack.pg_port):
+        return False
     try:
         conn = await asyncpg.connect(stack.database_url.replace("+asyncpg", ""), timeout=1)
     except (OSError, asyncpg.PostgresError, TimeoutError):
@@ -144,6 +167,8 @@ async def pg_answers(stack: Stack) -> bool:
 
 
 async def redis_answers(stack: Stack) -> bool:
+    if not listening(stack.redis_port):
+        return False
     client = Redis(port=stack.redis_port, socket_timeout=1, socket_connect_timeout=1)
     try:
         return bool(await client.ping())
@@ -154,6 +179,8 @@ async def redis_answers(stack: Stack) -> bool:
 
 
 async def kafka_answers(stack: Stack) -> bool:
+    if not listening(stack.kafka_port):
+        return False
     code, _ = await run(stack, sys.executable, "scripts/kafka_ready.py", stack.kafka,
                         "--timeout", "1", timeout=10)
     return code == 0

@@ -56,12 +56,9 @@ pid_alive() {
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka'
 }
 
-port_free() { # SO_REUSEADDR, so TIME_WAIT does not count
-  local py=$PY; [ -x "$py" ] || py=python3
-  "$py" -c 'import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
-}
+# listening / port_free: from /proc/net/tcp, never a probe connection (see the file).
+# shellcheck source=scripts/lib/ports.sh
+. "$ROOT/scripts/lib/ports.sh"
 wait_ports_free() { # seconds, ports...
   local deadline=$((SECONDS + $1)) port; shift
   for port in "$@"; do
@@ -75,7 +72,13 @@ wait_ports_free() { # seconds, ports...
 # How many brokers the cluster's metadata lists, and whether the group coordinator answers
 # (the offsets topic, 3 replicas, is ready): prints the count, exits 0 only when all 3 are in.
 brokers_in_metadata() { # timeout seconds
-  "$PY" - "$(bootstrap)" "${1:-3}" <<'EOF'
+  # Bootstrap only from ports listened on: no probe connection to a closed port (lib/ports.sh).
+  local n live=""
+  for n in "${NODES[@]}"; do
+    listening "$(port_of "$n")" && live="$live${live:+,}127.0.0.1:$(port_of "$n")"
+  done
+  [ -n "$live" ] || { echo 0; return 1; }
+  "$PY" - "$live" "${1:-3}" <<'EOF'
 import asyncio, sys
 from aiokafka.admin import AIOKafkaAdminClient
 

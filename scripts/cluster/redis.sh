@@ -45,13 +45,9 @@ pid_alive() {
   kill -0 "$pid" 2>/dev/null || return 1
   [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
 }
-# Nothing listens on the port any more (SO_REUSEADDR, so TIME_WAIT does not count).
-port_free() {
-  local py=$PY; [ -x "$py" ] || py=python3
-  "$py" -c 'import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
-}
+# listening / port_free: from /proc/net/tcp, never a probe connection (see the file).
+# shellcheck source=scripts/lib/ports.sh
+. "$ROOT/scripts/lib/ports.sh"
 wait_port_free() { # seconds, port
   local deadline=$((SECONDS + $1))
   until port_free "$2"; do
@@ -61,7 +57,7 @@ wait_port_free() { # seconds, port
 }
 
 cli() { local port=$1; shift; redis-cli -h 127.0.0.1 -p "$port" "$@"; }
-answers() { [ "$(cli "$1" ping 2>/dev/null)" = PONG ]; }
+answers() { listening "$1" && [ "$(cli "$1" ping 2>/dev/null)" = PONG ]; }
 field() { # port, section command..., field: one "name:value" line of INFO / CLUSTER INFO
   local port=$1 name=$2; shift 2
   cli "$port" "$@" 2>/dev/null | tr -d '\r' | sed -n "s/^$name://p"
