@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +111,16 @@ class Runtime:
         await self.engine.dispose()
 
 
+def load_hook(path: str | None) -> Callable[[], None]:
+    """The FAULT_HOOK function ("module:function"), or one that does nothing."""
+    if not path:
+        return lambda: None
+    module, _, name = path.partition(":")
+    hook: Callable[[], None] = getattr(importlib.import_module(module), name)
+    log.warning("fault hook %s installed: for tests only", path)
+    return hook
+
+
 def build_runtime(settings: Settings, *, pool_size: int | None = None,
                   group_commits: bool = True) -> Runtime:
     """`group_commits`: the batched reservations, order and payment writes of the order
@@ -139,7 +150,8 @@ def build_runtime(settings: Settings, *, pool_size: int | None = None,
     store = TimedRedisStockStore(redis, replica_ack_timeout_ms(settings))
     ctx = Context(engine=engine, stock=store, settings=settings,
                   topics=topics, outbox_written=relay.wake,
-                  sold_out=SoldOutMemo(settings.sold_out_cache_ms / 1000))
+                  sold_out=SoldOutMemo(settings.sold_out_cache_ms / 1000),
+                  after_reserve=load_hook(settings.fault_hook))
     if group_commits:
         ctx.reserver = reservation_batcher(store, settings.write_batch_max)
         ctx.order_writer = Batcher("orders", write_orders, max_batch=settings.write_batch_max)

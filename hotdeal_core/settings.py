@@ -70,7 +70,9 @@ class Settings(BaseSettings):
     sweep_batch_size: int = Field(default=200, ge=1)
     orphan_grace_seconds: float = Field(default=30.0, gt=0)
     webhook_tolerance_seconds: int = Field(default=300, ge=1)
-    fault_kill_after_reserve: bool = False
+    # "module:function" called (no arguments) right after each reservation of the order path:
+    # the e2e tests inject a crash there (tests/faults.py). Never set in production.
+    fault_hook: str | None = None
     # A consumer process writes this file once it is running (process supervisors wait on it).
     ready_file: str | None = None
     reconcile_interval_seconds: float = Field(default=1.0, gt=0)

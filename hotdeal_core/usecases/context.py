@@ -35,3 +35,6 @@ class Context:
     reserver: Batcher[Any, Any] | None = None
     order_writer: Batcher[Any, Any] | None = None
     payment_writer: Batcher[Any, Any] | None = None
+    # Called right after a reservation, before its order is written: a fault hook the
+    # composition root injects for crash tests (FAULT_HOOK); nothing otherwise.
+    after_reserve: Callable[[], None] = _nothing

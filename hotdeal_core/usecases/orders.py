@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -74,8 +72,7 @@ async def place_order(ctx: Context, cmd: PlaceOrder) -> OrderView:
     if ctx.settings.hotdeal_stock_redis:
         result = await _reserve(ctx, cmd, order_id)
         if result.outcome is ReserveOutcome.RESERVED:
-            if ctx.settings.fault_kill_after_reserve:  # fault injection for the orphan tests
-                os.kill(os.getpid(), signal.SIGKILL)
+            ctx.after_reserve()  # a crash injected here leaves an orphan reservation
             return await _persist_reserved(ctx, cmd, order_id, result)
         if result.outcome is ReserveOutcome.DUPLICATE:
             assert result.first_order_id is not None

@@ -219,7 +219,7 @@ async def _sold_units(conn: AsyncConnection, deal_id: int) -> int:
 
 @asynccontextmanager
 async def _crashing_api(stack: Stack) -> AsyncIterator[Proc]:
-    api = api_proc("order-api-crash", stack.run_dir, FAULT_KILL_AFTER_RESERVE="true")
+    api = api_proc("order-api-crash", stack.run_dir, FAULT_HOOK="tests.faults:kill_after_reserve")
     api.start().wait_ready(60)
     try:
         yield api

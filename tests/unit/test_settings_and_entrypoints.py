@@ -103,3 +103,12 @@ def test_every_process_answers_help_without_starting(module: str) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"usage: python -m {module}")
     assert "DATABASE_URL" in done.stdout and "dev-" not in done.stdout
+
+
+def test_no_fault_hook_does_nothing_and_a_named_one_is_loaded() -> None:
+    from hotdeal_core.runtime import load_hook
+    from tests import faults
+
+    assert load_hook(None)() is None
+    assert load_hook("")() is None
+    assert load_hook("tests.faults:kill_after_reserve") is faults.kill_after_reserve
