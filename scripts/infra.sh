@@ -39,34 +39,10 @@ fi
 REDIS_DIR="$INFRA/redis"
 KAFKA_DIR="$INFRA/kafka"
 
-log() { printf '[infra] %s\n' "$*"; }
-die() { printf '[infra] ERROR: %s\n' "$*" >&2; exit 1; }
-fail_with_log() { # message, log file
-  printf '[infra] ERROR: %s\n' "$1" >&2
-  if [ -f "$2" ]; then printf '[infra] last lines of %s:\n' "$2" >&2; tail -n 40 "$2" >&2; fi
-  exit 1
-}
-# Alive = exists and is not a zombie (a killed process answers kill -0 until it is reaped).
-pid_alive() {
-  [ -f "$1" ] || return 1
-  local pid; pid=$(head -n 1 "$1")
-  kill -0 "$pid" 2>/dev/null || return 1
-  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
-}
-
-# listening / port_free: from /proc/net/tcp, never a probe connection (see the file).
-# shellcheck source=scripts/lib/ports.sh
-. "$ROOT/scripts/lib/ports.sh"
-wait_ports_free() { # seconds, ports...
-  local secs=$1; shift
-  local deadline=$((SECONDS + secs)) port
-  for port in "$@"; do
-    until port_free "$port"; do
-      [ $SECONDS -lt $deadline ] || return 1
-      sleep 0.2
-    done
-  done
-}
+LOG_TAG=infra
+# log, die, fail_with_log, pid_alive, listening, port_free, wait_ports_free
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 
 # Run a command as the postgres user when we are root (PostgreSQL refuses to run as root).
 as_pg() {  # from /, since the caller's directory may be out of the postgres user's reach

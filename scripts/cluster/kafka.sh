@@ -29,13 +29,10 @@ read -r -a PORTS <<<"$(tr ',' ' ' <<<"${HOTDEAL_KAFKA_CLUSTER_PORTS:-59192 59193
 read -r -a CPORTS <<<"$(tr ',' ' ' <<<"${HOTDEAL_KAFKA_CLUSTER_CONTROLLER_PORTS:-59195 59196 59197}")"
 NODES=(1 2 3)
 
-log() { printf '[kafka-cluster] %s\n' "$*"; }
-die() { printf '[kafka-cluster] ERROR: %s\n' "$*" >&2; exit 1; }
-fail_with_log() { # message, log file
-  printf '[kafka-cluster] ERROR: %s\n' "$1" >&2
-  if [ -f "$2" ]; then printf '[kafka-cluster] last lines of %s:\n' "$2" >&2; tail -n 30 "$2" >&2; fi
-  exit 1
-}
+LOG_TAG=kafka-cluster
+# log, die, fail_with_log, pid_alive, listening, port_free, wait_ports_free
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 [ "${#PORTS[@]}" = 3 ] && [ "${#CPORTS[@]}" = 3 ] \
   || die "HOTDEAL_KAFKA_CLUSTER_PORTS and HOTDEAL_KAFKA_CLUSTER_CONTROLLER_PORTS need 3 ports each"
 
@@ -46,27 +43,10 @@ pid_file() { echo "$DIR/node-$1/kafka.pid"; }
 bootstrap() { local n s=""; for n in "${NODES[@]}"; do s="$s${s:+,}127.0.0.1:$(port_of "$n")"; done; echo "$s"; }
 voters() { local n s=""; for n in "${NODES[@]}"; do s="$s${s:+,}$n@127.0.0.1:$(cport_of "$n")"; done; echo "$s"; }
 
-# Alive = exists, is not a zombie (a killed JVM answers kill -0 until it is reaped), and is
-# still a Kafka JVM (not a pid reused by another program).
-pid_alive() {
-  [ -f "$1" ] || return 1
-  local pid; pid=$(head -n 1 "$1")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka'
-}
-
-# listening / port_free: from /proc/net/tcp, never a probe connection (see the file).
-# shellcheck source=scripts/lib/ports.sh
-. "$ROOT/scripts/lib/ports.sh"
-wait_ports_free() { # seconds, ports...
-  local deadline=$((SECONDS + $1)) port; shift
-  for port in "$@"; do
-    until port_free "$port"; do
-      [ $SECONDS -lt $deadline ] || return 1
-      sleep 0.2
-    done
-  done
+# Alive (not a zombie: lib/common.sh) and still a Kafka JVM (not a pid reused by another
+# program).
+jvm_alive() {
+  pid_alive "$1" && tr '\0' ' ' <"/proc/$(head -n 1 "$1")/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka'
 }
 
 # How many brokers the cluster's metadata lists, and whether the group coordinator answers
@@ -184,7 +164,7 @@ cluster_id() {
 
 start_node() { # node
   local n=$1 d port cport; d=$(node_dir "$1"); port=$(port_of "$1"); cport=$(cport_of "$1")
-  if pid_alive "$(pid_file "$n")"; then
+  if jvm_alive "$(pid_file "$n")"; then
     log "node $n already running (pid $(head -n 1 "$(pid_file "$n")"), :$port)"
     return 0
   fi
@@ -210,7 +190,7 @@ wait_all_brokers() { # seconds
   local deadline=$((SECONDS + $1)) n
   until brokers_in_metadata 3 >/dev/null 2>&1; do
     for n in "${NODES[@]}"; do
-      pid_alive "$(pid_file "$n")" || fail_with_log "node $n exited during start-up" "$(node_dir "$n")/server.log"
+      jvm_alive "$(pid_file "$n")" || fail_with_log "node $n exited during start-up" "$(node_dir "$n")/server.log"
     done
     [ $SECONDS -lt $deadline ] || fail_with_log "the 3 brokers were not all in the metadata within $1 s" \
       "$(node_dir 1)/server.log"
@@ -221,15 +201,15 @@ wait_all_brokers() { # seconds
 stop_nodes() { # nodes...: SIGTERM all at once (controlled shutdown), KILL after 45 s
   local n pid pids=()
   for n in "$@"; do
-    if pid_alive "$(pid_file "$n")"; then
+    if jvm_alive "$(pid_file "$n")"; then
       pid=$(head -n 1 "$(pid_file "$n")"); kill "$pid" 2>/dev/null || true; pids+=("$n:$pid")
     fi
   done
   local deadline=$((SECONDS + 45)) entry
   for entry in "${pids[@]}"; do
     n=${entry%%:*}; pid=${entry#*:}
-    while pid_alive "$(pid_file "$n")" && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
-    if pid_alive "$(pid_file "$n")"; then kill -9 "$pid" 2>/dev/null || true; log "node $n killed (no exit within 45 s)"
+    while jvm_alive "$(pid_file "$n")" && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+    if jvm_alive "$(pid_file "$n")"; then kill -9 "$pid" 2>/dev/null || true; log "node $n killed (no exit within 45 s)"
     else log "node $n stopped"; fi
   done
   for n in "$@"; do rm -f "$(pid_file "$n")"; done
@@ -253,12 +233,12 @@ case "${1:-}" in
   down) stop_nodes "${NODES[@]}" ;;
   kill)
     n=$(node_arg "${2:-}")
-    if pid_alive "$(pid_file "$n")"; then kill -9 "$(head -n 1 "$(pid_file "$n")")"; log "node $n killed"; fi
+    if jvm_alive "$(pid_file "$n")"; then kill -9 "$(head -n 1 "$(pid_file "$n")")"; log "node $n killed"; fi
     ;;
   start) fetch_jars; start_node "$(node_arg "${2:-}")" ;;
   status)
     for n in "${NODES[@]}"; do
-      if pid_alive "$(pid_file "$n")"; then state="up (ours, pid $(head -n 1 "$(pid_file "$n")"))"; else state=down; fi
+      if jvm_alive "$(pid_file "$n")"; then state="up (ours, pid $(head -n 1 "$(pid_file "$n")"))"; else state=down; fi
       printf 'kafka-%s   127.0.0.1:%-6s %s\n' "$n" "$(port_of "$n")" "$state"
     done
     printf 'kafka cluster: %s of 3 brokers in the metadata\n' "$(brokers_in_metadata 3 2>/dev/null || true)"

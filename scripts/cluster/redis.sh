@@ -31,30 +31,10 @@ NODE_TIMEOUT="${HOTDEAL_REDIS_CLUSTER_NODE_TIMEOUT_MS:-3000}"
 PORTS=()
 for i in 0 1 2 3 4 5; do PORTS+=($((BASE + i))); done
 
-log() { printf '[redis-cluster] %s\n' "$*"; }
-die() { printf '[redis-cluster] ERROR: %s\n' "$*" >&2; exit 1; }
-fail_with_log() { # message, log file
-  printf '[redis-cluster] ERROR: %s\n' "$1" >&2
-  if [ -f "$2" ]; then printf '[redis-cluster] last lines of %s:\n' "$2" >&2; tail -n 30 "$2" >&2; fi
-  exit 1
-}
-# Alive = exists and is not a zombie (a killed process answers kill -0 until it is reaped).
-pid_alive() {
-  [ -f "$1" ] || return 1
-  local pid; pid=$(head -n 1 "$1")
-  kill -0 "$pid" 2>/dev/null || return 1
-  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
-}
-# listening / port_free: from /proc/net/tcp, never a probe connection (see the file).
-# shellcheck source=scripts/lib/ports.sh
-. "$ROOT/scripts/lib/ports.sh"
-wait_port_free() { # seconds, port
-  local deadline=$((SECONDS + $1))
-  until port_free "$2"; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.2
-  done
-}
+LOG_TAG=redis-cluster
+# log, die, fail_with_log, pid_alive, listening, port_free, wait_ports_free
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 
 cli() { local port=$1; shift; redis-cli -h 127.0.0.1 -p "$port" "$@"; }
 answers() { listening "$1" && [ "$(cli "$1" ping 2>/dev/null)" = PONG ]; }
@@ -71,7 +51,7 @@ node_up() { # port
     return 0
   fi
   mkdir -p "$node"
-  wait_port_free 30 "$port" && wait_port_free 30 "$((port - 10000))" \
+  wait_ports_free 30 "$port" && wait_ports_free 30 "$((port - 10000))" \
     || die "port $port or $((port - 10000)) still in use 30 s after the old node went away"
   # cluster-require-full-coverage no: while one master is down (before its replica is
   # promoted) the other masters keep serving their deals. appendonly: a node restarted
@@ -155,7 +135,7 @@ down() {
     fi
   done
   for port in "${PORTS[@]}"; do
-    wait_port_free 30 "$port" && wait_port_free 30 "$((port - 10000))" \
+    wait_ports_free 30 "$port" && wait_ports_free 30 "$((port - 10000))" \
       || die "port $port or $((port - 10000)) still in use 30 s after its node was stopped"
   done
 }
