@@ -60,11 +60,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from devtools.procs import ROOT, Proc
+from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.settings import load_settings
 from hotdeal_core.signature import sign
 from hotdeal_core.stock.client import close_redis, make_redis
 from hotdeal_core.stock.redis_store import RedisStockStore
-from hotdeal_core.topics import Topics
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.reconcile import flush_deal
 

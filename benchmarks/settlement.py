@@ -59,10 +59,10 @@ from sqlalchemy import text
 from devtools.procs import Proc
 from hotdeal_core.db.engine import make_engine
 from hotdeal_core.db.migrate import upgrade
-from hotdeal_core.kafka_topics import ensure_topics
+from hotdeal_core.messaging.admin import ensure_topics
+from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.redis_store import RedisStockStore
-from hotdeal_core.topics import Topics
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, start_deal
 from hotdeal_core.usecases.products import create_product

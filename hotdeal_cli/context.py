@@ -30,10 +30,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from hotdeal_cli.render import print_error
 from hotdeal_core.db.engine import make_engine
 from hotdeal_core.errors import DependencyUnavailable, HotdealError
+from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.settings import Settings, load_settings
 from hotdeal_core.stock.client import close_redis, make_redis, replica_ack_timeout_ms
 from hotdeal_core.stock.redis_store import RedisStockStore
-from hotdeal_core.topics import Topics
 from hotdeal_core.usecases.context import Context
 
 T = TypeVar("T")

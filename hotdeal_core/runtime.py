@@ -16,13 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hotdeal_core.batching import Batcher
 from hotdeal_core.db.engine import make_engine
+from hotdeal_core.messaging.relay import OutboxRelay, make_producer
+from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.observability.exposition import (
     oldest_unpublished_seconds,
     outbox_families,
     read_or_skip,
 )
 from hotdeal_core.observability.metrics import RESERVATION_DURATION
-from hotdeal_core.outbox import OutboxRelay, make_producer
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.client import (
     RedisClient,
@@ -34,7 +35,6 @@ from hotdeal_core.stock.port import ReserveRequest, ReserveResult
 from hotdeal_core.stock.redis_store import RedisStockStore
 from hotdeal_core.stock.reserver import reservation_batcher
 from hotdeal_core.stock.sold_out import SoldOutMemo
-from hotdeal_core.topics import Topics
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.order_writes import ReservedOrder, write_reserved_orders
 from hotdeal_core.usecases.payment_writes import PaymentCallback, PaymentReceipt, write_payments

@@ -19,13 +19,13 @@ from faststream.kafka import KafkaBroker
 from prometheus_client.core import Metric
 
 from hotdeal_core.duty_locks import DutyLocks, PgDutyLocks
-from hotdeal_core.kafka_topics import ensure_topics
+from hotdeal_core.messaging.admin import ensure_topics
+from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.observability.exposition import consumer_lags, lag_family, read_or_skip
 from hotdeal_core.observability.logs import configure_logging
 from hotdeal_core.observability.server import MetricsServer
 from hotdeal_core.runtime import Runtime, build_runtime
 from hotdeal_core.settings import Settings, load_settings, parse_command_line
-from hotdeal_core.topics import Topics
 from hotdeal_core.usecases.context import Context
 
 log = logging.getLogger(__name__)

@@ -38,13 +38,13 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 
-from hotdeal_core.consumer import RetryPolicy, handle
 from hotdeal_core.db.tables import hot_deals
-from hotdeal_core.kafka_topics import server_list
+from hotdeal_core.messaging.admin import server_list
+from hotdeal_core.messaging.consumer import RetryPolicy, handle
+from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.observability.logs import bind_ids
 from hotdeal_core.service import Duty, Service
 from hotdeal_core.settings import Settings
-from hotdeal_core.topics import Topics
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.reconcile import (
     end_due_deals,

@@ -26,13 +26,13 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
 from prometheus_client import REGISTRY
 
-from hotdeal_core.consumer import RetryPolicy, handle_batch
 from hotdeal_core.domain import CancelReason, OrderStatus
-from hotdeal_core.kafka_topics import server_list
+from hotdeal_core.messaging.admin import server_list
+from hotdeal_core.messaging.consumer import RetryPolicy, handle_batch
+from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.observability.metrics import observe_settled
 from hotdeal_core.service import Duty, Service
 from hotdeal_core.settings import Settings
-from hotdeal_core.topics import Topics
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.settlement import (
     GROUP,

@@ -26,6 +26,7 @@ os.environ["KAFKA_TOPIC_PREFIX"] = (
     f"{os.environ.get('KAFKA_TOPIC_PREFIX', 'test.')}{uuid.uuid4().hex[:8]}.")
 
 from hotdeal_core.db.engine import make_engine  # noqa: E402
+from hotdeal_core.messaging.topics import Topics  # noqa: E402
 from hotdeal_core.settings import Settings  # noqa: E402
 from hotdeal_core.stock.client import (  # noqa: E402
     close_redis,
@@ -33,7 +34,6 @@ from hotdeal_core.stock.client import (  # noqa: E402
     replica_ack_timeout_ms,
 )
 from hotdeal_core.stock.redis_store import RedisStockStore  # noqa: E402
-from hotdeal_core.topics import Topics  # noqa: E402
 from hotdeal_core.usecases.context import Context  # noqa: E402
 from hotdeal_core.usecases.products import create_product  # noqa: E402
 from tests.random_refs import random_name  # noqa: E402

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.port import StockStore
 from hotdeal_core.stock.sold_out import SoldOutMemo
-from hotdeal_core.topics import Topics
 
 if TYPE_CHECKING:
     from hotdeal_core.batching import Batcher

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from hotdeal_core.db.tables import hot_deals, products
 from hotdeal_core.domain import DealStatus, StockBackend
 from hotdeal_core.errors import Conflict, NotFound, Unprocessable
-from hotdeal_core.outbox import add_event
+from hotdeal_core.messaging.outbox import add_event
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.products import live_deal_row
 from schemas.events import HotDealEnded, HotDealStarted

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hotdeal_core.db.fence import share_deal
 from hotdeal_core.domain import OrderStatus
 from hotdeal_core.errors import DependencyUnavailable
-from hotdeal_core.outbox import LEASE_SECONDS, OutboxRow
+from hotdeal_core.messaging.outbox import LEASE_SECONDS, OutboxRow
 from hotdeal_core.usecases.views import OrderView
 
 

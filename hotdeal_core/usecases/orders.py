@@ -30,7 +30,7 @@ from hotdeal_core.db.engine import violated_constraint
 from hotdeal_core.db.tables import hot_deals, orders, products
 from hotdeal_core.domain import LIVE_DEAL_STATUSES, DealStatus, OrderStatus, StockBackend
 from hotdeal_core.errors import Conflict, DependencyUnavailable, NotFound
-from hotdeal_core.outbox import add_event
+from hotdeal_core.messaging.outbox import add_event
 from hotdeal_core.stock.port import ReserveOutcome, ReserveRequest, ReserveResult
 from hotdeal_core.stock.reserver import ReserveItem
 from hotdeal_core.usecases.context import Context

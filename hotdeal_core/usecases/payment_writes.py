@@ -19,8 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hotdeal_core.errors import NotFound, Unprocessable
-from hotdeal_core.outbox import OutboxRow, add_events
-from hotdeal_core.topics import Topics
+from hotdeal_core.messaging.outbox import OutboxRow, add_events
+from hotdeal_core.messaging.topics import Topics
 from schemas.events import PaymentFailed, PaymentSucceeded
 
 

@@ -39,7 +39,7 @@ from hotdeal_core.domain import (
     StockBackend,
 )
 from hotdeal_core.errors import Conflict, NotFound
-from hotdeal_core.outbox import add_event
+from hotdeal_core.messaging.outbox import add_event
 from hotdeal_core.stock.port import DealSnapshot, RebuiltState, ReleaseOutcome, Reservation
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import end_deal

@@ -32,8 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hotdeal_core.db.fence import share_deal
 from hotdeal_core.domain import CancelReason, DealStatus, OrderStatus, StockBackend
+from hotdeal_core.messaging.topics import event_key
 from hotdeal_core.stock.port import ReleaseOutcome
-from hotdeal_core.topics import event_key
 from hotdeal_core.usecases.context import Context
 from schemas.events import AnyEvent, OrderCancelled, OrderConfirmed, RefundRequested
 

@@ -20,7 +20,7 @@ from sqlalchemy import func, select, text
 
 from devtools.procs import Proc
 from hotdeal_core.db.tables import orders, outbox
-from hotdeal_core.topics import Topics
+from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.settlement import GROUP
 from schemas.events import PaymentSucceeded

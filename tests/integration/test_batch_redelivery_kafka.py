@@ -13,11 +13,11 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from hotdeal_core.consumer import RetryPolicy, handle_batch
 from hotdeal_core.errors import DependencyUnavailable
-from hotdeal_core.kafka_topics import ensure_topics
+from hotdeal_core.messaging.admin import ensure_topics
+from hotdeal_core.messaging.consumer import RetryPolicy, handle_batch
+from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.settings import Settings
-from hotdeal_core.topics import Topics
 from schemas.events import PaymentEvent, PaymentSucceeded, payment_event_adapter
 from stock_worker.app import raw_bodies
 

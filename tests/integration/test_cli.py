@@ -26,9 +26,9 @@ from typer.testing import CliRunner, Result
 from hotdeal_cli.main import app
 from hotdeal_core.db.engine import make_engine
 from hotdeal_core.db.tables import hot_deals
+from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.redis_store import RedisStockStore, deal_keys
-from hotdeal_core.topics import Topics
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.reconcile import flush_deal
 from tests.random_refs import random_name

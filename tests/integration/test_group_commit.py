@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 from hotdeal_core.batching import Batcher
 from hotdeal_core.db.tables import orders, outbox, payments
 from hotdeal_core.errors import NotFound, Unprocessable
-from hotdeal_core.outbox import OutboxRow
+from hotdeal_core.messaging.outbox import OutboxRow
 from hotdeal_core.stock.reserver import reservation_batcher
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, start_deal

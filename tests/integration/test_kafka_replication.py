@@ -7,7 +7,7 @@ import uuid
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from hotdeal_core.kafka_topics import broker_default_replication, ensure_topics, server_list
+from hotdeal_core.messaging.admin import broker_default_replication, ensure_topics, server_list
 from hotdeal_core.settings import Settings
 
 

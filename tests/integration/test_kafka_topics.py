@@ -6,7 +6,7 @@ import uuid
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from hotdeal_core.kafka_topics import ensure_topics
+from hotdeal_core.messaging.admin import ensure_topics
 from hotdeal_core.settings import Settings
 from tests.waiting import eventually
 

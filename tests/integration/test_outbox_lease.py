@@ -18,7 +18,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hotdeal_core.db.tables import outbox
-from hotdeal_core.outbox import OutboxRelay, OutboxRow
+from hotdeal_core.messaging.outbox import OutboxRow
+from hotdeal_core.messaging.relay import OutboxRelay
 from tests.integration.test_outbox_poison import _insert, private_outbox  # noqa: F401
 from tests.waiting import eventually
 

@@ -24,8 +24,9 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from hotdeal_core.db.tables import outbox
-from hotdeal_core.kafka_topics import ensure_topics
-from hotdeal_core.outbox import LEASE_SECONDS, OutboxRelay, make_producer
+from hotdeal_core.messaging.admin import ensure_topics
+from hotdeal_core.messaging.outbox import LEASE_SECONDS
+from hotdeal_core.messaging.relay import OutboxRelay, make_producer
 from hotdeal_core.settings import Settings
 from tests.waiting import eventually
 
@@ -136,7 +137,7 @@ async def test_a_row_the_producer_refuses_is_set_aside_and_the_others_are_publis
     # No backoff between failed attempts, so that the test does not wait for it.
     relay = OutboxRelay(private_outbox, make_producer(bootstrap), max_attempts=MAX_ATTEMPTS,
                         retry_backoff_base=0.0)
-    with caplog.at_level(logging.WARNING, logger="hotdeal_core.outbox"):
+    with caplog.at_level(logging.WARNING, logger="hotdeal_core.messaging.relay"):
         before, after = await _run_until_set_aside(private_outbox, relay, ids[1])
     await _assert_outcome(private_outbox, relay, bootstrap, topic, [ids[0], *ids[2:]],
                           before, after, caplog)
@@ -161,7 +162,7 @@ async def test_a_row_the_broker_refuses_is_set_aside_and_its_batch_mates_are_pub
     relay = OutboxRelay(private_outbox, make_producer(bootstrap), max_attempts=MAX_ATTEMPTS,
                         retry_backoff_base=0.0,
                         producer_factory=lambda: make_producer(bootstrap))
-    with caplog.at_level(logging.WARNING, logger="hotdeal_core.outbox"):
+    with caplog.at_level(logging.WARNING, logger="hotdeal_core.messaging.relay"):
         before, after = await _run_until_set_aside(private_outbox, relay, ids[1])
     await _assert_outcome(private_outbox, relay, bootstrap, topic, [ids[0], *ids[2:]],
                           before, after, caplog)

@@ -17,10 +17,10 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.message import KafkaAckableMessage
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from hotdeal_core.consumer import RetryPolicy, handle_batch
 from hotdeal_core.domain import CancelReason
 from hotdeal_core.errors import DependencyUnavailable
-from hotdeal_core.topics import Topics
+from hotdeal_core.messaging.consumer import RetryPolicy, handle_batch
+from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.usecases.settlement import Cancel, Confirm
 from schemas.events import (
     OrderCancellationRequested,

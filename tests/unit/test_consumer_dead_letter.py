@@ -18,10 +18,10 @@ from redis.exceptions import ResponseError as RedisResponseError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from hotdeal_core.consumer import RetryPolicy, handle, is_dependency_outage
 from hotdeal_core.errors import DependencyUnavailable, NotFound
+from hotdeal_core.messaging.consumer import RetryPolicy, handle, is_dependency_outage
+from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.settings import Settings
-from hotdeal_core.topics import Topics
 from schemas.events import PaymentEvent, PaymentSucceeded, payment_event_adapter
 
 TOPICS = Topics("unit.")
@@ -68,7 +68,7 @@ async def test_a_poison_message_does_not_block_the_next_one() -> None:
 
 
 # A handler that keeps failing: bounded retries, then the dead-letter topic. The backoffs are
-# zero here; the defaults are in hotdeal_core.consumer.RetryPolicy.
+# zero here; the defaults are in hotdeal_core.messaging.consumer.RetryPolicy.
 FAST = RetryPolicy(max_attempts=3, backoff_base=0.0, outage_backoff=0.0)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from devtools.apidocs import documents
-from hotdeal_core.topics import Topics
+from hotdeal_core.messaging.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])

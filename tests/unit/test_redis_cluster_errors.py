@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 from redis.exceptions import ClusterError, RedisClusterException, SlotNotCoveredError
 
-from hotdeal_core.consumer import is_dependency_outage
+from hotdeal_core.messaging.consumer import is_dependency_outage
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.client import ReplicaAckTimeout, replica_ack_timeout_ms
 from order_api.errors import install_error_handlers

@@ -44,9 +44,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hotdeal_core.db.engine import is_unavailable
 from hotdeal_core.errors import HotdealError
+from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.observability.metrics import DEAD_LETTERS
 from hotdeal_core.settings import Settings
-from hotdeal_core.topics import Topics
 from schemas.events import DeadLetter
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,116 @@
+"""Sending claimed outbox rows with the idempotent producer, and telling which failures say
+something about the row.
+
+Rows are published independently: a row that fails does not fail the rest of its batch.
+
+- A transient failure (Kafka unreachable or timing out, an error aiokafka marks retriable)
+  says nothing about the row (`is_transient`); any other failure (MessageSizeTooLargeError,
+  a topic we may not write to, a payload that does not encode) counts an attempt against it
+  (`hotdeal_core.messaging.claims`).
+- A row that failed before is sent on its own (awaited before the next one), so that it
+  cannot fail its neighbours again: the broker refuses a whole produce batch (every row of
+  one partition in one request) for one bad record.
+- After the broker refused a batch, the idempotent producer's sequence numbers for that
+  partition no longer match the broker's (every later send there fails with
+  OutOfOrderSequenceNumber, and aiokafka does not recover from it): `send_all` says the
+  producer is broken and the relay replaces it before sending anything else. Those
+  producer-state errors are never counted against a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
+
+from hotdeal_core.messaging.outbox import OutboxRow
+
+# The idempotent producer's own state is out of step with the broker's: not the row's fault.
+_PRODUCER_STATE_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch,
+                          InvalidProducerIdMapping, ProducerFenced)
+
+NOT_TRIED = object()  # a row left for the next batch (the producer is being replaced)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failed send that says nothing about the row: retried without counting an attempt."""
+    if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError, *_PRODUCER_STATE_ERRORS)):
+        return True
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable)
+    # Socket errors and timeouts (the builtin TimeoutError is asyncio's), a cancelled send.
+    return isinstance(exc, OSError | asyncio.CancelledError)
+
+
+def describe(exc: BaseException) -> str:
+    text_ = str(exc)
+    name = type(exc).__name__
+    return (text_ if name in text_ else f"{name}: {text_}")[:2000]
+
+
+async def send_all(producer: AIOKafkaProducer,
+                   rows: Sequence[OutboxRow]) -> tuple[dict[int, object], bool]:
+    """Each row's outcome (None: acknowledged, its exception, or NOT_TRIED), and whether
+    the producer must be replaced before it sends anything else."""
+    outcome: dict[int, object] = {}
+    broken = False  # the producer must be replaced before it sends anything else
+    # Rows that failed before: one at a time, each alone in its produce request.
+    for r in (r for r in rows if r.attempts > 0):
+        if broken:
+            outcome[r.id] = NOT_TRIED
+            continue
+        (outcome[r.id],), broken = await _send(producer, [r])
+    fresh = [r for r in rows if r.attempts == 0]
+    if broken:
+        outcome.update((r.id, NOT_TRIED) for r in fresh)
+    elif fresh:
+        errors, broken = await _send(producer, fresh)
+        outcome.update(zip((r.id for r in fresh), errors, strict=True))
+    return outcome, broken
+
+
+async def _send(producer: AIOKafkaProducer,
+                rows: Sequence[OutboxRow]) -> tuple[list[BaseException | None], bool]:
+    """Send `rows` pipelined; each row's error (None: acknowledged), and whether the
+    producer is now out of step with the broker."""
+    sent: list[asyncio.Future[Any] | BaseException] = []
+    for r in rows:
+        try:  # send() itself refuses some rows (too large, buffer full): no future then
+            sent.append(await producer.send(
+                r.topic, value=_encode(r.payload), key=r.key.encode()))
+        except Exception as exc:  # noqa: BLE001 - recorded against the row
+            sent.append(exc)
+    futures = [s for s in sent if isinstance(s, asyncio.Future)]
+    acks = iter(await asyncio.gather(*futures, return_exceptions=True))
+    errors: list[BaseException | None] = []
+    broken = False
+    for s in sent:
+        if isinstance(s, asyncio.Future):
+            ack = next(acks)
+            error = ack if isinstance(ack, BaseException) else None
+            # The broker refused a request: the sequence numbers are out of step now.
+            broken = broken or (error is not None and not is_transient(error))
+        else:
+            error = s
+        broken = broken or isinstance(error, _PRODUCER_STATE_ERRORS)
+        errors.append(error)
+    return errors, broken
+
+
+def _encode(payload: Any) -> bytes:
+    if isinstance(payload, str):  # already JSON (a row written by a group commit)
+        return payload.encode()
+    return json.dumps(payload, separators=(",", ":")).encode()
