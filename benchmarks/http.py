@@ -29,7 +29,7 @@ includes publishing. CPU per component: psutil user+system of each process tree 
 workers included; Redis; Postgres; Kafka), wrk from this process's reaped children; `other`
 is the rest of the machine (other sessions' work on the same cores). No stock worker runs:
 webhook payments stay recorded, not settled. The deals are ended and flushed afterwards
-(`reconcile.flush_deal`, as the reconciler does).
+(`flush.flush_deal`, as the reconciler does).
 
 --spike: wrk -c1000 with a 10 s timeout (timeouts, p99 and mean are the figures to read).
 Prints a table per configuration with ratios to the trivial endpoint; --json writes all.
@@ -66,7 +66,7 @@ from hotdeal_core.signature import sign
 from hotdeal_core.stock.client import close_redis, make_redis
 from hotdeal_core.stock.redis_store import RedisStockStore
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.reconcile import flush_deal
+from hotdeal_core.usecases.flush import flush_deal
 
 WRK_DIR = ROOT / "benchmarks" / "wrk"
 PREFIX = "bench."

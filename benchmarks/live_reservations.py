@@ -8,13 +8,13 @@ long deal, and measures side by side in one run:
 
 - `GET /products/{id}`'s use case (`products.get_product`): now one `peek` script (status
   and stock), before: the `snapshot` script (the whole reservation hash, N records parsed);
-- the orphan sweep (`reconcile.release_orphans`, once a second in the reconciler): now the
+- the orphan sweep (`orphans.release_orphans`, once a second in the reconciler): now the
   reservations due (a sorted set by time; a PENDING order's reservation is due again only
   after its expiry), before: the snapshot plus one status query for every old reservation
   (the sweep as it was, reading what it reads when nothing is an orphan);
 - the first pass of the new sweep over the N old reservations (it looks at each once and
   reschedules it), per reservation;
-- the audit (`reconcile.audit_deal`, behind `/metrics`), still a full read (it must compare
+- the audit (`audit.audit_deal`, behind `/metrics`), still a full read (it must compare
   every reservation with its order), for reference.
 
 Everything runs in a database of its own (`hotdeal_bench`, created, migrated and dropped)
@@ -45,10 +45,11 @@ from hotdeal_core.db.engine import make_engine
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.port import RebuiltState, Reservation
 from hotdeal_core.stock.redis_store import RedisStockStore
+from hotdeal_core.usecases.audit import audit_deal
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, start_deal
+from hotdeal_core.usecases.orphans import release_orphans
 from hotdeal_core.usecases.products import create_product, get_product
-from hotdeal_core.usecases.reconcile import audit_deal, release_orphans
 
 ADMIN_DSN = os.environ.get("HOTDEAL_BENCH_PG_DSN",
                            "postgresql://hotdeal:hotdeal@127.0.0.1:55432/postgres")

@@ -41,10 +41,11 @@ from hotdeal_cli.render import (
 from hotdeal_cli.watch import watch
 from hotdeal_cli.watch_view import Frame, render
 from hotdeal_core.domain import DealStatus
+from hotdeal_core.usecases.audit import Audit, audit_deal, latest_deal_id
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, end_deal, start_deal
 from hotdeal_core.usecases.products import create_product, get_product
-from hotdeal_core.usecases.reconcile import Audit, audit_deal, latest_deal_id, recover_deal
+from hotdeal_core.usecases.recovery import recover_deal
 
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?")
 POLL_SECONDS = 0.2

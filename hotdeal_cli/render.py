@@ -10,9 +10,10 @@ from uuid import UUID
 
 import typer
 
+from hotdeal_core.usecases.audit import Audit
 from hotdeal_core.usecases.deals import StartedDeal
 from hotdeal_core.usecases.products import ProductView
-from hotdeal_core.usecases.reconcile import Audit, RecoverReport
+from hotdeal_core.usecases.recovery import RecoverReport
 
 TERMS = ("initial", "on_sale", "pending", "confirmed", "in_flight")
 

@@ -29,8 +29,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from hotdeal_cli.watch_view import ApiScrape, Frame, Sample, audit_text, frame, parse_scrape
 from hotdeal_core.domain import DealStatus, StockBackend
+from hotdeal_core.usecases.audit import Audit, audit_deal, latest_deal_id
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.reconcile import Audit, audit_deal, latest_deal_id
 
 # Orders are committed a moment after their transaction starts (created_at = its now()), so
 # the accepted rate counts a window that ended this long ago, when its orders are visible.

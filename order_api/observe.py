@@ -29,7 +29,7 @@ from hotdeal_core.observability.exposition import (
 )
 from hotdeal_core.observability.metrics import count_order, http_observer, order_outcome
 from hotdeal_core.runtime import Runtime
-from hotdeal_core.usecases import reconcile
+from hotdeal_core.usecases import audit
 
 log = logging.getLogger(__name__)
 OUTCOME = "hotdeal.order_outcome"  # the scope key the fast path sets
@@ -92,7 +92,7 @@ class ObservedApp:
 async def metrics_response(runtime: Runtime) -> Response:
     """GET /metrics: everything recorded (by every worker), the outbox and the live deals."""
     async def deals() -> list[Metric]:
-        return deal_families(await reconcile.audit_live_deals(runtime.ctx))
+        return deal_families(await audit.audit_live_deals(runtime.ctx))
     families: list[Any] = [*await runtime.metric_families(),
                            *await read_or_skip("the deal audit", deals())]
     return Response(render(families), media_type=CONTENT_TYPE)

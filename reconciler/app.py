@@ -46,12 +46,10 @@ from hotdeal_core.observability.logs import bind_ids
 from hotdeal_core.service import Duty, Service
 from hotdeal_core.settings import Settings
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.reconcile import (
-    end_due_deals,
-    flush_deal,
-    recover_lost_states,
-    release_orphans,
-)
+from hotdeal_core.usecases.deals import end_due_deals
+from hotdeal_core.usecases.flush import flush_deal
+from hotdeal_core.usecases.orphans import release_orphans
+from hotdeal_core.usecases.recovery import recover_lost_states
 from schemas.events import HotDealEnded, HotDealEvent, hotdeal_event_adapter
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hotdeal_core.usecases.reconcile import Audit
+from hotdeal_core.usecases.audit import Audit
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -83,7 +83,7 @@ class DealSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class RebuiltState:
-    """A deal's Redis state recomputed from Postgres (see usecases.reconcile.recover_deal)."""
+    """A deal's Redis state recomputed from Postgres (see usecases.recovery.recover_deal)."""
 
     deal_id: int
     stock: int

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from hotdeal_core.db.tables import hot_deals, products
@@ -128,3 +128,17 @@ async def end_deal(ctx: Context, product_id: int,
     if ended is not None:
         ctx.outbox_written()
     return deal_id, ended is not None
+
+
+async def end_due_deals(ctx: Context) -> list[int]:
+    """End ACTIVE deals whose duration is over (their HotDealEnded triggers the flush)."""
+    async with ctx.engine.connect() as conn:
+        due = (await conn.execute(select(hot_deals.c.product_id).where(
+            hot_deals.c.status == DealStatus.ACTIVE,
+            hot_deals.c.ends_at < func.now()))).scalars().all()
+    ended = []
+    for product_id in due:
+        deal_id, now = await end_deal(ctx, int(product_id), reason="duration_over")
+        if now:
+            ended.append(deal_id)
+    return ended

@@ -34,6 +34,7 @@ from hotdeal_core.db.fence import share_deal
 from hotdeal_core.domain import CancelReason, DealStatus, OrderStatus, StockBackend
 from hotdeal_core.messaging.topics import event_key
 from hotdeal_core.stock.port import ReleaseOutcome
+from hotdeal_core.usecases.books import give_back_to_product
 from hotdeal_core.usecases.context import Context
 from schemas.events import AnyEvent, OrderCancelled, OrderConfirmed, RefundRequested
 
@@ -279,8 +280,7 @@ async def _write(conn: AsyncConnection, ctx: Context, plan: _Plan,
                                "orders")
     # One row at a time, in id order: hot rows are locked in the same order by every batch.
     for pid, units in sorted(plan.product_units.items()):
-        await conn.execute(text("UPDATE products SET stock = stock + :q, updated_at = now() "
-                                "WHERE id = :pid"), {"q": units, "pid": pid})
+        await give_back_to_product(conn, pid, units)
     for deal_id in sorted(plan.returned_units.keys() | plan.remaining_units.keys()):
         await conn.execute(text(
             "UPDATE hot_deals SET returned_stock = returned_stock + :r, "

@@ -17,8 +17,8 @@ from sqlalchemy import func, select
 from devtools.swarm import UNSETTLED, Check, deal_figures, verify_deal, wait_zero
 from hotdeal_core.db.tables import orders
 from hotdeal_core.domain import DealStatus
+from hotdeal_core.usecases.audit import Audit, audit_deal, latest_deal_id
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.reconcile import Audit, audit_deal, latest_deal_id
 from tests.cluster.conftest import ROOT, ClusterStack
 from tests.e2e.conftest import ADMIN, SECRET, eventually, start_hot_deal
 

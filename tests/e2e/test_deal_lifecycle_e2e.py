@@ -20,8 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from devtools.procs import Proc
 from hotdeal_core.db.tables import hot_deals, orders, products, reconciliations
+from hotdeal_core.usecases.audit import audit_deal, latest_deal_id
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.reconcile import audit_deal, flush_deal, latest_deal_id
+from hotdeal_core.usecases.flush import flush_deal
 from schemas.events import HotDealEnded
 from tests.e2e.conftest import (
     ADMIN,

@@ -13,8 +13,8 @@ import pytest
 
 from devtools.swarm import verify_deal
 from hotdeal_core.domain import DealStatus
+from hotdeal_core.usecases.audit import Audit, audit_deal, latest_deal_id
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.reconcile import Audit, audit_deal, latest_deal_id
 from tests.e2e.conftest import ADMIN, SECRET, Stack, eventually, start_hot_deal
 
 ROOT = Path(__file__).resolve().parents[2]

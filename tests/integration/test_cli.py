@@ -30,7 +30,7 @@ from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.redis_store import RedisStockStore, deal_keys
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.reconcile import flush_deal
+from hotdeal_core.usecases.flush import flush_deal
 from tests.random_refs import random_name
 
 _PG_PORT = os.environ.get("HOTDEAL_PG_PORT", "55432")

@@ -13,7 +13,7 @@ from devtools.sampler import DealSampler
 from hotdeal_core.settings import Settings
 from hotdeal_core.usecases import deals, orders
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.reconcile import flush_deal
+from hotdeal_core.usecases.flush import flush_deal
 from tests.conftest import ProductFactory
 from tests.waiting import eventually
 

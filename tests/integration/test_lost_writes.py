@@ -28,7 +28,7 @@ from hotdeal_core.stock.redis_store import (
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, start_deal
 from hotdeal_core.usecases.orders import PlaceOrder, place_order
-from hotdeal_core.usecases.reconcile import RecoverReport, recover_lost_states
+from hotdeal_core.usecases.recovery import RecoverReport, recover_lost_states
 from hotdeal_core.usecases.settlement import cancel_order
 from tests.conftest import ProductFactory
 from tests.random_refs import random_user

@@ -13,7 +13,7 @@ from hotdeal_core.db.tables import orders
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, start_deal
 from hotdeal_core.usecases.orders import PlaceOrder, place_order
-from hotdeal_core.usecases.reconcile import release_orphans
+from hotdeal_core.usecases.orphans import release_orphans
 from tests.conftest import ProductFactory
 from tests.random_refs import random_user
 

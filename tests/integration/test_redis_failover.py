@@ -21,10 +21,11 @@ from hotdeal_core.domain import OrderStatus
 from hotdeal_core.errors import HotdealError
 from hotdeal_core.stock.redis_store import RES, deal_keys
 from hotdeal_core.stock.reserver import reservation_batcher
+from hotdeal_core.usecases.audit import audit_deal
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, start_deal
 from hotdeal_core.usecases.orders import PlaceOrder, place_order
-from hotdeal_core.usecases.reconcile import audit_deal, recover_lost_states
+from hotdeal_core.usecases.recovery import recover_lost_states
 from tests.conftest import ProductFactory
 from tests.random_refs import random_user
 from tests.redis_nodes import owners

@@ -20,8 +20,8 @@ from hotdeal_core.domain import CancelReason
 from hotdeal_core.stock.port import ReleaseOutcome
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, start_deal
+from hotdeal_core.usecases.flush import flush_deal
 from hotdeal_core.usecases.orders import PlaceOrder, place_order
-from hotdeal_core.usecases.reconcile import flush_deal
 from hotdeal_core.usecases.settlement import (
     Cancel,
     Command,

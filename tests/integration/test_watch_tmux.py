@@ -24,7 +24,7 @@ import pytest
 
 from hotdeal_core.usecases import deals, orders
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.reconcile import flush_deal
+from hotdeal_core.usecases.flush import flush_deal
 from tests.conftest import ProductFactory
 from tests.waiting import eventually
 

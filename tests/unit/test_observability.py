@@ -32,7 +32,7 @@ from hotdeal_core.observability.exposition import (
 from hotdeal_core.observability.logs import JsonFormatter, TextFormatter, bind_ids
 from hotdeal_core.observability.metrics import order_outcome
 from hotdeal_core.observability.server import MetricsServer
-from hotdeal_core.usecases.reconcile import Audit
+from hotdeal_core.usecases.audit import Audit
 from hotdeal_core.usecases.settlement import SettleResult
 from schemas.events import PaymentEvent, PaymentFailed, PaymentSucceeded
 from stock_worker.app import observe_settlements
