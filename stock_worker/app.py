@@ -34,15 +34,8 @@ from hotdeal_core.observability.metrics import observe_settled
 from hotdeal_core.service import Duty, Service
 from hotdeal_core.settings import Settings
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.settlement import (
-    GROUP,
-    Cancel,
-    Command,
-    Confirm,
-    SettleResult,
-    expire_due_orders,
-    settle_batch,
-)
+from hotdeal_core.usecases.settlement import GROUP, expire_due_orders, settle_batch
+from hotdeal_core.usecases.settlement_plan import Cancel, Command, Confirm, SettleResult
 from schemas.events import (
     OrderCancellationRequested,
     OrderConfirmationRequested,

@@ -114,8 +114,8 @@ async def end_deal(ctx: Context, product_id: int,
         deal = await live_deal_row(conn, product_id)
     if deal is None:
         raise NotFound("deal_not_found", f"product {product_id} has no live deal")
-    deal_id = int(deal.id)  # type: ignore[attr-defined]
-    if deal.stock_backend == StockBackend.REDIS:  # type: ignore[attr-defined]
+    deal_id = int(deal.id)
+    if deal.stock_backend == StockBackend.REDIS:
         await ctx.stock.close(product_id, deal_id)
     async with ctx.engine.begin() as conn:
         ended = (await conn.execute(text(

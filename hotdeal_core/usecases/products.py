@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -44,10 +45,24 @@ async def create_product(ctx: Context, name: str, price: int, stock: int) -> Pro
     return ProductView(int(pid), name, price, stock, None)
 
 
-async def live_deal_row(conn: AsyncConnection, product_id: int) -> object | None:
-    return (await conn.execute(select(hot_deals).where(
+class LiveDeal(NamedTuple):
+    """The columns of a live deal's row that its readers use."""
+
+    id: int
+    status: str
+    stock_backend: str
+    initial_stock: int
+    per_user_limit: int
+    remaining_stock: int
+    epoch: int
+    ends_at: datetime | None
+
+
+async def live_deal_row(conn: AsyncConnection, product_id: int) -> LiveDeal | None:
+    row = (await conn.execute(select(*(hot_deals.c[name] for name in LiveDeal._fields)).where(
         hot_deals.c.product_id == product_id,
         hot_deals.c.status.in_(LIVE_DEAL_STATUSES)))).first()
+    return None if row is None else LiveDeal(*row)
 
 
 async def get_product(ctx: Context, product_id: int) -> ProductView:
@@ -59,10 +74,10 @@ async def get_product(ctx: Context, product_id: int) -> ProductView:
     deal_view = None
     if deal is not None:
         d = deal
-        remaining: int | None = d.remaining_stock  # type: ignore[attr-defined]
-        if d.stock_backend == StockBackend.REDIS:  # type: ignore[attr-defined]
+        remaining: int | None = d.remaining_stock
+        if d.stock_backend == StockBackend.REDIS:
             snap = await ctx.stock.peek(product_id)
-            remaining = snap.stock if snap.deal_id == d.id else None  # type: ignore[attr-defined]
-        deal_view = DealView(d.id, d.status, d.stock_backend, d.initial_stock,  # type: ignore[attr-defined]
-                             d.per_user_limit, remaining, d.epoch, d.ends_at)  # type: ignore[attr-defined]
+            remaining = snap.stock if snap.deal_id == d.id else None
+        deal_view = DealView(d.id, d.status, d.stock_backend, d.initial_stock,
+                             d.per_user_limit, remaining, d.epoch, d.ends_at)
     return ProductView(row.id, row.name, row.price, row.stock, deal_view)

@@ -15,89 +15,41 @@ state is closed or being rebuilt, the release is deferred to the flush or the re
 which count from Postgres. The deal fence is shared, once per deal with a cancellation in
 the batch, in deal id order, so a cancel never interleaves with a flush (confirmations
 leave the units sold: no fence).
+
+This module reads and writes; what each command makes of its order is decided in memory by
+`hotdeal_core.usecases.settlement_plan`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
 from uuid import UUID
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hotdeal_core.db.fence import share_deal
-from hotdeal_core.domain import CancelReason, DealStatus, OrderStatus, StockBackend
+from hotdeal_core.domain import CancelReason, OrderStatus
 from hotdeal_core.messaging.topics import event_key
 from hotdeal_core.stock.port import ReleaseOutcome
 from hotdeal_core.usecases.books import give_back_to_product
 from hotdeal_core.usecases.context import Context
-from schemas.events import AnyEvent, OrderCancelled, OrderConfirmed, RefundRequested
+from hotdeal_core.usecases.settlement_plan import (
+    Cancel,
+    Command,
+    Confirm,
+    DealState,
+    LockedOrder,
+    Plan,
+    SettleResult,
+    apply_command,
+)
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["applied", "already_processed", "not_found", "no_change"]
 GROUP = "stock-worker"
-
-
-@dataclass(frozen=True, slots=True)
-class SettleResult:
-    outcome: Outcome
-    status: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Confirm:
-    """Confirm a PENDING order: a successful payment (`payment_id`) or an admin (None)."""
-
-    order_id: UUID
-    payment_id: str | None = None
-    amount: int | None = None
-    event_id: UUID | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Cancel:
-    order_id: UUID
-    reason: CancelReason
-    event_id: UUID | None = None
-
-
-Command = Confirm | Cancel
-
-
-@dataclass(slots=True)
-class _Order:
-    """An order row as locked, and what the batch makes of it."""
-
-    id: UUID
-    product_id: int
-    deal_id: int | None
-    user_id: str
-    quantity: int
-    status: str
-    payment_id: str | None
-    paid: bool
-    was: tuple[str, str | None] = ("", None)  # (status, payment_id) as read: the CAS
-    cancel_reason: str | None = None
-
-
-@dataclass
-class _Plan:
-    """Everything one batch writes, gathered before the statements that write it."""
-
-    results: list[SettleResult] = field(default_factory=list)
-    events: list[AnyEvent] = field(default_factory=list)
-    product_units: Counter[int] = field(default_factory=Counter)  # back to products.stock
-    returned_units: Counter[int] = field(default_factory=Counter)  # deal: returned_stock
-    remaining_units: Counter[int] = field(default_factory=Counter)  # db deal: remaining
-    release: dict[UUID, int] = field(default_factory=dict)  # order -> product, after commit
-    forget: dict[UUID, int] = field(default_factory=dict)
-
 
 _FIRST_TIME = text("""
     INSERT INTO processed_events (consumer, event_id)
@@ -141,7 +93,7 @@ async def settle_batch(ctx: Context, commands: Sequence[Command], *,
     """Apply `commands` in one transaction; one result per command, in order."""
     if not commands:
         return []
-    plan = _Plan()
+    plan = Plan()
     async with ctx.engine.begin() as conn:
         fresh = await _first_times(conn, consumer, commands)
         cancels = sorted({c.order_id for c, new in zip(commands, fresh, strict=True)
@@ -149,13 +101,13 @@ async def settle_batch(ctx: Context, commands: Sequence[Command], *,
         deals = await _fence(conn, cancels)
         rows = (await conn.execute(_LOCK, {"ids": sorted({c.order_id for c in commands})})
                 ).all()
-        found = {r.id: _Order(r.id, r.product_id, r.hot_deal_id, r.user_id, r.quantity,
+        found = {r.id: LockedOrder(r.id, r.product_id, r.hot_deal_id, r.user_id, r.quantity,
                               r.status, r.payment_id, r.paid, (r.status, r.payment_id))
                  for r in rows}
         for command, new in zip(commands, fresh, strict=True):
             order = found.get(command.order_id)
             if new:
-                plan.results.append(_apply(plan, command, order, deals))
+                plan.results.append(apply_command(plan, command, order, deals))
                 continue
             plan.results.append(SettleResult("already_processed"))
             # Released again: the worker may have died between the commit and the release.
@@ -187,7 +139,7 @@ async def _first_times(conn: AsyncConnection, consumer: str,
     return fresh
 
 
-async def _fence(conn: AsyncConnection, order_ids: list[UUID]) -> dict[int, Any]:
+async def _fence(conn: AsyncConnection, order_ids: list[UUID]) -> dict[int, DealState]:
     """Share the fence of every deal of these orders (in id order: no deadlock with a
     flush waiting for one of them), then read those deals."""
     if not order_ids:
@@ -197,76 +149,11 @@ async def _fence(conn: AsyncConnection, order_ids: list[UUID]) -> dict[int, Any]
     for deal_id in deal_ids:
         await share_deal(conn, deal_id)
     rows = (await conn.execute(_DEALS, {"ids": deal_ids})).all() if deal_ids else []
-    return {int(r.id): r for r in rows}
+    return {int(r.id): DealState(int(r.id), r.status, r.stock_backend) for r in rows}
 
 
-def _apply(plan: _Plan, command: Command, order: _Order | None,
-           deals: dict[int, Any]) -> SettleResult:
-    if order is None:
-        return SettleResult("not_found")
-    if isinstance(command, Confirm):
-        return _confirm(plan, command, order)
-    if order.status != OrderStatus.PENDING or (
-            command.reason is CancelReason.EXPIRED and order.paid):
-        # An order paid in time is never expired: the webhook marks paid_at under the row
-        # lock this batch holds, so what was read is what is committed.
-        return SettleResult("no_change", order.status)
-    order.status, order.cancel_reason = OrderStatus.CANCELLED, command.reason
-    released_to = _give_back(plan, order, deals)
-    if released_to == "redis":
-        plan.release[order.id] = order.product_id
-    plan.events.append(OrderCancelled(
-        order_id=order.id, product_id=order.product_id, hot_deal_id=order.deal_id,
-        user_id=order.user_id, quantity=order.quantity, reason=command.reason,
-        stock_released_to=released_to))
-    return SettleResult("applied", OrderStatus.CANCELLED)
-
-
-def _confirm(plan: _Plan, command: Confirm, order: _Order) -> SettleResult:
-    if order.status == OrderStatus.PENDING:
-        order.status, order.payment_id = OrderStatus.CONFIRMED, command.payment_id
-        if order.deal_id is not None:  # the units stay sold; only the reservation record goes
-            plan.forget[order.id] = order.product_id
-        plan.events.append(OrderConfirmed(
-            order_id=order.id, product_id=order.product_id, hot_deal_id=order.deal_id,
-            user_id=order.user_id, quantity=order.quantity, payment_id=command.payment_id))
-        return SettleResult("applied", OrderStatus.CONFIRMED)
-    if command.payment_id is not None and (refund := _refund_reason(order, command.payment_id)):
-        # Never lose the money: a payment that cannot settle the order goes back.
-        plan.events.append(RefundRequested(order_id=order.id, payment_id=command.payment_id,
-                                           amount=command.amount or 0, reason=refund))
-    return SettleResult("no_change", order.status)
-
-
-def _refund_reason(order: _Order, payment_id: str) -> str | None:
-    """Why a successful payment of an order that is no longer PENDING is refunded, if it is."""
-    if order.status == OrderStatus.CANCELLED:
-        return "order_cancelled"  # paid too late (the reservation expired) or cancelled
-    if order.payment_id is None:
-        # Confirmed without a payment (admin): the first payment is the order's, keep it.
-        order.payment_id = payment_id
-        return None
-    return None if order.payment_id == payment_id else "duplicate_payment"
-
-
-def _give_back(plan: _Plan, order: _Order, deals: dict[int, Any]
-               ) -> Literal["redis", "db", "deferred"]:
-    if order.deal_id is None:
-        plan.product_units[order.product_id] += order.quantity
-        return "db"
-    deal = deals[order.deal_id]
-    if deal.status == DealStatus.RECONCILED:
-        plan.product_units[order.product_id] += order.quantity
-        plan.returned_units[order.deal_id] += order.quantity
-        return "db"
-    if deal.stock_backend == StockBackend.DB:
-        plan.remaining_units[order.deal_id] += order.quantity
-        return "db"
-    return "redis" if deal.status == DealStatus.ACTIVE else "deferred"
-
-
-async def _write(conn: AsyncConnection, ctx: Context, plan: _Plan,
-                 found: dict[UUID, _Order]) -> None:
+async def _write(conn: AsyncConnection, ctx: Context, plan: Plan,
+                 found: dict[UUID, LockedOrder]) -> None:
     changed = [o for o in found.values() if (o.status, o.payment_id) != o.was]
     if changed:
         updated = (await conn.execute(_UPDATE, {
@@ -295,7 +182,7 @@ async def _write(conn: AsyncConnection, ctx: Context, plan: _Plan,
             "payloads": [json.dumps(e.model_dump(mode="json")) for e in events]})
 
 
-async def _after_commit(ctx: Context, plan: _Plan) -> None:
+async def _after_commit(ctx: Context, plan: Plan) -> None:
     if plan.forget:
         try:
             await ctx.stock.forget_many([(p, o) for o, p in plan.forget.items()])

@@ -22,13 +22,8 @@ from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, start_deal
 from hotdeal_core.usecases.flush import flush_deal
 from hotdeal_core.usecases.orders import PlaceOrder, place_order
-from hotdeal_core.usecases.settlement import (
-    Cancel,
-    Command,
-    Confirm,
-    expire_due_orders,
-    settle_batch,
-)
+from hotdeal_core.usecases.settlement import expire_due_orders, settle_batch
+from hotdeal_core.usecases.settlement_plan import Cancel, Command, Confirm
 from hotdeal_core.usecases.views import OrderView
 from tests.conftest import ProductFactory
 from tests.random_refs import random_user

@@ -21,7 +21,7 @@ from hotdeal_core.domain import CancelReason
 from hotdeal_core.errors import DependencyUnavailable
 from hotdeal_core.messaging.consumer import RetryPolicy, handle_batch
 from hotdeal_core.messaging.topics import Topics
-from hotdeal_core.usecases.settlement import Cancel, Confirm
+from hotdeal_core.usecases.settlement_plan import Cancel, Confirm
 from schemas.events import (
     OrderCancellationRequested,
     OrderConfirmationRequested,

@@ -33,7 +33,7 @@ from hotdeal_core.observability.logs import JsonFormatter, TextFormatter, bind_i
 from hotdeal_core.observability.metrics import order_outcome
 from hotdeal_core.observability.server import MetricsServer
 from hotdeal_core.usecases.audit import Audit
-from hotdeal_core.usecases.settlement import SettleResult
+from hotdeal_core.usecases.settlement_plan import SettleResult
 from schemas.events import PaymentEvent, PaymentFailed, PaymentSucceeded
 from stock_worker.app import observe_settlements
 

@@ -1,0 +1,150 @@
+"""What one settlement batch makes of each order, decided in memory before anything is
+written (`hotdeal_core.usecases.settlement` reads the rows, then writes the plan).
+
+The commands of one order apply in the order given, each seeing the previous one's effect
+on the `LockedOrder`. A cancellation gives the units back where the deal keeps them
+(`_give_back`): to Postgres in the batch's transaction (an ordinary product, a db-backed
+deal, a deal already reconciled), to Redis after the commit (an ACTIVE Redis deal), or to
+the flush or the rebuild (the deal's Redis state is closed or being rebuilt: deferred).
+A successful payment that cannot settle its order asks for a refund.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+from uuid import UUID
+
+from hotdeal_core.domain import CancelReason, DealStatus, OrderStatus, StockBackend
+from schemas.events import AnyEvent, OrderCancelled, OrderConfirmed, RefundRequested
+
+Outcome = Literal["applied", "already_processed", "not_found", "no_change"]
+
+
+@dataclass(frozen=True, slots=True)
+class SettleResult:
+    outcome: Outcome
+    status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Confirm:
+    """Confirm a PENDING order: a successful payment (`payment_id`) or an admin (None)."""
+
+    order_id: UUID
+    payment_id: str | None = None
+    amount: int | None = None
+    event_id: UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    order_id: UUID
+    reason: CancelReason
+    event_id: UUID | None = None
+
+
+Command = Confirm | Cancel
+
+
+@dataclass(slots=True)
+class LockedOrder:
+    """An order row as locked, and what the batch makes of it."""
+
+    id: UUID
+    product_id: int
+    deal_id: int | None
+    user_id: str
+    quantity: int
+    status: str
+    payment_id: str | None
+    paid: bool
+    was: tuple[str, str | None] = ("", None)  # (status, payment_id) as read: the CAS
+    cancel_reason: str | None = None
+
+
+@dataclass
+class Plan:
+    """Everything one batch writes, gathered before the statements that write it."""
+
+    results: list[SettleResult] = field(default_factory=list)
+    events: list[AnyEvent] = field(default_factory=list)
+    product_units: Counter[int] = field(default_factory=Counter)  # back to products.stock
+    returned_units: Counter[int] = field(default_factory=Counter)  # deal: returned_stock
+    remaining_units: Counter[int] = field(default_factory=Counter)  # db deal: remaining
+    release: dict[UUID, int] = field(default_factory=dict)  # order -> product, after commit
+    forget: dict[UUID, int] = field(default_factory=dict)
+
+
+class DealState(NamedTuple):
+    """The deal of an order the batch cancels, read under its shared fence."""
+
+    id: int
+    status: str
+    stock_backend: str
+
+
+def apply_command(plan: Plan, command: Command, order: LockedOrder | None,
+           deals: dict[int, DealState]) -> SettleResult:
+    if order is None:
+        return SettleResult("not_found")
+    if isinstance(command, Confirm):
+        return _confirm(plan, command, order)
+    if order.status != OrderStatus.PENDING or (
+            command.reason is CancelReason.EXPIRED and order.paid):
+        # An order paid in time is never expired: the webhook marks paid_at under the row
+        # lock this batch holds, so what was read is what is committed.
+        return SettleResult("no_change", order.status)
+    order.status, order.cancel_reason = OrderStatus.CANCELLED, command.reason
+    released_to = _give_back(plan, order, deals)
+    if released_to == "redis":
+        plan.release[order.id] = order.product_id
+    plan.events.append(OrderCancelled(
+        order_id=order.id, product_id=order.product_id, hot_deal_id=order.deal_id,
+        user_id=order.user_id, quantity=order.quantity, reason=command.reason,
+        stock_released_to=released_to))
+    return SettleResult("applied", OrderStatus.CANCELLED)
+
+
+def _confirm(plan: Plan, command: Confirm, order: LockedOrder) -> SettleResult:
+    if order.status == OrderStatus.PENDING:
+        order.status, order.payment_id = OrderStatus.CONFIRMED, command.payment_id
+        if order.deal_id is not None:  # the units stay sold; only the reservation record goes
+            plan.forget[order.id] = order.product_id
+        plan.events.append(OrderConfirmed(
+            order_id=order.id, product_id=order.product_id, hot_deal_id=order.deal_id,
+            user_id=order.user_id, quantity=order.quantity, payment_id=command.payment_id))
+        return SettleResult("applied", OrderStatus.CONFIRMED)
+    if command.payment_id is not None and (refund := _refund_reason(order, command.payment_id)):
+        # Never lose the money: a payment that cannot settle the order goes back.
+        plan.events.append(RefundRequested(order_id=order.id, payment_id=command.payment_id,
+                                           amount=command.amount or 0, reason=refund))
+    return SettleResult("no_change", order.status)
+
+
+def _refund_reason(order: LockedOrder, payment_id: str) -> str | None:
+    """Why a successful payment of an order that is no longer PENDING is refunded, if it is."""
+    if order.status == OrderStatus.CANCELLED:
+        return "order_cancelled"  # paid too late (the reservation expired) or cancelled
+    if order.payment_id is None:
+        # Confirmed without a payment (admin): the first payment is the order's, keep it.
+        order.payment_id = payment_id
+        return None
+    return None if order.payment_id == payment_id else "duplicate_payment"
+
+
+def _give_back(plan: Plan, order: LockedOrder, deals: dict[int, DealState]
+               ) -> Literal["redis", "db", "deferred"]:
+    if order.deal_id is None:
+        plan.product_units[order.product_id] += order.quantity
+        return "db"
+    deal = deals[order.deal_id]
+    if deal.status == DealStatus.RECONCILED:
+        plan.product_units[order.product_id] += order.quantity
+        plan.returned_units[order.deal_id] += order.quantity
+        return "db"
+    if deal.stock_backend == StockBackend.DB:
+        plan.remaining_units[order.deal_id] += order.quantity
+        return "db"
+    return "redis" if deal.status == DealStatus.ACTIVE else "deferred"
