@@ -1,6 +1,10 @@
 """What one settlement batch makes of each order, decided in memory before anything is
 written (`hotdeal_core.usecases.settlement` reads the rows, then writes the plan).
 
+Which status changes are allowed is the domain's rule (`hotdeal_core.domain.can_transition`:
+PENDING -> CONFIRMED | CANCELLED, nothing out of a final status); the writes then apply each
+change as a compare-and-set on the status read, under the row lock.
+
 The commands of one order apply in the order given, each seeing the previous one's effect
 on the `LockedOrder`. A cancellation gives the units back where the deal keeps them
 (`_give_back`): to Postgres in the batch's transaction (an ordinary product, a db-backed
@@ -16,7 +20,13 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 from uuid import UUID
 
-from hotdeal_core.domain import CancelReason, DealStatus, OrderStatus, StockBackend
+from hotdeal_core.domain import (
+    CancelReason,
+    DealStatus,
+    OrderStatus,
+    StockBackend,
+    can_transition,
+)
 from schemas.events import AnyEvent, OrderCancelled, OrderConfirmed, RefundRequested
 
 Outcome = Literal["applied", "already_processed", "not_found", "no_change"]
@@ -91,7 +101,7 @@ def apply_command(plan: Plan, command: Command, order: LockedOrder | None,
         return SettleResult("not_found")
     if isinstance(command, Confirm):
         return _confirm(plan, command, order)
-    if order.status != OrderStatus.PENDING or (
+    if not can_transition(OrderStatus(order.status), OrderStatus.CANCELLED) or (
             command.reason is CancelReason.EXPIRED and order.paid):
         # An order paid in time is never expired: the webhook marks paid_at under the row
         # lock this batch holds, so what was read is what is committed.
@@ -108,7 +118,7 @@ def apply_command(plan: Plan, command: Command, order: LockedOrder | None,
 
 
 def _confirm(plan: Plan, command: Confirm, order: LockedOrder) -> SettleResult:
-    if order.status == OrderStatus.PENDING:
+    if can_transition(OrderStatus(order.status), OrderStatus.CONFIRMED):
         order.status, order.payment_id = OrderStatus.CONFIRMED, command.payment_id
         if order.deal_id is not None:  # the units stay sold; only the reservation record goes
             plan.forget[order.id] = order.product_id
