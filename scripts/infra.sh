@@ -281,6 +281,7 @@ if [ "${HOTDEAL_CLUSTER:-}" = 1 ]; then
   case "${1:-}" in
     up)
       log "postgres data directory: $PG_DIR"
+      reserve_ports "$PG_PORT"
       pg_up; cluster up
       log "  DATABASE_URL=postgresql+asyncpg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/hotdeal"
       ;;
@@ -295,6 +296,7 @@ case "${1:-}" in
   up)
     started=$SECONDS
     log "postgres data directory: $PG_DIR"
+    reserve_ports "$PG_PORT" "$REDIS_PORT" "$KAFKA_PORT" "$KAFKA_CPORT"
     pg_up; redis_up; kafka_up
     log "all services ready in $((SECONDS - started)) s:"
     log "  DATABASE_URL=postgresql+asyncpg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/hotdeal"

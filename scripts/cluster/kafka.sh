@@ -164,6 +164,7 @@ cluster_id() {
 
 start_node() { # node
   local n=$1 d port cport; d=$(node_dir "$1"); port=$(port_of "$1"); cport=$(cport_of "$1")
+  reserve_ports "$port" "$cport"
   if jvm_alive "$(pid_file "$n")"; then
     log "node $n already running (pid $(head -n 1 "$(pid_file "$n")"), :$port)"
     return 0

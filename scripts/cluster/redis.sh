@@ -107,6 +107,7 @@ up() {
   command -v redis-server >/dev/null || die "redis-server is not installed; run: sudo apt-get install -y redis-server"
   mkdir -p "$DIR"
   local port
+  for port in "${PORTS[@]}"; do reserve_ports "$port" "$((port - 10000))"; done
   for port in "${PORTS[@]}"; do node_up "$port"; done
   formed || create
   local deadline=$((SECONDS + 60))

@@ -13,3 +13,19 @@ listening() { # port
 }
 # Nothing listens on the port any more (a killed server's socket lingers while it goes away).
 port_free() { ! listening "$1"; }
+
+# Keep the kernel from giving these port numbers to clients as their source ports
+# (net.ipv4.ip_local_reserved_ports): a client connection that holds a server's port as its
+# own end keeps the server from binding it (seen: a Redis client on 47106, a cluster node's
+# bus port). Only adds to the list, and only where we may write it (root, a writable
+# /proc/sys); elsewhere nothing changes, and the servers' binds are as likely as before.
+reserve_ports() { # ports...
+  local f=/proc/sys/net/ipv4/ip_local_reserved_ports current want p
+  [ -w "$f" ] || return 0
+  current=$(cat "$f" 2>/dev/null) || return 0
+  want=$current
+  for p in "$@"; do
+    case ",$current," in *",$p,"*) ;; *) want="${want:+$want,}$p" ;; esac
+  done
+  [ "$want" = "$current" ] || printf '%s\n' "$want" >"$f" 2>/dev/null || true
+}
