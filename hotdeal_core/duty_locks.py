@@ -1,8 +1,8 @@
 """Who runs a periodic duty when several replicas of a process run: one at a time.
 
-A duty marked exclusive (hotdeal_core/service.py `Duty`) runs only in the replica that holds
-its lock. `PgDutyLocks` holds Postgres session advisory locks (`pg_try_advisory_lock`, one
-per duty name) on a connection of its own, outside the pool:
+A duty marked exclusive (hotdeal_core/bootstrap/consumer_process.py `Duty`) runs only in the
+replica that holds its lock. `PgDutyLocks` holds Postgres session advisory locks
+(`pg_try_advisory_lock`, one per duty name) on a connection of its own, outside the pool:
 
 - Taking: every replica tries before each run of the duty; the first one wins and keeps the
   lock from run to run (it is the duty's leader); the others skip the run and try again

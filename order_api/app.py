@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from hotdeal_core.runtime import build_runtime
+from hotdeal_core.bootstrap.resources import open_resources
 from hotdeal_core.settings import Settings
 from order_api.errors import install_error_handlers
 from order_api.fastpath import SoldOutFastPath
@@ -22,17 +22,13 @@ def create_app(settings: Settings) -> FastAPI:
     settings.require_real_secrets()  # before anything listens
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = build_runtime(settings)
-        runtime.start()
-        app.state.runtime = runtime
-        app.state.ctx = runtime.ctx
-        log.info("order API ready (stock in %s)",
-                 "redis" if settings.hotdeal_stock_redis else "postgres")
-        try:
+        async with open_resources(settings) as resources:  # built here, closed here
+            app.state.resources = resources
+            app.state.ctx = resources.ctx
+            log.info("order API ready (stock in %s)",
+                     "redis" if settings.hotdeal_stock_redis else "postgres")
             yield
-        finally:
-            await runtime.close()
-            log.info("order API stopped gracefully")
+        log.info("order API stopped gracefully")
 
     app = FastAPI(title="hotdeal order API", version="1.0.0", lifespan=lifespan,
                   description="Flash-sale orders: stock reserved synchronously, "

@@ -21,6 +21,7 @@ from prometheus_client.core import Metric
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hotdeal_core.bootstrap.resources import Resources
 from hotdeal_core.observability.exposition import (
     CONTENT_TYPE,
     deal_families,
@@ -28,7 +29,6 @@ from hotdeal_core.observability.exposition import (
     render,
 )
 from hotdeal_core.observability.metrics import count_order, http_observer, order_outcome
-from hotdeal_core.runtime import Runtime
 from hotdeal_core.usecases import audit
 
 log = logging.getLogger(__name__)
@@ -89,10 +89,10 @@ class ObservedApp:
                 log.info("%s %s %s %.1f ms", scope["method"], route, status, elapsed * 1000)
 
 
-async def metrics_response(runtime: Runtime) -> Response:
+async def metrics_response(resources: Resources) -> Response:
     """GET /metrics: everything recorded (by every worker), the outbox and the live deals."""
     async def deals() -> list[Metric]:
-        return deal_families(await audit.audit_live_deals(runtime.ctx))
-    families: list[Any] = [*await runtime.metric_families(),
+        return deal_families(await audit.audit_live_deals(resources.ctx))
+    families: list[Any] = [*await resources.metric_families(),
                            *await read_or_skip("the deal audit", deals())]
     return Response(render(families), media_type=CONTENT_TYPE)

@@ -13,8 +13,8 @@ from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 
 from hotdeal_core import signature
+from hotdeal_core.bootstrap.resources import Resources
 from hotdeal_core.errors import Unauthorized
-from hotdeal_core.runtime import Runtime
 from hotdeal_core.usecases import deals, orders, payments, products
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.views import OrderView
@@ -194,8 +194,8 @@ async def healthz() -> dict[str, str]:
     "description": "Postgres or Redis does not answer (the body says which); Retry-After",
     "headers": {"Retry-After": {"schema": {"type": "integer"}}}}})
 async def readyz(request: Request, response: Response) -> dict[str, object]:
-    runtime: Runtime = request.app.state.runtime
-    checks = await runtime.readiness()
+    resources: Resources = request.app.state.resources
+    checks = await resources.readiness()
     # Kafka is reported, not required: while it is down orders are still taken (their
     # events wait in the outbox), so a load balancer must keep sending buyers here.
     ready = all(checks[name] == "ok" for name in ("postgres", "redis"))
@@ -209,4 +209,4 @@ async def readyz(request: Request, response: Response) -> dict[str, object]:
 async def metrics(request: Request) -> Response:
     """Prometheus: every metric of this API (all its workers), the outbox, the live deals'
     stock terms (docs/observability.md)."""
-    return await metrics_response(request.app.state.runtime)
+    return await metrics_response(request.app.state.resources)

@@ -38,12 +38,12 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 
+from hotdeal_core.bootstrap.consumer_process import ConsumerProcess, Duty
 from hotdeal_core.db.tables import hot_deals
 from hotdeal_core.messaging.admin import server_list
 from hotdeal_core.messaging.consumer import RetryPolicy, handle
 from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.observability.logs import bind_ids
-from hotdeal_core.service import Duty, Service
 from hotdeal_core.settings import Settings
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import end_due_deals
@@ -97,16 +97,16 @@ def create_app(settings: Settings) -> FastStream:
         await end_due_deals(ctx)
         return 0
 
-    service = Service(settings, [Duty("end-due-deals", every, due),
-                                 Duty("recover-lost-redis-state", every, lost),
-                                 Duty("release-orphans", every, orphans),
-                                 Duty("flush-stuck-deals", every * 5, flush_stuck)],
-                      broker=broker)
+    process = ConsumerProcess(settings, [Duty("end-due-deals", every, due),
+                                         Duty("recover-lost-redis-state", every, lost),
+                                         Duty("release-orphans", every, orphans),
+                                         Duty("flush-stuck-deals", every * 5, flush_stuck)],
+                              broker=broker)
 
     async def on_hotdeal(event: HotDealEvent) -> None:
         if isinstance(event, HotDealEnded):
             with bind_ids(deal_id=event.hot_deal_id, event_id=event.event_id):
-                report = await flush_deal(service.ctx, event.hot_deal_id)
+                report = await flush_deal(process.ctx, event.hot_deal_id)
                 log.info("HotDealEnded %s: %s", event.hot_deal_id, report)
 
     @broker.subscriber(topics.hotdeals, group_id=group, ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -115,8 +115,8 @@ def create_app(settings: Settings) -> FastStream:
         await handle(broker, topics, msg, GROUP, hotdeal_event_adapter, on_hotdeal,
                      retry=retry)
 
-    return FastStream(broker, on_startup=[service.start], after_startup=[service.ready],
-                      after_shutdown=[service.stop],
+    return FastStream(broker, on_startup=[process.start], after_startup=[process.ready],
+                      after_shutdown=[process.stop],
                       logger=logging.getLogger("hotdeal.faststream"))
 
 

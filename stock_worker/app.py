@@ -26,12 +26,12 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
 from prometheus_client import REGISTRY
 
+from hotdeal_core.bootstrap.consumer_process import ConsumerProcess, Duty
 from hotdeal_core.domain import CancelReason, OrderStatus
 from hotdeal_core.messaging.admin import server_list
 from hotdeal_core.messaging.consumer import RetryPolicy, handle_batch
 from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.observability.metrics import observe_settled
-from hotdeal_core.service import Duty, Service
 from hotdeal_core.settings import Settings
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.settlement import GROUP, expire_due_orders, settle_batch
@@ -113,15 +113,16 @@ def create_app(settings: Settings) -> FastStream:
         """Cancel reservations past RESERVATION_TTL_SECONDS, in batches."""
         return await expire_due_orders(ctx, settings.sweep_batch_size)
 
-    service = Service(settings, [Duty("expiry-sweeper", settings.sweep_interval_seconds,
-                                      expire)], broker=broker)
+    process = ConsumerProcess(settings, [Duty("expiry-sweeper",
+                                              settings.sweep_interval_seconds, expire)],
+                              broker=broker)
 
     async def on_payments(events: list[PaymentEvent]) -> None:
-        results = await settle_batch(service.ctx, payment_commands(events), consumer=GROUP)
+        results = await settle_batch(process.ctx, payment_commands(events), consumer=GROUP)
         observe_settlements(events, results)
 
     async def on_requests(events: list[OrderRequest]) -> None:
-        await settle_batch(service.ctx, request_commands(events), consumer=GROUP)
+        await settle_batch(process.ctx, request_commands(events), consumer=GROUP)
 
     # Batches: one transaction and one offset commit per batch; the offsets are committed
     # only after the batch is applied (MANUAL: handle_batch acks, or rewinds and raises).
@@ -144,8 +145,8 @@ def create_app(settings: Settings) -> FastStream:
         await handle_batch(broker, topics, msg, GROUP, order_request_adapter, on_requests,
                            retry=retry)
 
-    return FastStream(broker, on_startup=[service.start], after_startup=[service.ready],
-                      after_shutdown=[service.stop],
+    return FastStream(broker, on_startup=[process.start], after_startup=[process.ready],
+                      after_shutdown=[process.stop],
                       logger=logging.getLogger("hotdeal.faststream"))
 
 

@@ -1,4 +1,7 @@
-"""What a use case needs, built once per process in its composition root."""
+"""What a use case needs: its one dependency object (the port the use cases see).
+
+Built once per process by hotdeal_core/bootstrap/resources.py (or by the CLI, a test), which
+also owns and closes what it refers to; a use case never closes anything of it."""
 
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ class Context:
     # Called after a commit that wrote outbox rows (wakes this process's relay).
     outbox_written: Callable[[], None] = _nothing
     sold_out: SoldOutMemo = field(default_factory=lambda: SoldOutMemo(0))
-    # Group commits of this process (hotdeal_core/batching.py), built by the runtime; without
+    # Group commits of this process (hotdeal_core/batching.py), built by bootstrap/; without
     # them (a CLI, a unit test) each order or payment is written on its own.
     reserver: Batcher[Any, Any] | None = None
     order_writer: Batcher[Any, Any] | None = None

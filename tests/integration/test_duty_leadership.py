@@ -1,5 +1,5 @@
 """Several replicas, one runner per duty: the Postgres advisory locks of hotdeal_core.duty_locks
-and the Service loop that obeys them (two Service instances in one test)."""
+and the ConsumerProcess loop that obeys them (two instances in one test)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hotdeal_core.bootstrap.consumer_process import ConsumerProcess, Duty
 from hotdeal_core.duty_locks import _NAMESPACE, DutyLocks, LocalDutyLocks, PgDutyLocks, lock_key
-from hotdeal_core.service import Duty, Service
 from hotdeal_core.settings import Settings
 from hotdeal_core.usecases.context import Context
 from tests.waiting import eventually
@@ -108,11 +108,11 @@ class Runs:
 async def test_two_services_never_run_an_exclusive_duty_at_once_and_hand_it_over(
         settings: Settings) -> None:
     name, runs = _duty_name(), Runs()
-    a = Service(settings, [runs.duty(name, "a")], pool_size=2)
-    b = Service(settings, [runs.duty(name, "b")], pool_size=2)
+    a = ConsumerProcess(settings, [runs.duty(name, "a")], pool_size=2)
+    b = ConsumerProcess(settings, [runs.duty(name, "b")], pool_size=2)
     await a.start()
     await b.start()
-    stopped: list[Service] = []
+    stopped: list[ConsumerProcess] = []
     try:
         await eventually(lambda: _ready(len(runs.spans) >= 30), 30, "30 runs of the duty")
         leader, other = ("a", "b") if runs.by("a") else ("b", "a")
@@ -136,8 +136,8 @@ async def test_a_duty_not_exclusive_runs_in_every_replica(settings: Settings) ->
     def shared(replica: str) -> Duty:
         exclusive = runs.duty(name, replica)
         return Duty(exclusive.name, exclusive.interval, exclusive.run, exclusive=False)
-    a = Service(settings, [shared("a")], pool_size=2)
-    b = Service(settings, [shared("b")], pool_size=2)
+    a = ConsumerProcess(settings, [shared("a")], pool_size=2)
+    b = ConsumerProcess(settings, [shared("b")], pool_size=2)
     await a.start()
     await b.start()
     try:

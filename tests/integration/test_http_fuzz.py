@@ -63,9 +63,9 @@ async def api() -> AsyncIterator[Api]:
                                      base_url="http://test") as client:
             yield Api(client, product.id, settings.admin_token.get_secret_value(),
                       settings.payment_webhook_secret.get_secret_value())
-    # Runtime.close() closes its Redis client but not the pool it was given (redis-py
+    # open_resources closes its Redis client but not the pool it was given (redis-py
     # closes only a pool it made itself): close it, or its sockets outlive the loop.
-    await app.state.runtime.redis.connection_pool.aclose()
+    await app.state.resources.redis.connection_pool.aclose()
 
 
 def check(response: httpx.Response) -> None:

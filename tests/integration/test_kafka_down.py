@@ -38,7 +38,7 @@ async def test_without_kafka_the_api_is_ready_and_takes_orders_and_payments(
         paid = await client.post("/payments/webhook", content=body, headers={
             "X-Payment-Signature": sign(secret, int(time.time()), body),
             "Content-Type": "application/json"})
-    await app.state.runtime.redis.connection_pool.aclose()
+    await app.state.resources.redis.connection_pool.aclose()
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"]["kafka"].startswith("unavailable")
     assert "hotdeal_kafka_connected 0.0" in metrics.splitlines()

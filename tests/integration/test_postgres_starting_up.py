@@ -86,9 +86,9 @@ async def test_an_order_while_postgres_starts_up_is_a_503_and_frees_its_stock(
                 "/orders", json={"product_id": product_id, "user_id": random_user(),
                                  "quantity": 2},
                 headers={"Idempotency-Key": uuid.uuid4().hex})
-        # Runtime.close() closes its Redis client but not the pool it was given (redis-py
+        # open_resources closes its Redis client but not the pool it was given (redis-py
         # closes only a pool it made itself): close it, or its sockets outlive the loop.
-        await app.state.runtime.redis.connection_pool.aclose()
+        await app.state.resources.redis.connection_pool.aclose()
         assert fake.refused >= 1  # the app did talk to the refusing "Postgres"
         assert response.status_code == 503, response.text
         assert response.json()["error"]["code"] == "postgres_unavailable"

@@ -59,7 +59,7 @@ async def api() -> AsyncIterator[Api]:
     async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30), \
             httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client:
         yield Api(app, client, routed)
-    await app.state.runtime.redis.connection_pool.aclose()
+    await app.state.resources.redis.connection_pool.aclose()
 
 
 async def test_a_memod_product_is_refused_before_routing_with_the_routes_bytes(

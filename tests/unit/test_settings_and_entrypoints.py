@@ -106,7 +106,7 @@ def test_every_process_answers_help_without_starting(module: str) -> None:
 
 
 def test_no_fault_hook_does_nothing_and_a_named_one_is_loaded() -> None:
-    from hotdeal_core.runtime import load_hook
+    from hotdeal_core.bootstrap.resources import load_hook
     from tests import faults
 
     assert load_hook(None)() is None

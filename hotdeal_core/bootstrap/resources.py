@@ -1,11 +1,19 @@
-"""Building the shared resources of a process (called inside each composition root)."""
+"""The shared resources of a process: built once, closed in one place.
+
+`open_resources(settings)` builds the engine, the Redis client, the stock store, the outbox
+relay and (for the order API) the group commits, starts their background tasks, yields
+them as `Resources`, and closes them all on the way out. It is the only owner: the use
+cases' `Context` and the relay use the engine, neither closes it. Each composition root
+(`order_api/app.py`'s lifespan, the consumer shell `consumer_process.py`) enters it once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +61,9 @@ class TimedRedisStockStore(RedisStockStore):
 
 
 @dataclass
-class Runtime:
+class Resources:
+    """What `open_resources` built: the use cases' `Context`, and what only it closes."""
+
     ctx: Context
     redis: RedisClient
     relay: OutboxRelay
@@ -97,19 +107,6 @@ class Runtime:
         return [w for w in (self.ctx.reserver, self.ctx.order_writer, self.ctx.payment_writer)
                 if w is not None]
 
-    def start(self) -> None:
-        """Start the process's background tasks: the outbox relay, the group commits."""
-        self.relay.start()
-        for writer in self.writers():
-            writer.start()
-
-    async def close(self) -> None:
-        for writer in self.writers():  # what is queued is written (and handed to the relay)
-            await writer.stop()
-        await self.relay.stop()
-        await close_redis(self.redis)
-        await self.engine.dispose()
-
 
 def load_hook(path: str | None) -> Callable[[], None]:
     """The FAULT_HOOK function ("module:function"), or one that does nothing."""
@@ -121,10 +118,29 @@ def load_hook(path: str | None) -> Callable[[], None]:
     return hook
 
 
-def build_runtime(settings: Settings, *, pool_size: int | None = None,
-                  group_commits: bool = True) -> Runtime:
-    """`group_commits`: the batched reservations, order and payment writes of the order
+@asynccontextmanager
+async def open_resources(settings: Settings, *, pool_size: int | None = None,
+                         group_commits: bool = True) -> AsyncIterator[Resources]:
+    """Build, start, yield; then stop and close, the writers first: what is queued is
+    written (and handed to the relay) before the relay stops, the relay before the engine.
+
+    `group_commits`: the batched reservations, order and payment writes of the order
     API (the consumers never place orders or record payments, so they go without)."""
+    resources = _build(settings, pool_size=pool_size, group_commits=group_commits)
+    resources.relay.start()
+    for writer in resources.writers():
+        writer.start()
+    try:
+        yield resources
+    finally:
+        for writer in resources.writers():
+            await writer.stop()
+        await resources.relay.stop()
+        await close_redis(resources.redis)
+        await resources.engine.dispose()
+
+
+def _build(settings: Settings, *, pool_size: int | None, group_commits: bool) -> Resources:
     engine = make_engine(settings, pool_size=pool_size)
     redis = make_redis(settings)
     topics = Topics(settings.kafka_topic_prefix)
@@ -157,4 +173,4 @@ def build_runtime(settings: Settings, *, pool_size: int | None = None,
         ctx.order_writer = Batcher("orders", write_orders, max_batch=settings.write_batch_max)
         ctx.payment_writer = Batcher("payments", write_callbacks,
                                      max_batch=settings.write_batch_max)
-    return Runtime(ctx, redis, relay)
+    return Resources(ctx, redis, relay)

@@ -1,4 +1,7 @@
-"""The shell of a consumer process: its runtime, its periodic duties, its ready file."""
+"""The shell of a consumer process (stock worker, reconciler): its periodic duties with
+their leadership, its metrics port, its ready file, SIGUSR1. Its shared resources come from
+`open_resources` (resources.py), entered at start and left at stop: it builds and closes
+nothing of them itself."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import logging
 import signal
 import traceback
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -18,13 +22,13 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from prometheus_client.core import Metric
 
+from hotdeal_core.bootstrap.resources import Resources, open_resources
 from hotdeal_core.duty_locks import DutyLocks, PgDutyLocks
 from hotdeal_core.messaging.admin import ensure_topics
 from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.observability.exposition import consumer_lags, lag_family, read_or_skip
 from hotdeal_core.observability.logs import configure_logging
 from hotdeal_core.observability.server import MetricsServer
-from hotdeal_core.runtime import Runtime, build_runtime
 from hotdeal_core.settings import Settings, load_settings, parse_command_line
 from hotdeal_core.usecases.context import Context
 
@@ -80,7 +84,10 @@ class Duty:
     exclusive: bool = True
 
 
-class Service:
+class ConsumerProcess:
+    """FastStream's hooks of a consumer process: `start` (topics, resources, metrics port,
+    duties), `ready` (the ready file), `stop` (the reverse, resources last)."""
+
     def __init__(self, settings: Settings, duties: list[Duty], pool_size: int = 10,
                  locks: DutyLocks | None = None, broker: KafkaBroker | None = None) -> None:
         self.settings = settings
@@ -90,23 +97,23 @@ class Service:
         self.duties = duties
         self.pool_size = pool_size
         self.locks: DutyLocks = locks or PgDutyLocks(settings.database_url)
-        self.runtime: Runtime | None = None
+        self.resources: Resources | None = None
+        self._opened = AsyncExitStack()  # open_resources: entered at start, left at stop
         self._tasks: list[asyncio.Task[None]] = []
         self._lag_admin: AIOKafkaAdminClient | None = None
 
     @property
     def ctx(self) -> Context:
-        assert self.runtime is not None, "service not started"
-        return self.runtime.ctx
+        assert self.resources is not None, "consumer process not started"
+        return self.resources.ctx
 
     async def start(self) -> None:
         # Before the broker subscribes: its topics must exist with all their partitions.
         await ensure_topics(self.settings.kafka_bootstrap_servers,
                             Topics(self.settings.kafka_topic_prefix).all(),
                             self.settings.kafka_partitions)
-        self.runtime = build_runtime(self.settings, pool_size=self.pool_size,
-                                     group_commits=False)
-        self.runtime.start()
+        self.resources = await self._opened.enter_async_context(
+            open_resources(self.settings, pool_size=self.pool_size, group_commits=False))
         if self.settings.metrics_port is not None:
             self.metrics = MetricsServer(self.settings.metrics_host, self.settings.metrics_port,
                                          self.metric_families)
@@ -120,7 +127,7 @@ class Service:
 
     async def metric_families(self) -> list[Metric]:
         """The scrape-time gauges of a consumer process: its outbox, its consumers' lag."""
-        families = [] if self.runtime is None else await self.runtime.metric_families()
+        families = [] if self.resources is None else await self.resources.metric_families()
         if self.broker is not None:
             subscribers = list(self.broker.subscribers)
 
@@ -152,8 +159,7 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.locks.close()  # the exclusive duties are free for another replica now
-        if self.runtime is not None:
-            await self.runtime.close()
+        await self._opened.aclose()  # resources.py stops and closes what it built
         log.info("stopped gracefully")
 
     async def _every(self, duty: Duty) -> None:
