@@ -6,9 +6,9 @@ release orphan reservations, and flush ended deals whose event has not arrived y
 
 Several reconcilers may run (`make up CLUSTER=1` starts two): the group shares the topic's
 partitions, and each duty runs in one replica at a time, the holder of its Postgres advisory
-lock (`Duty.exclusive`, hotdeal_core/duty_locks.py); another takes over within an interval
-when it stops or dies. Would a duty also be safe run by two at once (the lock's one window:
-a leader that lost its session mid-run)? All are; the lock saves the doubled work, the lock
+lock (`Duty.exclusive`, hotdeal_core/bootstrap/duty_locks.py); another takes over within an
+interval when it stops or dies. Would a duty also be safe run by two at once (the lock's one
+window: a leader that lost its session mid-run)? All are; the lock saves the doubled work, the lock
 waits and the log noise of N replicas doing the same thing:
 
 - end-due-deals: safe. `end_deal` moves ACTIVE -> ENDED by compare-and-set; one call wins

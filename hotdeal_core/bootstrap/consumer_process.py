@@ -22,8 +22,8 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from prometheus_client.core import Metric
 
+from hotdeal_core.bootstrap.duty_locks import DutyLocks, PgDutyLocks
 from hotdeal_core.bootstrap.resources import Resources, open_resources
-from hotdeal_core.duty_locks import DutyLocks, PgDutyLocks
 from hotdeal_core.messaging.admin import ensure_topics
 from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.observability.exposition import consumer_lags, lag_family, read_or_skip
@@ -74,8 +74,8 @@ class Duty:
     """A periodic job; it runs again at once while it reports work done (a truthy result).
 
     `exclusive`: with several replicas of the process, only the one holding the duty's
-    Postgres advisory lock runs it (hotdeal_core/duty_locks.py); the others take over
-    within one interval when it stops or dies. False: every replica runs it.
+    Postgres advisory lock runs it (hotdeal_core/bootstrap/duty_locks.py); the others take
+    over within one interval when it stops or dies. False: every replica runs it.
     """
 
     name: str

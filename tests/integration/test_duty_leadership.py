@@ -1,5 +1,6 @@
-"""Several replicas, one runner per duty: the Postgres advisory locks of hotdeal_core.duty_locks
-and the ConsumerProcess loop that obeys them (two instances in one test)."""
+"""Several replicas, one runner per duty: the Postgres advisory locks of
+hotdeal_core.bootstrap.duty_locks and the ConsumerProcess loop that obeys them (two instances
+in one test)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hotdeal_core.bootstrap.consumer_process import ConsumerProcess, Duty
-from hotdeal_core.duty_locks import _NAMESPACE, DutyLocks, LocalDutyLocks, PgDutyLocks, lock_key
+from hotdeal_core.bootstrap.duty_locks import (
+    _NAMESPACE,
+    DutyLocks,
+    LocalDutyLocks,
+    PgDutyLocks,
+    lock_key,
+)
 from hotdeal_core.settings import Settings
 from hotdeal_core.usecases.context import Context
 from tests.waiting import eventually
