@@ -157,3 +157,30 @@ async def test_a_duty_not_exclusive_runs_in_every_replica(settings: Settings) ->
 
 async def _ready(value: bool) -> bool:
     return value
+
+
+async def test_a_duty_that_does_not_stop_when_cancelled_does_not_hold_the_process(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """stop() waits DUTY_STOP_SECONDS for the cancelled duties, then goes on (a duty stuck
+    in a statement must not keep the process alive until its supervisor's SIGKILL)."""
+    from hotdeal_core.bootstrap import consumer_process
+    monkeypatch.setattr(consumer_process, "DUTY_STOP_SECONDS", 0.5)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def stubborn(ctx: Context) -> int:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await release.wait()  # as a statement waiting for the server to answer
+        return 0
+    process = ConsumerProcess(settings, [Duty(_duty_name(), 0.1, stubborn, exclusive=False)],
+                              pool_size=2)
+    await process.start()
+    await asyncio.wait_for(started.wait(), 30)
+    began = time.monotonic()
+    await asyncio.wait_for(process.stop(), 20)
+    assert time.monotonic() - began < 10
+    assert any("did not stop within" in r.getMessage() for r in caplog.records)
+    release.set()
