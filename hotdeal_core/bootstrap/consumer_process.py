@@ -104,6 +104,7 @@ class ConsumerProcess:
         self.resources: Resources | None = None
         self._opened = AsyncExitStack()  # open_resources: entered at start, left at stop
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._lag_admin: AIOKafkaAdminClient | None = None
 
     @property
@@ -157,12 +158,13 @@ class ConsumerProcess:
         if self._lag_admin is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._lag_admin.close(), 5)
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
-        # A duty cancelled inside a statement waits for Postgres to answer; one that does not
-        # stop in time must not hold the process past its graceful timeout (seen in the e2e
-        # tier: a cancelled duty waiting on a rollback until the supervisor's SIGKILL). Its
-        # transaction is rolled back on the server when the process's connections close.
+        # A duty cancelled inside a statement waits for its server to answer, and one whose
+        # cancellation was lost ends only at its next round: neither may hold the process past
+        # its graceful timeout (the e2e tier saw both end in the supervisor's SIGKILL). An
+        # open transaction is rolled back on the server when the connections close.
         if self._tasks:
             _, stuck = await asyncio.wait(self._tasks, timeout=DUTY_STOP_SECONDS)
             for task in stuck:
@@ -173,7 +175,10 @@ class ConsumerProcess:
         log.info("stopped gracefully")
 
     async def _every(self, duty: Duty) -> None:
-        while True:
+        # Not `while True`: on Python 3.11 a cancellation that lands as an awaited
+        # asyncio.wait_for completes can be lost (redis-py sends through wait_for); the duty
+        # would go on looping after stop() cancelled it (the e2e tier saw duties run on).
+        while not self._stopping:
             try:
                 # The lock is per topic prefix, as the consumer groups are: environments
                 # sharing a database but not a broker (test sessions) lead apart.
