@@ -191,20 +191,7 @@ min.insync.replicas=1
 group.initial.rebalance.delay.ms=0
 log.retention.hours=24
 EOF
-  cat >"$KAFKA_DIR/log4j2.properties" <<EOF
-status = warn
-appender.file.type = File
-appender.file.name = FILE
-appender.file.fileName = $KAFKA_DIR/server.log
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.file.ref = FILE
-logger.kafka.name = kafka
-logger.kafka.level = INFO
-logger.apache.name = org.apache.kafka
-logger.apache.level = WARN
-EOF
+  write_kafka_log4j "$KAFKA_DIR"
 }
 
 kafka_up() {

@@ -129,20 +129,7 @@ broker.heartbeat.interval.ms=500
 group.initial.rebalance.delay.ms=0
 log.retention.hours=24
 EOF
-  cat >"$d/log4j2.properties" <<EOF
-status = warn
-appender.file.type = File
-appender.file.name = FILE
-appender.file.fileName = $d/server.log
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.file.ref = FILE
-logger.kafka.name = kafka
-logger.kafka.level = INFO
-logger.apache.name = org.apache.kafka
-logger.apache.level = WARN
-EOF
+  write_kafka_log4j "$d"
 }
 
 java_opts() { # node

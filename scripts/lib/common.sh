@@ -28,3 +28,21 @@ wait_ports_free() { # seconds, ports...: a killed server's listening socket ling
     done
   done
 }
+
+# The Kafka broker's log4j2 configuration: INFO of the broker to DIR/server.log.
+write_kafka_log4j() { # dir
+  cat >"$1/log4j2.properties" <<EOL
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = $1/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apache.name = org.apache.kafka
+logger.apache.level = WARN
+EOL
+}
