@@ -34,7 +34,11 @@ PG_PASSWORD=hotdeal
 # root-only directory (mktemp -d is 0700) is out of its reach: use a folder of its own then.
 PG_DIR="$INFRA/postgres"
 if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 && ! runuser -u postgres -- test -x "$ROOT"; then
-  PG_DIR="/var/lib/postgresql/hotdeal-$(printf '%s' "$ROOT" | md5sum | cut -c1-12)"
+  # Named after the infra directory (the checkout's for the default one, as before): a
+  # second set of services of the same checkout (HOTDEAL_INFRA_DIR, e.g. make chaos) must not
+  # share the cluster, or its `down` stops the other's Postgres.
+  pg_key=$ROOT; [ "$INFRA" = "$ROOT/.infra" ] || pg_key=$INFRA
+  PG_DIR="/var/lib/postgresql/hotdeal-$(printf '%s' "$pg_key" | md5sum | cut -c1-12)"
 fi
 REDIS_DIR="$INFRA/redis"
 KAFKA_DIR="$INFRA/kafka"

@@ -211,8 +211,8 @@ def _infra_kill(rel: str, what: str) -> Callable[[Stack], Awaitable[None]]:
 
 def pg_data_dir(stack: Stack) -> Path:
     """Where scripts/infra.sh keeps the cluster: under the infra dir, or (a checkout the
-    postgres user cannot reach) /var/lib/postgresql/hotdeal-<md5 of the checkout>."""
-    digest = hashlib.md5(str(ROOT).encode()).hexdigest()[:12]
+    postgres user cannot reach) /var/lib/postgresql/hotdeal-<md5 of the infra dir>."""
+    digest = hashlib.md5(str(stack.infra_dir).encode()).hexdigest()[:12]  # as infra.sh
     for data in (stack.infra_dir / "postgres" / "data",
                  Path(f"/var/lib/postgresql/hotdeal-{digest}/data")):
         if (data / "postmaster.pid").exists():
