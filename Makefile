@@ -171,6 +171,7 @@ redis-cluster-status:
 # mid-sale, against a Redis Cluster of the tests' own (ports 57101-57106, emptied first:
 # never the app's cluster of `make up CLUSTER=1`), with replica acks (WAIT) on.
 REDIS_CLUSTER_TEST_PORT ?= 57101
+export REDIS_CLUSTER_TEST_PORT  # scripts/infra.sh reserves its ports too
 TEST_CLUSTER_ENV := $(TEST_ENV) REDIS_URL=redis://127.0.0.1:$(REDIS_CLUSTER_TEST_PORT)/0 \
 	REDIS_CLUSTER=true HOTDEAL_REDIS_CLUSTER_PORT=$(REDIS_CLUSTER_TEST_PORT)
 test-cluster: venv infra-up

@@ -259,6 +259,22 @@ status_line() { # name, answers-fn, pidfile, port
   printf '%-9s 127.0.0.1:%-6s %s\n' "$name" "$port" "$state"
 }
 
+# Every port the project serves on this machine, reserved from the ephemeral range when the
+# first service starts (scripts/lib/ports.sh): the cluster scripts reserve theirs too, but
+# only when they start, and by then a test suite's clients may hold one (a client's TIME_WAIT
+# on 57104 kept a Redis Cluster node of `make test-cluster` from binding, after `make test`).
+project_ports() {
+  local base p
+  echo "$PG_PORT $REDIS_PORT $KAFKA_PORT $KAFKA_CPORT ${ORDER_API_PORT:-58000} $((${ORDER_API_PORT:-58000} + 1))"
+  # The Redis Clusters of `make up CLUSTER=1` and of the tests (Makefile: REDIS_CLUSTER_TEST_PORT),
+  # six nodes each, with their bus ports 10000 below.
+  for base in "${HOTDEAL_REDIS_CLUSTER_PORT:-57001}" "${REDIS_CLUSTER_TEST_PORT:-57101}"; do
+    for p in 0 1 2 3 4 5; do echo "$((base + p)) $((base + p - 10000))"; done
+  done
+  echo "${HOTDEAL_KAFKA_CLUSTER_PORTS:-59192 59193 59194}" | tr ',' ' '
+  echo "${HOTDEAL_KAFKA_CLUSTER_CONTROLLER_PORTS:-59195 59196 59197}" | tr ',' ' '
+}
+
 # ---------------------------------------------------------------- cluster mode
 cluster() { # up|down|status: the Redis Cluster and the 3-broker Kafka
   case "$1" in
@@ -272,7 +288,7 @@ if [ "${HOTDEAL_CLUSTER:-}" = 1 ]; then
   case "${1:-}" in
     up)
       log "postgres data directory: $PG_DIR"
-      reserve_ports "$PG_PORT"
+      reserve_ports $(project_ports)
       pg_up; cluster up
       log "  DATABASE_URL=postgresql+asyncpg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/hotdeal"
       ;;
@@ -287,7 +303,7 @@ case "${1:-}" in
   up)
     started=$SECONDS
     log "postgres data directory: $PG_DIR"
-    reserve_ports "$PG_PORT" "$REDIS_PORT" "$KAFKA_PORT" "$KAFKA_CPORT"
+    reserve_ports $(project_ports)
     pg_up; redis_up; kafka_up
     log "all services ready in $((SECONDS - started)) s:"
     log "  DATABASE_URL=postgresql+asyncpg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/hotdeal"
