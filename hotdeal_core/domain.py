@@ -40,5 +40,9 @@ _TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 
 
-def can_transition(current: OrderStatus, target: OrderStatus) -> bool:
+def can_transition(current: OrderStatus, target: OrderStatus, *, paid: bool = False) -> bool:
+    """`paid`: a successful payment was accepted while the order was PENDING and before its
+    `expires_at`; such an order can only be confirmed, whatever order events arrive in."""
+    if paid and target is OrderStatus.CANCELLED:
+        return False
     return target in _TRANSITIONS[current]

@@ -6,7 +6,7 @@
     │                                 deal_already_active, invalid_state,
     │                                 idempotency_in_progress, insufficient_stock
     ├── Unauthorized (401)            unauthorized, bad_signature
-    ├── Unprocessable (422)           validation_error, amount_mismatch
+    ├── Unprocessable (422)           validation_error
     └── DependencyUnavailable (503)   postgres/redis/kafka unavailable; retriable
 
 Entry points translate it: HTTP in `order_api.errors`, ack/nack in the worker's handlers.

@@ -43,7 +43,6 @@ ERROR_CODES: dict[str, str] = {
     "invalid_state": "the order cannot go there from its status",
     "deal_already_active": "the product already has a live deal",
     "insufficient_stock": "the product has fewer units than the deal asks for",
-    "amount_mismatch": "the payment's amount differs from the order total",
     "postgres_unavailable": "the order database is down; retry after Retry-After",
     "redis_unavailable": "the stock store is down; retry after Retry-After",
     "dependency_unavailable": "a dependency is unreachable; retry after Retry-After",

@@ -125,12 +125,13 @@ async def cancel_order(order_id: UUID, body: CancelOrderRequest, ctx: Ctx) -> Or
 
 
 @router.post("/payments/webhook", response_model=PaymentWebhookResponse, responses=_errors(
-    e401=("bad_signature",), e404=("order_not_found",),
-    e422=("amount_mismatch", "validation_error")))
+    e401=("bad_signature",), e422=("validation_error",)))
 async def payment_webhook(request: Request, ctx: Ctx,
                           x_payment_signature: Annotated[str | None, Header()] = None,
                           ) -> PaymentWebhookResponse | JSONResponse:
-    """The payment provider's callback, signed with PAYMENT_WEBHOOK_SECRET."""
+    """The payment provider's callback, signed with PAYMENT_WEBHOOK_SECRET. Every signed,
+    well-formed callback is recorded and acknowledged (`outcome`: accepted, amount_mismatch or
+    order_not_found; a success of the last two is refunded); `duplicate`: a replay."""
     raw = await request.body()
     secret = ctx.settings.payment_webhook_secret.get_secret_value()
     signature.verify(secret, x_payment_signature, raw, time.time(),

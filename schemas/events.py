@@ -109,7 +109,9 @@ class PaymentFailed(Event):
 
 
 class RefundRequested(Event):
-    """A payment succeeded for an order that was already cancelled: give the money back."""
+    """Give a successful payment back. `reason`: order_cancelled (paid after the order was
+    cancelled), duplicate_payment (the order is confirmed by another payment),
+    amount_mismatch (not the order's total), order_not_found (no such order)."""
 
     type: Literal["RefundRequested"] = "RefundRequested"
     order_id: UUID

@@ -1,6 +1,6 @@
 """Storage model: SQLAlchemy Core tables. The constraints protect the invariants even
 against a buggy writer: stock never negative, quantities positive, one live deal per
-product, idempotency keys unique per user, payments unique by provider id."""
+product, idempotency keys unique per user, payments unique by provider id and status."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ Index("ix_orders_pending_expiry", orders.c.expires_at,
 payments = Table(
     "payments", metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("payment_id", String(128), nullable=False, unique=True),
+    Column("payment_id", String(128), nullable=False),
     Column("order_id", UUID(as_uuid=True), nullable=False),
     Column("status", String(16), nullable=False),
     Column("amount", BigInteger, nullable=False),
@@ -125,6 +125,9 @@ payments = Table(
     Column("outcome", String(32), nullable=False),
     _ts("created_at"),
     CheckConstraint("status IN ('succeeded','failed')", name="status_valid"),
+    # One fact per (payment id, status): a provider keeps one id per payment intent, so the
+    # same id reported failed and then succeeded is two facts; the same status again a replay.
+    UniqueConstraint("payment_id", "status", name="uq_payments_payment_id_status"),
 )
 Index("ix_payments_order", payments.c.order_id)
 

@@ -274,6 +274,10 @@ async def _request(ctx: Context, order_id: UUID, owner: str | None, refused: Ord
             raise NotFound("order_not_found", f"order {order_id} does not exist")
         if order.status == refused:
             raise Conflict("invalid_state", why)
+        if order.paid and isinstance(event, OrderCancellationRequested):
+            # A paid order is only confirmed (domain.can_transition): say so now rather than
+            # let the stock worker ignore the request.
+            raise Conflict("invalid_state", "the order is paid")
         if order.status == OrderStatus.PENDING:
             await add_event(conn, ctx.topics, event)
     ctx.outbox_written()

@@ -67,8 +67,8 @@ _LOCK = text("""
            paid_at IS NOT NULL AS paid
     FROM orders WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE
 """)
-# The compare-and-set: each row moves only from the (status, payment_id) it was read with,
-# and an expiry never cancels an order paid in time.
+# The compare-and-set: each row moves only from the (status, payment_id) it was read with
+# (paid_at is read under the same row lock: see settlement_plan and domain.can_transition).
 _UPDATE = text("""
     UPDATE orders AS o SET status = u.status, payment_id = u.payment_id,
         cancel_reason = u.cancel_reason, updated_at = now()
@@ -78,7 +78,6 @@ _UPDATE = text("""
         AS u(id, was_status, was_payment, status, payment_id, cancel_reason)
     WHERE o.id = u.id AND o.status = u.was_status
       AND o.payment_id IS NOT DISTINCT FROM u.was_payment
-      AND (u.cancel_reason IS DISTINCT FROM 'expired' OR o.paid_at IS NULL)
     RETURNING o.id
 """)
 _OUTBOX = text("""

@@ -2,7 +2,8 @@
 written (`hotdeal_core.usecases.settlement` reads the rows, then writes the plan).
 
 Which status changes are allowed is the domain's rule (`hotdeal_core.domain.can_transition`:
-PENDING -> CONFIRMED | CANCELLED, nothing out of a final status); the writes then apply each
+PENDING -> CONFIRMED | CANCELLED, a paid order only to CONFIRMED, nothing out of a final
+status); the writes then apply each
 change as a compare-and-set on the status read, under the row lock.
 
 The commands of one order apply in the order given, each seeing the previous one's effect
@@ -101,10 +102,10 @@ def apply_command(plan: Plan, command: Command, order: LockedOrder | None,
         return SettleResult("not_found")
     if isinstance(command, Confirm):
         return _confirm(plan, command, order)
-    if not can_transition(OrderStatus(order.status), OrderStatus.CANCELLED) or (
-            command.reason is CancelReason.EXPIRED and order.paid):
-        # An order paid in time is never expired: the webhook marks paid_at under the row
-        # lock this batch holds, so what was read is what is committed.
+    if not can_transition(OrderStatus(order.status), OrderStatus.CANCELLED, paid=order.paid):
+        # A paid order is never cancelled (a declined attempt applied late, an expiry, a
+        # buyer's cancel): the webhook marks paid_at under the row lock this batch holds, so
+        # what was read is what is committed.
         return SettleResult("no_change", order.status)
     order.status, order.cancel_reason = OrderStatus.CANCELLED, command.reason
     released_to = _give_back(plan, order, deals)

@@ -26,6 +26,7 @@ class OrderView:
     expires_at: datetime
     created_at: datetime
     updated_at: datetime
+    paid: bool = False  # a successful payment was accepted in time (orders.paid_at)
 
     @property
     def total(self) -> int:
@@ -35,7 +36,7 @@ class OrderView:
     def from_row(cls, row: Any) -> OrderView:
         return cls(row.id, row.product_id, row.hot_deal_id, row.user_id, row.quantity,
                    row.unit_price, row.status, row.cancel_reason, row.expires_at,
-                   row.created_at, row.updated_at)
+                   row.created_at, row.updated_at, row.paid_at is not None)
 
 
 async def load_order(conn: AsyncConnection, order_id: UUID) -> OrderView | None:

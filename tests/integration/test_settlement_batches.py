@@ -252,5 +252,5 @@ async def test_an_expiry_never_cancels_an_order_paid_since_the_sweeper_chose_it(
     results = await settle_batch(ctx, [Cancel(paid.id, EXPIRED), Cancel(unpaid.id, EXPIRED)])
     assert [(r.outcome, r.status) for r in results] == [("no_change", "PENDING"),
                                                         ("applied", "CANCELLED")]
-    # A buyer's own cancel (or a failed payment) still applies to a paid order.
-    assert (await settle_batch(ctx, [Cancel(paid.id, USER)]))[0].outcome == "applied"
+    # Nor does a buyer's cancel or a declined attempt applied late: the payment decides.
+    assert (await settle_batch(ctx, [Cancel(paid.id, USER)]))[0].outcome == "no_change"

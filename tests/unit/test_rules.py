@@ -66,6 +66,8 @@ def test_order_status_moves_only_forward_from_pending() -> None:
     assert can_transition(OrderStatus.PENDING, OrderStatus.CANCELLED)
     assert not can_transition(OrderStatus.CANCELLED, OrderStatus.CONFIRMED)
     assert not can_transition(OrderStatus.CONFIRMED, OrderStatus.CANCELLED)
+    assert can_transition(OrderStatus.PENDING, OrderStatus.CONFIRMED, paid=True)
+    assert not can_transition(OrderStatus.PENDING, OrderStatus.CANCELLED, paid=True)
 
 
 def test_signature_round_trip_and_refusals() -> None:

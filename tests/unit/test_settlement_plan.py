@@ -108,13 +108,29 @@ def test_a_cancel_of_an_ordinary_order_gives_the_units_to_the_product() -> None:
     assert plan.product_units == {PRODUCT: 2}
 
 
-def test_an_order_paid_in_time_is_never_expired_but_can_be_cancelled_otherwise() -> None:
+def test_an_order_paid_in_time_is_never_cancelled_whatever_the_reason() -> None:
+    """A declined attempt applied late, the expiry, the buyer's cancel: the accepted payment
+    decides the order (issue 17, item 1)."""
+    for reason in CancelReason:
+        plan, order = Plan(), _order(paid=True)
+        result = apply_command(plan, Cancel(order.id, reason), order, _deals())
+        assert (result.outcome, order.status) == ("no_change", OrderStatus.PENDING), reason
+        assert plan.events == [] and not plan.release
+
+
+def test_a_declined_attempt_then_a_payment_in_time_confirms_without_refund() -> None:
+    """The worker applies p1's failure and p2's success in one batch, in offset order."""
     plan, order = Plan(), _order(paid=True)
-    assert apply_command(plan, Cancel(order.id, CancelReason.EXPIRED), order,
-                         _deals()).outcome == "no_change"
-    assert order.status == OrderStatus.PENDING and plan.events == []
-    assert apply_command(plan, Cancel(order.id, CancelReason.PAYMENT_FAILED), order,
-                         _deals()).outcome == "applied"
+    apply_command(plan, Cancel(order.id, CancelReason.PAYMENT_FAILED), order, _deals())
+    result = apply_command(plan, Confirm(order.id, "pay-2", 200), order, _deals())
+    assert (result.outcome, order.status) == ("applied", OrderStatus.CONFIRMED)
+    assert [type(e) for e in plan.events] == [OrderConfirmed]
+
+
+def test_an_unpaid_order_is_cancelled_by_a_declined_payment() -> None:
+    plan, order = Plan(), _order(paid=False)
+    result = apply_command(plan, Cancel(order.id, CancelReason.PAYMENT_FAILED), order, _deals())
+    assert (result.outcome, order.status) == ("applied", OrderStatus.CANCELLED)
 
 
 def test_a_final_status_never_changes_and_an_unknown_order_is_not_found() -> None:
