@@ -40,4 +40,5 @@ def reservation_batcher(store: StockStore, max_batch: int) -> Batcher[ReserveIte
                 outcomes[i] = group if isinstance(group, BaseException) else group[n]
         return outcomes
 
-    return Batcher("reservations", reserve, max_batch=max_batch, split_on_failure=False)
+    return Batcher("reservations", reserve, max_batch=max_batch, split_on_failure=False,
+                   dependency="redis")

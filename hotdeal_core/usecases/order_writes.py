@@ -8,7 +8,7 @@ order whose deal is no longer ACTIVE at its reservation's epoch is not written (
 one whose id or idempotency key is already taken is not written either (ON CONFLICT DO
 NOTHING: an orphan sweep voided the id, or a concurrent request with the same key won).
 Each item gets its own outcome; the caller releases the reservation of every item that
-was not written before it answers.
+was not written before it answers, and keeps it when the commit's outcome is unknown.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hotdeal_core.batching import OutcomeUnknown
 from hotdeal_core.db.fence import share_deal
 from hotdeal_core.domain import OrderStatus
-from hotdeal_core.errors import DependencyUnavailable
 from hotdeal_core.messaging.outbox import LEASE_SECONDS, OutboxRow
 from hotdeal_core.usecases.views import OrderView
 
@@ -52,7 +52,7 @@ class NotWritten(Exception):
     """The order id or the idempotency key is already taken."""
 
 
-class CommitUnknown(DependencyUnavailable):
+class CommitUnknown(OutcomeUnknown):
     """The commit failed on the way: the orders may or may not be written. Their
     reservations are left to the orphan sweeper, which looks in Postgres first."""
 

@@ -7,8 +7,9 @@ Two stock paths:
   requests and their outbox rows in one statement and one transaction, fenced by each
   deal's status and epoch (read under the deal fence, `hotdeal_core.db.fence`, which the
   flush and the rebuild take exclusively). An order not written has its reservation
-  released before the answer; one whose commit's outcome is unknown is left to the orphan
-  sweeper, which looks in Postgres first.
+  released before the answer; one whose write's outcome is unknown (`OutcomeUnknown`: the
+  commit cut off, the writer cancelled mid-write) keeps it: the orphan sweeper decides,
+  looking in Postgres first.
 - Postgres (the old design, `HOTDEAL_STOCK_REDIS=false`, and every ordinary product):
   `UPDATE ... SET stock = stock - q WHERE ... AND stock >= q` in the order's transaction.
 """
@@ -26,6 +27,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hotdeal_core.batching import OutcomeUnknown
 from hotdeal_core.db.engine import violated_constraint
 from hotdeal_core.db.tables import hot_deals, orders, products
 from hotdeal_core.domain import LIVE_DEAL_STATUSES, DealStatus, OrderStatus, StockBackend
@@ -35,7 +37,6 @@ from hotdeal_core.stock.port import ReserveOutcome, ReserveRequest, ReserveResul
 from hotdeal_core.stock.reserver import ReserveItem
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.order_writes import (
-    CommitUnknown,
     Fenced,
     NotWritten,
     ReservedOrder,
@@ -138,7 +139,7 @@ async def _insert_order(conn: AsyncConnection, ctx: Context, cmd: PlaceOrder, or
 async def _persist_reserved(ctx: Context, cmd: PlaceOrder, order_id: UUID,
                             reserved: ReserveResult) -> OrderView:
     """Hand the reserved order to this process's group commit and await its outcome; every
-    order that was not written has its reservation released before the answer."""
+    order known not to be written has its reservation released before the answer."""
     expires_at = _expires_at(ctx)
     event = OrderPlaced(order_id=order_id, product_id=cmd.product_id,
                         hot_deal_id=reserved.deal_id, user_id=cmd.user_id,
@@ -158,7 +159,7 @@ async def _persist_reserved(ctx: Context, cmd: PlaceOrder, order_id: UUID,
             ctx.outbox_written()
     except asyncio.CancelledError:
         raise  # the caller left; the write may still commit (the order then simply waits)
-    except CommitUnknown:
+    except OutcomeUnknown:
         raise  # the orphan sweeper decides from Postgres; releasing now could oversell
     except Exception as exc:
         await _release_quietly(ctx, cmd.product_id, order_id)
