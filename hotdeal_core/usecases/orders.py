@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from uuid import UUID, uuid4
 
 from sqlalchemy import func, select, text
@@ -104,7 +103,7 @@ async def _reserve(ctx: Context, cmd: PlaceOrder, order_id: UUID) -> ReserveResu
     """One atomic reservation, in this process's batch of reservations when it has one."""
     if ctx.reserver is None:
         return await ctx.stock.reserve(cmd.product_id, order_id, cmd.user_id, cmd.quantity,
-                                       cmd.idempotency_key, int(time.time() * 1000))
+                                       cmd.idempotency_key)
     result: ReserveResult = await ctx.reserver.submit(ReserveItem(cmd.product_id, ReserveRequest(
         order_id, cmd.user_id, cmd.quantity, cmd.idempotency_key)))
     return result
@@ -119,20 +118,18 @@ async def _first_answer(ctx: Context, order_id: UUID) -> OrderView:
     return order
 
 
-def _expires_at(ctx: Context) -> datetime:
-    return datetime.now(UTC) + timedelta(seconds=ctx.settings.reservation_ttl_seconds)
-
-
 async def _insert_order(conn: AsyncConnection, ctx: Context, cmd: PlaceOrder, order_id: UUID,
                         deal_id: int | None, unit_price: int) -> OrderView:
-    expires_at = _expires_at(ctx)
+    """Expiry by Postgres's clock (as the expiry sweeper's), never this host's."""
+    ttl = timedelta(seconds=ctx.settings.reservation_ttl_seconds)
     row = (await conn.execute(orders.insert().values(
         id=order_id, product_id=cmd.product_id, hot_deal_id=deal_id, user_id=cmd.user_id,
         quantity=cmd.quantity, unit_price=unit_price, status=OrderStatus.PENDING,
-        idempotency_key=cmd.idempotency_key, expires_at=expires_at).returning(orders))).one()
+        idempotency_key=cmd.idempotency_key, expires_at=func.now() + ttl)
+        .returning(orders))).one()
     await add_event(conn, ctx.topics, OrderPlaced(
         order_id=order_id, product_id=cmd.product_id, hot_deal_id=deal_id, user_id=cmd.user_id,
-        quantity=cmd.quantity, unit_price=unit_price, expires_at=expires_at))
+        quantity=cmd.quantity, unit_price=unit_price, expires_at=row.expires_at))
     return OrderView.from_row(row)
 
 
@@ -140,14 +137,9 @@ async def _persist_reserved(ctx: Context, cmd: PlaceOrder, order_id: UUID,
                             reserved: ReserveResult) -> OrderView:
     """Hand the reserved order to this process's group commit and await its outcome; every
     order known not to be written has its reservation released before the answer."""
-    expires_at = _expires_at(ctx)
-    event = OrderPlaced(order_id=order_id, product_id=cmd.product_id,
-                        hot_deal_id=reserved.deal_id, user_id=cmd.user_id,
-                        quantity=cmd.quantity, unit_price=reserved.unit_price,
-                        expires_at=expires_at)
     item = ReservedOrder(order_id, cmd.product_id, reserved.deal_id, reserved.epoch,
                          cmd.user_id, cmd.quantity, reserved.unit_price, cmd.idempotency_key,
-                         expires_at, ctx.topics.of(event), event.model_dump_json())
+                         ctx.settings.reservation_ttl_seconds, ctx.topics.orders)
     try:
         if ctx.order_writer is not None:
             order: OrderView = await ctx.order_writer.submit(item)
