@@ -135,7 +135,7 @@ async def bench_redis(ops: int, warmup: int) -> tuple[list[Result], str]:
 
         async def reserve(_: int) -> None:
             result = await store.reserve(product_id, uuid.uuid4(), f"bench-{tag}-{next(users)}",
-                                         1, None, int(time.time() * 1000))
+                                         1, None)
             if result.outcome is not ReserveOutcome.RESERVED:
                 raise RuntimeError(f"reserve returned {result.outcome.name}")
 

@@ -100,9 +100,8 @@ async def _setup(ctx: Context, store: RedisStockStore, n: int) -> tuple[int, int
     deal_id = (await start_deal(ctx, StartDeal(pid, n, 1))).deal_id
     ids = [uuid.uuid4() for _ in range(n)]
     users = [f"bench-{i}-{pid}" for i in range(n)]
-    now_ms = int(time.time() * 1000)
     for start in range(0, n, 100):
-        await asyncio.gather(*(store.reserve(pid, ids[i], users[i], 1, None, now_ms)
+        await asyncio.gather(*(store.reserve(pid, ids[i], users[i], 1, None)
                                for i in range(start, min(n, start + 100))))
     async with ctx.engine.begin() as conn:
         await conn.execute(_INSERT_ORDERS, {"pid": pid, "deal": deal_id, "price": PRICE,

@@ -10,6 +10,11 @@ A write that fails as a whole is retried item by item, so that one bad item fail
 except when a dependency is down (every item would fail the same way): then every item
 gets the error at once. A caller cancelled while its item is queued or being written does
 not stop the write (the outcome is simply not delivered).
+
+A write whose outcome cannot be known (the writer cancelled mid-write, a commit cut off)
+gives each of its callers `OutcomeUnknown`: the write may have landed, so a caller must
+not undo what it depends on (an order keeps its reservation; the orphan sweep decides).
+`stop()` lets the write in flight finish, bounded by `stop_timeout`, rather than cut it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ R = TypeVar("R")
 WriteMany = Callable[[list[T]], Awaitable[list[R | BaseException]]]
 
 
+class OutcomeUnknown(DependencyUnavailable):
+    """The write may or may not have landed; the caller keeps what the write depends on."""
+
+    def __init__(self, dependency: str = "postgres", message: str | None = None) -> None:
+        super().__init__(dependency, message or "the outcome is unknown; retry the same "
+                                                "request (with the same Idempotency-Key)")
+
+
 def _whole_batch_error(exc: BaseException) -> bool:
     """An error that every item would meet again (no point in retrying one by one)."""
     return isinstance(exc, DependencyUnavailable | OSError) or is_unavailable(exc)
@@ -52,23 +65,37 @@ class Batcher(Generic[T, R]):
     max_batch: int = 1000
     # False: a batch that fails is not retried item by item (its write is not idempotent).
     split_on_failure: bool = True
+    dependency: str = "postgres"  # named in the errors its callers get
+    # How long stop() lets the write in flight finish before it cancels the writer (the
+    # API stops three writers within compose.yaml's stop_grace_period, after 10 s of HTTP).
+    stop_timeout: float = 5.0
     stats: BatchStats = field(default_factory=BatchStats)
     _queue: list[tuple[T, asyncio.Future[R]]] = field(default_factory=list)
     _signal: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
+    _stopping: bool = False
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
-        """Write what is queued, then stop."""
-        if self._task is None:
+        """Write what is queued, the write in flight included, then stop. Past
+        `stop_timeout` the writer is cancelled: the callers of its batch are told the
+        outcome is unknown, those still queued that nothing of theirs was written."""
+        task = self._task
+        if task is None:
             return
-        while self._queue:
-            await self._write_queued()
-        self._task.cancel()
+        self._stopping = True
+        self._signal.set()
+        done, _ = await asyncio.wait({task}, timeout=self.stop_timeout)
+        if not done:
+            log.warning("%s: the write in flight outlived %.1f s; cancelling it", self.name,
+                        self.stop_timeout)
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+            await task
+        self._fail_queued()
         self._task = None
 
     async def submit(self, item: T) -> R:
@@ -83,21 +110,33 @@ class Batcher(Generic[T, R]):
         return await future
 
     async def _run(self) -> None:
-        while True:
-            await self._signal.wait()
-            self._signal.clear()
-            while self._queue:
-                await self._write_queued()
+        try:
+            while True:
+                while self._queue:
+                    await self._write_queued()
+                if self._stopping:
+                    return
+                await self._signal.wait()
+                self._signal.clear()
+        finally:
+            self._fail_queued()
+
+    def _fail_queued(self) -> None:
+        """Items never handed to a write: nothing of theirs was written."""
+        for _, future in self._queue:
+            if not future.done():
+                future.set_exception(DependencyUnavailable(self.dependency, "shutting down"))
+        self._queue.clear()
 
     async def _write_queued(self) -> None:
         batch = self._queue[:self.max_batch]
         del self._queue[:self.max_batch]
         try:
             outcomes = await self.write_isolated([item for item, _ in batch])
-        except BaseException as exc:  # cancelled mid-write: tell the callers, then stop
+        except BaseException as exc:  # cut off mid-write: it may have landed
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(DependencyUnavailable("postgres", "shutting down"))
+                    future.set_exception(OutcomeUnknown(self.dependency))
             if isinstance(exc, asyncio.CancelledError):
                 raise
             log.exception("%s: batch writer failed", self.name)
@@ -117,7 +156,10 @@ class Batcher(Generic[T, R]):
         try:
             return await self.write_many(items)
         except Exception as exc:  # noqa: BLE001 - isolated below
-            if len(items) == 1 or not self.split_on_failure or _whole_batch_error(exc):
+            # A write that may have landed is never retried: a second try would find its
+            # own rows and report them "not written".
+            if (len(items) == 1 or not self.split_on_failure or isinstance(exc, OutcomeUnknown)
+                    or _whole_batch_error(exc)):
                 return [exc] * len(items)
             self.stats.split += 1
             log.warning("%s: a batch of %d failed (%s); retrying item by item", self.name,

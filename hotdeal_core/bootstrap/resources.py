@@ -55,9 +55,9 @@ class TimedRedisStockStore(RedisStockStore):
     """The Redis store, each reservation call timed (hotdeal_reservation_duration_seconds)."""
 
     async def reserve_groups(self, groups: Sequence[tuple[int, list[ReserveRequest]]],
-                             now_ms: int) -> list[list[ReserveResult] | BaseException]:
+                             ) -> list[list[ReserveResult] | BaseException]:
         with RESERVATION_DURATION.time():  # reserve_many is one reserve_groups call
-            return await super().reserve_groups(groups, now_ms)
+            return await super().reserve_groups(groups)
 
 
 @dataclass

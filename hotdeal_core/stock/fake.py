@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -32,12 +33,18 @@ class _Deal:
     since: dict[UUID, int] = field(default_factory=dict)
 
 
+def _wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class FakeStockStore:
-    def __init__(self) -> None:
+    def __init__(self, clock_ms: Callable[[], int] = _wall_clock_ms) -> None:
+        """`clock_ms` stands for Redis's `TIME`: the store's one clock (reserve, due)."""
         self.deals: dict[int, _Deal] = {}
+        self.clock_ms = clock_ms
 
     async def reserve(self, product_id: int, order_id: UUID, user_id: str, quantity: int,
-                      idempotency_key: str | None, now_ms: int) -> ReserveResult:
+                      idempotency_key: str | None) -> ReserveResult:
         deal = self.deals.get(product_id)
         if deal is None or deal.status != "open":
             return ReserveResult(ReserveOutcome.NOT_ACTIVE)
@@ -49,6 +56,7 @@ class FakeStockStore:
         held = deal.users.get(user_id, 0)
         if held + quantity > deal.limit:
             return ReserveResult(ReserveOutcome.LIMIT_EXCEEDED, held=held, limit=deal.limit)
+        now_ms = self.clock_ms()
         deal.stock -= quantity
         deal.users[user_id] = held + quantity
         deal.res[order_id] = Reservation(order_id, user_id, quantity, now_ms,
@@ -60,13 +68,13 @@ class FakeStockStore:
                              deal_id=deal.deal_id, unit_price=deal.price)
 
     async def reserve_many(self, product_id: int, requests: list[ReserveRequest],
-                           now_ms: int) -> list[ReserveResult]:
+                           ) -> list[ReserveResult]:
         return [await self.reserve(product_id, r.order_id, r.user_id, r.quantity,
-                                   r.idempotency_key, now_ms) for r in requests]
+                                   r.idempotency_key) for r in requests]
 
     async def reserve_groups(self, groups: Sequence[tuple[int, list[ReserveRequest]]],
-                             now_ms: int) -> list[list[ReserveResult] | BaseException]:
-        return [await self.reserve_many(product_id, requests, now_ms)
+                             ) -> list[list[ReserveResult] | BaseException]:
+        return [await self.reserve_many(product_id, requests)
                 for product_id, requests in groups]
 
     async def key_used(self, product_id: int, user_id: str, key: str) -> bool:
@@ -132,13 +140,15 @@ class FakeStockStore:
             return DealSnapshot(None, 0, 0, 0)
         return DealSnapshot(deal.status, deal.epoch, deal.deal_id, deal.stock)
 
-    async def due(self, product_id: int, cutoff_ms: int, limit: int) -> DueReservations:
+    async def due(self, product_id: int, grace_ms: int, limit: int) -> DueReservations:
+        now_ms = self.clock_ms()
         deal = self.deals.get(product_id)
         if deal is None:
-            return DueReservations(None, 0, [])
+            return DueReservations(None, 0, [], now_ms)
+        cutoff_ms = now_ms - grace_ms
         due = sorted((ms, str(oid)) for oid, ms in deal.since.items() if ms <= cutoff_ms)
         return DueReservations(deal.status, deal.deal_id,
-                               [deal.res[UUID(oid)] for _, oid in due[:limit]])
+                               [deal.res[UUID(oid)] for _, oid in due[:limit]], now_ms)
 
     async def reschedule(self, product_id: int, since_ms: dict[UUID, int]) -> int:
         deal = self.deals.get(product_id)

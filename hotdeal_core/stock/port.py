@@ -16,9 +16,12 @@ tests. Both follow the same rules:
   round trip (the stock worker settles in batches), with one outcome per pair, in order;
   a pair given twice is released (or dropped) once, the second gets `NO_RESERVATION`.
 - Reads cost what they return: `peek` is the status and stock in one read, `due` the
-  reservations whose grace period started before a cutoff (a sorted set by time, so the
-  orphan sweep never reads every live reservation), `reschedule` starts that period again
-  for reservations whose order is known. `snapshot` reads everything (the flush, the audit).
+  reservations whose grace period started at least `grace_ms` ago (a sorted set by time, so
+  the orphan sweep never reads every live reservation), `reschedule` starts that period
+  again for reservations whose order is known. `snapshot` reads everything (the flush,
+  the audit).
+- One clock: `reserve` stamps a reservation with the store's own clock (Redis `TIME`), and
+  `due` judges "ago" by that same clock and returns its reading (`now_ms`), never a host's.
 - `open` never overwrites a live state; `close` stops every reservation and release;
   `drop` deletes keys only of the deal that owns them; `rebuild` replaces the state with
   one recomputed from Postgres unless a newer epoch is already there.
@@ -100,6 +103,7 @@ class DueReservations:
     status: str | None
     deal_id: int
     reservations: list[Reservation]
+    now_ms: int  # the store's clock when it read them
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,16 +116,16 @@ class ReserveRequest:
 
 class StockStore(Protocol):
     async def reserve(self, product_id: int, order_id: UUID, user_id: str, quantity: int,
-                      idempotency_key: str | None, now_ms: int) -> ReserveResult: ...
+                      idempotency_key: str | None) -> ReserveResult: ...
 
     async def reserve_many(self, product_id: int, requests: list[ReserveRequest],
-                           now_ms: int) -> list[ReserveResult]:
+                           ) -> list[ReserveResult]:
         """Several reservations of one deal in one atomic step, applied in order: the same
         outcomes as as many `reserve` calls in a row."""
         ...
 
     async def reserve_groups(self, groups: Sequence[tuple[int, list[ReserveRequest]]],
-                             now_ms: int) -> list[list[ReserveResult] | BaseException]:
+                             ) -> list[list[ReserveResult] | BaseException]:
         """`reserve_many` for several deals at once (one batch of the order API), one
         outcome per deal, in order: its results, or the error of that deal's call alone."""
         ...
@@ -154,7 +158,7 @@ class StockStore(Protocol):
         """Status, epoch, deal and stock; `reservations` is always empty."""
         ...
 
-    async def due(self, product_id: int, cutoff_ms: int, limit: int) -> DueReservations: ...
+    async def due(self, product_id: int, grace_ms: int, limit: int) -> DueReservations: ...
 
     async def reschedule(self, product_id: int, since_ms: dict[UUID, int]) -> int: ...
 

@@ -95,26 +95,26 @@ class RedisStockStore:
         self._reschedule = _script(redis, "reschedule")
 
     async def reserve(self, product_id: int, order_id: UUID, user_id: str, quantity: int,
-                      idempotency_key: str | None, now_ms: int) -> ReserveResult:
+                      idempotency_key: str | None) -> ReserveResult:
         request = ReserveRequest(order_id, user_id, quantity, idempotency_key)
-        return (await self.reserve_many(product_id, [request], now_ms))[0]
+        return (await self.reserve_many(product_id, [request]))[0]
 
     async def reserve_many(self, product_id: int, requests: list[ReserveRequest],
-                           now_ms: int) -> list[ReserveResult]:
-        outcome = (await self.reserve_groups([(product_id, requests)], now_ms))[0]
+                           ) -> list[ReserveResult]:
+        outcome = (await self.reserve_groups([(product_id, requests)]))[0]
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
     async def reserve_groups(self, groups: Sequence[tuple[int, list[ReserveRequest]]],
-                             now_ms: int) -> list[list[ReserveResult] | BaseException]:
+                             ) -> list[list[ReserveResult] | BaseException]:
         """One reserve script per deal, one round trip per Redis node. With a replica ack
         timeout, each node's scripts are followed by one WAIT on their connection; a deal
         whose reservations no replica acknowledged in time gets them released and
         `ReplicaAckTimeout` instead of its results (a failover could lose them)."""
         calls: list[tuple[list[str], list[str | int]]] = []
         for product_id, requests in groups:
-            args: list[str | int] = [now_ms]
+            args: list[str | int] = []
             for r in requests:
                 args += [str(r.order_id), r.user_id, r.quantity, r.idempotency_key or ""]
             calls.append((deal_keys(product_id), args))
@@ -208,14 +208,15 @@ class RedisStockStore:
             return DealSnapshot(None, 0, 0, 0)
         return DealSnapshot(_text(status), int(epoch), int(deal_id), int(stock))
 
-    async def due(self, product_id: int, cutoff_ms: int, limit: int) -> DueReservations:
+    async def due(self, product_id: int, grace_ms: int, limit: int) -> DueReservations:
         keys = deal_keys(product_id)
-        status, deal_id, flat = await self._due(keys=[keys[STATE], keys[RES], keys[SINCE]],
-                                                args=[cutoff_ms, limit])
+        status, deal_id, flat, now_ms = await self._due(
+            keys=[keys[STATE], keys[RES], keys[SINCE]], args=[grace_ms, limit])
         if not status:
-            return DueReservations(None, 0, [])
+            return DueReservations(None, 0, [], int(now_ms))
         return DueReservations(_text(status), int(deal_id), [
-            parse_reservation(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)])
+            parse_reservation(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)],
+            int(now_ms))
 
     async def reschedule(self, product_id: int, since_ms: dict[UUID, int]) -> int:
         if not since_ms:

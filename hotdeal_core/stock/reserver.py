@@ -12,7 +12,6 @@ single reservation); the buyers of the other deals of the batch get their own ou
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from hotdeal_core.batching import Batcher
@@ -27,7 +26,6 @@ class ReserveItem:
 
 def reservation_batcher(store: StockStore, max_batch: int) -> Batcher[ReserveItem, ReserveResult]:
     async def reserve(items: list[ReserveItem]) -> list[ReserveResult | BaseException]:
-        now_ms = int(time.time() * 1000)
         by_product: dict[int, list[int]] = {}
         for i, item in enumerate(items):
             by_product.setdefault(item.product_id, []).append(i)
@@ -35,9 +33,10 @@ def reservation_batcher(store: StockStore, max_batch: int) -> Batcher[ReserveIte
                   for product_id, indexes in by_product.items()]
         outcomes: list[ReserveResult | BaseException] = list(items)  # type: ignore[arg-type]
         for indexes, group in zip(by_product.values(),
-                                  await store.reserve_groups(groups, now_ms), strict=True):
+                                  await store.reserve_groups(groups), strict=True):
             for n, i in enumerate(indexes):
                 outcomes[i] = group if isinstance(group, BaseException) else group[n]
         return outcomes
 
-    return Batcher("reservations", reserve, max_batch=max_batch, split_on_failure=False)
+    return Batcher("reservations", reserve, max_batch=max_batch, split_on_failure=False,
+                   dependency="redis")

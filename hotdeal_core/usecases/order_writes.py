@@ -8,25 +8,29 @@ order whose deal is no longer ACTIVE at its reservation's epoch is not written (
 one whose id or idempotency key is already taken is not written either (ON CONFLICT DO
 NOTHING: an orphan sweep voided the id, or a concurrent request with the same key won).
 Each item gets its own outcome; the caller releases the reservation of every item that
-was not written before it answers.
+was not written before it answers, and keeps it when the commit's outcome is unknown.
+
+An order's `expires_at` is the transaction's `now()` plus its reservation's TTL: Postgres's
+clock, as the expiry sweeper's, never the API host's; its OrderPlaced event says the same.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hotdeal_core.batching import OutcomeUnknown
 from hotdeal_core.db.fence import share_deal
 from hotdeal_core.domain import OrderStatus
-from hotdeal_core.errors import DependencyUnavailable
 from hotdeal_core.messaging.outbox import LEASE_SECONDS, OutboxRow
 from hotdeal_core.usecases.views import OrderView
+from schemas.events import OrderPlaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +43,8 @@ class ReservedOrder:
     quantity: int
     unit_price: int
     idempotency_key: str | None
-    expires_at: datetime
-    topic: str
-    payload: str  # the OrderPlaced event, JSON
+    ttl_seconds: int  # the order expires this long after its transaction's now()
+    topic: str  # of its OrderPlaced event
 
 
 class Fenced(Exception):
@@ -52,7 +55,7 @@ class NotWritten(Exception):
     """The order id or the idempotency key is already taken."""
 
 
-class CommitUnknown(DependencyUnavailable):
+class CommitUnknown(OutcomeUnknown):
     """The commit failed on the way: the orders may or may not be written. Their
     reservations are left to the orphan sweeper, which looks in Postgres first."""
 
@@ -61,7 +64,9 @@ class CommitUnknown(DependencyUnavailable):
                                      "Idempotency-Key")
 
 
-_LIVE_DEALS = text("SELECT id, epoch FROM hot_deals WHERE id = ANY(:ids) AND status = 'ACTIVE'")
+# now() is the transaction's start: the orders' created_at, and the base of their expiry.
+_LIVE_DEALS = text("SELECT id, epoch, now() AS now FROM hot_deals "
+                   "WHERE id = ANY(:ids) AND status = 'ACTIVE'")
 
 _INSERT = text(f"""
     WITH input AS (
@@ -78,14 +83,15 @@ _INSERT = text(f"""
         SELECT id, product_id, hot_deal_id, user_id, quantity, unit_price, 'PENDING',
                idempotency_key, expires_at FROM input
         ON CONFLICT DO NOTHING
-        RETURNING id, created_at),
+        RETURNING id, created_at, expires_at),
     event AS (
         INSERT INTO outbox (topic, key, event_type, payload, claimed_until)
         SELECT input.topic, input.id::text, 'OrderPlaced', input.payload,
                CASE WHEN :claim THEN now() + interval '{LEASE_SECONDS} seconds' END
         FROM placed JOIN input USING (id)
         RETURNING id, topic, key, payload, created_at)
-    SELECT placed.id AS order_id, placed.created_at AS order_created_at, event.id,
+    SELECT placed.id AS order_id, placed.created_at AS order_created_at,
+           placed.expires_at, event.id,
            event.topic, event.key, event.payload, event.created_at
     FROM placed JOIN event ON event.key = placed.id::text
 """)
@@ -104,13 +110,13 @@ async def write_reserved_orders(
             deals = sorted({item.deal_id for item in items})
             for deal_id in deals:
                 await share_deal(conn, deal_id)
-            live: dict[int, int] = {int(d): int(e) for d, e in (
-                await conn.execute(_LIVE_DEALS, {"ids": deals})).all()}
+            found = (await conn.execute(_LIVE_DEALS, {"ids": deals})).all()
+            live: dict[int, int] = {int(row.id): int(row.epoch) for row in found}
             writable = [i for i in items if live.get(i.deal_id) == i.epoch]
             rows: list[Any] = []
             if writable:
-                rows = list((await conn.execute(_INSERT, _columns(writable, publish_now)))
-                            .all())
+                rows = list((await conn.execute(_INSERT, _columns(
+                    writable, found[0].now, publish_now))).all())
         except BaseException:
             await tx.rollback()
             raise
@@ -124,14 +130,19 @@ async def write_reserved_orders(
     return [_outcome(item, live, written) for item in items]
 
 
-def _columns(items: list[ReservedOrder],
+def _columns(items: list[ReservedOrder], now: datetime,
              publish_now: Callable[[list[OutboxRow]], None] | None) -> dict[str, Any]:
+    expires = [now + timedelta(seconds=i.ttl_seconds) for i in items]
+    events = [OrderPlaced(order_id=i.order_id, product_id=i.product_id,
+                          hot_deal_id=i.deal_id, user_id=i.user_id, quantity=i.quantity,
+                          unit_price=i.unit_price, expires_at=e)
+              for i, e in zip(items, expires, strict=True)]
     return {
         "ids": [i.order_id for i in items], "product_ids": [i.product_id for i in items],
         "deal_ids": [i.deal_id for i in items], "users": [i.user_id for i in items],
         "quantities": [i.quantity for i in items], "prices": [i.unit_price for i in items],
-        "keys": [i.idempotency_key for i in items], "expires": [i.expires_at for i in items],
-        "topics": [i.topic for i in items], "payloads": [i.payload for i in items],
+        "keys": [i.idempotency_key for i in items], "expires": expires,
+        "topics": [i.topic for i in items], "payloads": [e.model_dump_json() for e in events],
         "claim": publish_now is not None}
 
 
@@ -145,4 +156,4 @@ def _outcome(item: ReservedOrder, live: dict[int, int],
     created = row.order_created_at
     return OrderView(item.order_id, item.product_id, item.deal_id, item.user_id,
                      item.quantity, item.unit_price, OrderStatus.PENDING, None,
-                     item.expires_at, created, created)
+                     row.expires_at, created, created)

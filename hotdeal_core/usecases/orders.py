@@ -7,8 +7,9 @@ Two stock paths:
   requests and their outbox rows in one statement and one transaction, fenced by each
   deal's status and epoch (read under the deal fence, `hotdeal_core.db.fence`, which the
   flush and the rebuild take exclusively). An order not written has its reservation
-  released before the answer; one whose commit's outcome is unknown is left to the orphan
-  sweeper, which looks in Postgres first.
+  released before the answer; one whose write's outcome is unknown (`OutcomeUnknown`: the
+  commit cut off, the writer cancelled mid-write) keeps it: the orphan sweeper decides,
+  looking in Postgres first.
 - Postgres (the old design, `HOTDEAL_STOCK_REDIS=false`, and every ordinary product):
   `UPDATE ... SET stock = stock - q WHERE ... AND stock >= q` in the order's transaction.
 """
@@ -17,15 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from uuid import UUID, uuid4
 
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hotdeal_core.batching import OutcomeUnknown
 from hotdeal_core.db.engine import violated_constraint
 from hotdeal_core.db.tables import hot_deals, orders, products
 from hotdeal_core.domain import LIVE_DEAL_STATUSES, DealStatus, OrderStatus, StockBackend
@@ -35,7 +36,6 @@ from hotdeal_core.stock.port import ReserveOutcome, ReserveRequest, ReserveResul
 from hotdeal_core.stock.reserver import ReserveItem
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.order_writes import (
-    CommitUnknown,
     Fenced,
     NotWritten,
     ReservedOrder,
@@ -103,7 +103,7 @@ async def _reserve(ctx: Context, cmd: PlaceOrder, order_id: UUID) -> ReserveResu
     """One atomic reservation, in this process's batch of reservations when it has one."""
     if ctx.reserver is None:
         return await ctx.stock.reserve(cmd.product_id, order_id, cmd.user_id, cmd.quantity,
-                                       cmd.idempotency_key, int(time.time() * 1000))
+                                       cmd.idempotency_key)
     result: ReserveResult = await ctx.reserver.submit(ReserveItem(cmd.product_id, ReserveRequest(
         order_id, cmd.user_id, cmd.quantity, cmd.idempotency_key)))
     return result
@@ -118,35 +118,28 @@ async def _first_answer(ctx: Context, order_id: UUID) -> OrderView:
     return order
 
 
-def _expires_at(ctx: Context) -> datetime:
-    return datetime.now(UTC) + timedelta(seconds=ctx.settings.reservation_ttl_seconds)
-
-
 async def _insert_order(conn: AsyncConnection, ctx: Context, cmd: PlaceOrder, order_id: UUID,
                         deal_id: int | None, unit_price: int) -> OrderView:
-    expires_at = _expires_at(ctx)
+    """Expiry by Postgres's clock (as the expiry sweeper's), never this host's."""
+    ttl = timedelta(seconds=ctx.settings.reservation_ttl_seconds)
     row = (await conn.execute(orders.insert().values(
         id=order_id, product_id=cmd.product_id, hot_deal_id=deal_id, user_id=cmd.user_id,
         quantity=cmd.quantity, unit_price=unit_price, status=OrderStatus.PENDING,
-        idempotency_key=cmd.idempotency_key, expires_at=expires_at).returning(orders))).one()
+        idempotency_key=cmd.idempotency_key, expires_at=func.now() + ttl)
+        .returning(orders))).one()
     await add_event(conn, ctx.topics, OrderPlaced(
         order_id=order_id, product_id=cmd.product_id, hot_deal_id=deal_id, user_id=cmd.user_id,
-        quantity=cmd.quantity, unit_price=unit_price, expires_at=expires_at))
+        quantity=cmd.quantity, unit_price=unit_price, expires_at=row.expires_at))
     return OrderView.from_row(row)
 
 
 async def _persist_reserved(ctx: Context, cmd: PlaceOrder, order_id: UUID,
                             reserved: ReserveResult) -> OrderView:
     """Hand the reserved order to this process's group commit and await its outcome; every
-    order that was not written has its reservation released before the answer."""
-    expires_at = _expires_at(ctx)
-    event = OrderPlaced(order_id=order_id, product_id=cmd.product_id,
-                        hot_deal_id=reserved.deal_id, user_id=cmd.user_id,
-                        quantity=cmd.quantity, unit_price=reserved.unit_price,
-                        expires_at=expires_at)
+    order known not to be written has its reservation released before the answer."""
     item = ReservedOrder(order_id, cmd.product_id, reserved.deal_id, reserved.epoch,
                          cmd.user_id, cmd.quantity, reserved.unit_price, cmd.idempotency_key,
-                         expires_at, ctx.topics.of(event), event.model_dump_json())
+                         ctx.settings.reservation_ttl_seconds, ctx.topics.orders)
     try:
         if ctx.order_writer is not None:
             order: OrderView = await ctx.order_writer.submit(item)
@@ -158,7 +151,7 @@ async def _persist_reserved(ctx: Context, cmd: PlaceOrder, order_id: UUID,
             ctx.outbox_written()
     except asyncio.CancelledError:
         raise  # the caller left; the write may still commit (the order then simply waits)
-    except CommitUnknown:
+    except OutcomeUnknown:
         raise  # the orphan sweeper decides from Postgres; releasing now could oversell
     except Exception as exc:
         await _release_quietly(ctx, cmd.product_id, order_id)

@@ -6,17 +6,18 @@ primary key then refuses the API's late insert of the same order, so the units c
 released without racing it. The sweep reads only the reservations that are due (a sorted
 set by reservation time); one whose order is PENDING is due again only once the order
 should have expired.
+
+Time is Redis's (`TIME` stamps each reservation and measures the grace period, see `due`)
+and Postgres's (`expires_at`), never this host's: a skewed host cannot void fresh orders.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import any_, select
+from sqlalchemy import any_, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from hotdeal_core.db.tables import hot_deals, orders, products
@@ -49,12 +50,11 @@ async def release_orphans(ctx: Context, grace_seconds: float,
         live = (await conn.execute(select(hot_deals.c.id, hot_deals.c.product_id).where(
             hot_deals.c.status == DealStatus.ACTIVE,
             hot_deals.c.stock_backend == StockBackend.REDIS))).all()
-    now_ms = int(time.time() * 1000)
-    cutoff_ms = now_ms - int(grace_seconds * 1000)
+    grace_ms = int(grace_seconds * 1000)
     released = examined = 0
     more = False
     for deal_id, product_id in live:
-        due = await ctx.stock.due(product_id, cutoff_ms, batch)
+        due = await ctx.stock.due(product_id, grace_ms, batch)
         if due.deal_id != deal_id or not due.reservations:
             continue
         examined += len(due.reservations)
@@ -70,7 +70,7 @@ async def release_orphans(ctx: Context, grace_seconds: float,
             if row is None and not await _void(ctx, deal_id, product_id, r):
                 continue  # the order row appeared after all: not an orphan
             if row is not None and row.status == OrderStatus.PENDING:
-                later[r.order_id] = max(now_ms, int(row.expires_at.timestamp() * 1000))
+                later[r.order_id] = max(due.now_ms, int(row.expires_at.timestamp() * 1000))
             elif row is not None and row.status == OrderStatus.CONFIRMED:
                 await ctx.stock.forget(product_id, r.order_id)
             elif await ctx.stock.release(product_id, r.order_id) is ReleaseOutcome.RELEASED:
@@ -88,6 +88,6 @@ async def _void(ctx: Context, deal_id: int, product_id: int, r: Reservation) -> 
         inserted = (await conn.execute(insert(orders).values(
             id=r.order_id, product_id=product_id, hot_deal_id=deal_id, user_id=r.user_id,
             quantity=r.quantity, unit_price=price, status=OrderStatus.CANCELLED,
-            cancel_reason=CancelReason.ORPHANED, expires_at=datetime.now(UTC))
+            cancel_reason=CancelReason.ORPHANED, expires_at=func.now())
             .on_conflict_do_nothing(index_elements=["id"]).returning(orders.c.id))).first()
     return inserted is not None

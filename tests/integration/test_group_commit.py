@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import select, text
 
@@ -33,9 +33,8 @@ from tests.random_refs import random_user
 def _item(pid: int, deal_id: int, epoch: int, order_id: uuid.UUID | None = None,
           ) -> ReservedOrder:
     order_id = order_id or uuid.uuid4()
-    return ReservedOrder(order_id, pid, deal_id, epoch, random_user(), 1, 700, None,
-                         datetime.now(UTC) + timedelta(minutes=10), "test.orders",
-                         f'{{"order_id": "{order_id}"}}')
+    return ReservedOrder(order_id, pid, deal_id, epoch, random_user(), 1, 700, None, 600,
+                         "test.orders")
 
 
 async def _deal(ctx: Context, new_product: ProductFactory, stock: int = 50) -> tuple[int, int]:

@@ -5,7 +5,6 @@ node or, under `make test-cluster`, the Redis Cluster)."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
@@ -90,8 +89,7 @@ async def test_a_healthy_deal_is_never_rebuilt_whatever_is_in_flight(
     gone = await place_order(ctx, PlaceOrder(pid, random_user(), 1))
     await cancel_order(ctx, gone.id, CancelReason.USER_CANCELLED)
     in_flight_id = uuid.uuid4()
-    in_flight = await ctx.stock.reserve(pid, in_flight_id, random_user(), 1, None,
-                                        int(time.time() * 1000))
+    in_flight = await ctx.stock.reserve(pid, in_flight_id, random_user(), 1, None)
     assert in_flight.outcome is ReserveOutcome.RESERVED
     epoch = (await ctx.stock.peek(pid)).epoch
 
@@ -112,7 +110,7 @@ async def test_a_reservation_no_replica_acknowledged_is_given_back(
     requests = [ReserveRequest(uuid.uuid4(), random_user(), 1, "key-1"),
                 ReserveRequest(uuid.uuid4(), random_user(), 1)]
     with pytest.raises(ReplicaAckTimeout) as refused:
-        await store.reserve_many(pid, requests, 1)
+        await store.reserve_many(pid, requests)
     assert refused.value.code == "redis_unavailable" and refused.value.retriable
     snap = await store.snapshot(pid)
     assert snap.stock == 5 and snap.reservations == []  # the units are back

@@ -1,5 +1,6 @@
 """The natural-batching writer: what is queued while a write runs becomes the next batch,
-one bad item fails alone, an outage fails the batch at once, queued items outlive stop()."""
+one bad item fails alone, an outage fails the batch at once, queued items outlive stop(), and
+a write cut off mid-way tells its callers its outcome is unknown."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 
 import pytest
 
-from hotdeal_core.batching import Batcher
+from hotdeal_core.batching import Batcher, OutcomeUnknown
 from hotdeal_core.errors import DependencyUnavailable
 
 
@@ -101,3 +102,79 @@ async def test_without_a_writer_task_an_item_is_written_alone() -> None:
     assert await batcher.submit(4) == 40
     with pytest.raises(ValueError, match="bad item 3"):
         await batcher.submit(3)
+
+
+class Blocking:
+    """A write that has started (its items handed over) and waits until let through."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.go_on = asyncio.Event()
+        self.calls: list[list[int]] = []
+
+    async def write(self, items: list[int]) -> list[int | BaseException]:
+        self.calls.append(list(items))
+        self.started.set()
+        await self.go_on.wait()
+        return [i * 10 for i in items]
+
+
+async def test_stop_lets_the_write_in_flight_finish() -> None:
+    rec = Blocking()
+    batcher = Batcher("t", rec.write)
+    batcher.start()
+    caller = asyncio.ensure_future(batcher.submit(1))
+    await asyncio.wait_for(rec.started.wait(), 5)
+    stopping = asyncio.ensure_future(batcher.stop())
+    await asyncio.sleep(0)  # stop() has begun while the write runs
+    rec.go_on.set()
+    await asyncio.wait_for(stopping, 5)
+    assert await caller == 10
+    assert rec.calls == [[1]]
+
+
+async def test_a_write_cut_off_by_stop_tells_its_callers_the_outcome_is_unknown() -> None:
+    rec = Blocking()  # never let through: the write outlives the stop's bound
+    batcher = Batcher("t", rec.write, max_batch=2, stop_timeout=0)
+    batcher.start()
+    callers = [asyncio.ensure_future(batcher.submit(i)) for i in range(3)]
+    await asyncio.wait_for(rec.started.wait(), 5)
+    await asyncio.wait_for(batcher.stop(), 5)
+    results = await asyncio.gather(*callers, return_exceptions=True)
+    # The first two were being written: that write may have landed.
+    assert all(isinstance(r, OutcomeUnknown) for r in results[:2])
+    # The third was still queued: nothing of it was written, and its caller is told so.
+    assert isinstance(results[2], DependencyUnavailable)
+    assert not isinstance(results[2], OutcomeUnknown)
+    assert rec.calls == [[0, 1]]
+
+
+async def test_a_writer_cancelled_mid_write_tells_its_callers_the_outcome_is_unknown() -> None:
+    rec = Blocking()
+    batcher = Batcher("t", rec.write)
+    batcher.start()
+    caller = asyncio.ensure_future(batcher.submit(1))
+    await asyncio.wait_for(rec.started.wait(), 5)
+    assert batcher._task is not None
+    batcher._task.cancel()  # the event loop tearing down, say
+    with pytest.raises(OutcomeUnknown):
+        await asyncio.wait_for(caller, 5)
+
+
+async def test_a_write_that_may_have_landed_is_not_retried_item_by_item() -> None:
+    calls: list[list[int]] = []
+
+    async def cut_off(items: list[int]) -> list[int | BaseException]:
+        calls.append(list(items))
+        await asyncio.sleep(0)
+        raise OutcomeUnknown()
+
+    batcher = Batcher("t", cut_off)
+    batcher.start()
+    try:
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(3)),
+                                       return_exceptions=True)
+    finally:
+        await batcher.stop()
+    assert all(isinstance(r, OutcomeUnknown) for r in results)
+    assert calls == [[0, 1, 2]]  # a retry would find its own rows and say "not written"

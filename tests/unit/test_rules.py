@@ -25,39 +25,39 @@ async def _store(stock: int, limit: int = 1) -> FakeStockStore:
 
 async def test_fake_store_sells_the_last_unit_once_and_refuses_the_rest() -> None:
     store = await _store(1)
-    first = await store.reserve(7, uuid.uuid4(), "a", 1, None, 0)
-    second = await store.reserve(7, uuid.uuid4(), "b", 1, None, 0)
+    first = await store.reserve(7, uuid.uuid4(), "a", 1, None)
+    second = await store.reserve(7, uuid.uuid4(), "b", 1, None)
     assert (first.outcome, second.outcome) == (ReserveOutcome.RESERVED, ReserveOutcome.SOLD_OUT)
 
 
 async def test_duplicate_click_is_detected_before_any_stock_moves() -> None:
     store = await _store(5, limit=5)
     first = uuid.uuid4()
-    await store.reserve(7, first, "a", 1, "key", 0)
-    again = await store.reserve(7, uuid.uuid4(), "a", 1, "key", 0)
+    await store.reserve(7, first, "a", 1, "key")
+    again = await store.reserve(7, uuid.uuid4(), "a", 1, "key")
     assert again.outcome is ReserveOutcome.DUPLICATE and again.first_order_id == first
     assert (await store.snapshot(7)).stock == 4
 
 
 async def test_per_user_limit_counts_units_not_orders() -> None:
     store = await _store(10, limit=3)
-    assert (await store.reserve(7, uuid.uuid4(), "a", 2, None, 0)).outcome \
+    assert (await store.reserve(7, uuid.uuid4(), "a", 2, None)).outcome \
         is ReserveOutcome.RESERVED
-    assert (await store.reserve(7, uuid.uuid4(), "a", 2, None, 0)).outcome \
+    assert (await store.reserve(7, uuid.uuid4(), "a", 2, None)).outcome \
         is ReserveOutcome.LIMIT_EXCEEDED
 
 
 async def test_release_is_exactly_once_and_refused_once_closed() -> None:
     store = await _store(2)
     order = uuid.uuid4()
-    await store.reserve(7, order, "a", 1, None, 0)
+    await store.reserve(7, order, "a", 1, None)
     assert await store.release(7, order) is ReleaseOutcome.RELEASED
     assert await store.release(7, order) is ReleaseOutcome.NO_RESERVATION
     other = uuid.uuid4()
-    await store.reserve(7, other, "a", 1, None, 0)
+    await store.reserve(7, other, "a", 1, None)
     assert await store.close(7, 1)
     assert await store.release(7, other) is ReleaseOutcome.NOT_OPEN
-    assert (await store.reserve(7, uuid.uuid4(), "b", 1, None, 0)).outcome \
+    assert (await store.reserve(7, uuid.uuid4(), "b", 1, None)).outcome \
         is ReserveOutcome.NOT_ACTIVE
 
 

@@ -35,7 +35,7 @@ async def test_after_a_sold_out_answer_the_next_refusal_does_not_reach_the_store
     await store.open(5, 1, 1, 1, epoch=1, unit_price=10)
     ctx = Context(engine=None, stock=store, settings=Settings(_env_file=None),  # type: ignore[arg-type]
                   sold_out=SoldOutMemo(60))
-    await store.reserve(5, uuid.uuid4(), "first", 1, None, 0)
+    await store.reserve(5, uuid.uuid4(), "first", 1, None)
     with pytest.raises(Conflict, match="sold out"):
         await place_order(ctx, PlaceOrder(5, "second", 1))
     store.deals[5].stock = 1  # a cancellation gives a unit back inside the window

@@ -4,7 +4,9 @@
 -- KEYS: 1 state (hash: status, epoch, deal_id, limit, price), 2 stock, 3 users (user -> units held),
 --       4 res (order_id -> "user<TAB>qty<TAB>ms<TAB>idem"), 5 idem ("user<TAB>key" -> order_id),
 --       6 since (sorted set: order_id -> ms from which the orphan sweep's grace period runs)
--- ARGV: 1 now (ms), then 4 per order: order_id, user_id, qty, idempotency key or ''
+-- ARGV: 4 per order: order_id, user_id, qty, idempotency key or ''
+-- A reservation is stamped with Redis's clock (TIME), the one the orphan sweep judges by
+-- (due.lua), never an API host's.
 -- Returns 5 values per order, {code, a, b, c, d}:
 --   { 1, epoch, remaining, deal_id, price }  reserved
 --   { 2, first_order_id, 0, 0, 0 }           duplicate idempotency key: nothing reserved
@@ -18,17 +20,18 @@ local function answer(code, a, b, c, d)
 end
 
 local st = redis.call('HMGET', KEYS[1], 'status', 'epoch', 'deal_id', 'price', 'limit')
-local n = (#ARGV - 1) / 4
+local n = #ARGV / 4
 if st[1] ~= 'open' then
   for _ = 1, n do answer(-1, 0, 0, 0, 0) end
   return out
 end
 local epoch, deal_id, price, limit = tonumber(st[2]), tonumber(st[3]), tonumber(st[4]),
                                      tonumber(st[5])
-local now = ARGV[1]
+local time = redis.call('TIME')
+local now = tostring(tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
 local stock = tonumber(redis.call('GET', KEYS[2]) or '0')
 
-for i = 2, #ARGV, 4 do
+for i = 1, #ARGV, 4 do
   local order_id, user, qty, key = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   local idem_field = false
   local first = false
