@@ -219,6 +219,7 @@ async def test_rebuild_restores_reservations_keys_and_their_due_times(
                          idempotency={("u1", "k1"): held})
     assert await store.rebuild(pid, state)
     assert not await store.rebuild(pid, RebuiltState(deal_id, 1, 3, 2, 500, {}, [], {}))
+    assert not await store.rebuild(pid, RebuiltState(deal_id, 1, 3, 4, 500, {}, [], {}))  # same
     again = await store.reserve(pid, uuid.uuid4(), "u1", 1, "k1", 800)
     assert again.outcome is ReserveOutcome.DUPLICATE and again.first_order_id == held
     assert [r.order_id for r in (await store.due(pid, 700, 10)).reservations] == [held]
