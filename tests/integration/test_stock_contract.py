@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from hotdeal_core.settings import Settings
-from hotdeal_core.stock.client import replica_ack_timeout_ms
+from hotdeal_core.stock.client import replica_acks
 from hotdeal_core.stock.fake import FakeStockStore
 from hotdeal_core.stock.port import (
     RebuiltState,
@@ -28,7 +28,7 @@ from hotdeal_core.stock.redis_store import RedisStockStore
 def store(request: pytest.FixtureRequest, redis: Redis, settings: Settings) -> StockStore:
     if request.param == "fake":
         return FakeStockStore()
-    return RedisStockStore(redis, replica_ack_timeout_ms(settings))  # WAIT on a cluster
+    return RedisStockStore(redis, replica_acks(settings))  # WAIT on a cluster
 
 
 def _pid() -> int:
