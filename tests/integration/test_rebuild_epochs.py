@@ -9,6 +9,7 @@ from uuid import UUID
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 from sqlalchemy import func, select
 
@@ -52,6 +53,13 @@ class _ReplyLost(RedisStockStore):
     async def rebuild(self, product_id: int, state: RebuiltState) -> bool:
         await super().rebuild(product_id, state)
         raise RedisTimeout("Timeout reading from socket")
+
+
+class _RedisDown(RedisStockStore):
+    """The rebuild script never reaches Redis."""
+
+    async def rebuild(self, product_id: int, state: RebuiltState) -> bool:
+        raise RedisConnectionError("Connection refused")
 
 
 class _RebuiltMeanwhile(RedisStockStore):
@@ -124,3 +132,16 @@ async def test_a_rebuild_whose_redis_reply_was_lost_leaves_its_epoch_in_postgres
     again = await recover_deal(ctx, pid)
     assert again.epoch == epoch + 2 and again.stock == 3
 
+
+
+async def test_a_rebuild_that_never_reached_redis_is_healed_by_the_next_round(
+        ctx: Context, redis: Redis, new_product: ProductFactory) -> None:
+    pid, deal_id = await _deal(ctx, new_product, 4)
+    epoch = await _pg_epoch(ctx, deal_id)
+    with pytest.raises(RedisConnectionError):
+        await recover_deal(_with(ctx, _RedisDown(redis)), pid)
+
+    assert await _pg_epoch(ctx, deal_id) == epoch + 1  # Postgres ahead: orders fenced
+    [report] = [r for r in await recover_lost_states(ctx) if r.deal_id == deal_id]
+    assert report.epoch == epoch + 2 == (await ctx.stock.peek(pid)).epoch
+    await place_order(ctx, PlaceOrder(pid, random_user(), 1))
