@@ -32,7 +32,7 @@ from hotdeal_core.db.engine import make_engine
 from hotdeal_core.errors import DependencyUnavailable, HotdealError
 from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.settings import Settings, load_settings
-from hotdeal_core.stock.client import close_redis, make_redis, replica_ack_timeout_ms
+from hotdeal_core.stock.client import close_redis, make_redis, replica_acks
 from hotdeal_core.stock.redis_store import RedisStockStore
 from hotdeal_core.usecases.context import Context
 
@@ -59,7 +59,7 @@ async def open_context(settings: Settings) -> AsyncIterator[Context]:
     redis = make_redis(settings)
     try:
         # outbox_written stays a no-op: the relays of the running processes publish the rows.
-        yield Context(engine=engine, stock=RedisStockStore(redis, replica_ack_timeout_ms(settings)),
+        yield Context(engine=engine, stock=RedisStockStore(redis, replica_acks(settings)),
                       settings=settings, topics=Topics(settings.kafka_topic_prefix))
     finally:
         await close_redis(redis)

@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     redis_cluster: bool = False
     # A reservation is answered only once a replica holds it (WAIT 1 <ms> on the connection
     # that reserved); on timeout it is given back and the buyer gets 503 + Retry-After.
-    # Unset: 100 ms with REDIS_CLUSTER, off on a single node; 0 turns it off.
+    # Unset: 100 ms with REDIS_CLUSTER, else 100 ms whenever the primary has replicas
+    # (hotdeal_core/stock/client.py `replica_acks`). Set: always that; 0 turns it off.
     redis_replica_ack_timeout_ms: int | None = Field(default=None, ge=0)
     db_max_overflow: int = Field(default=20, ge=0)
     # Seconds a request waits for a database connection before answering 503.

@@ -31,7 +31,7 @@ from hotdeal_core.settings import Settings  # noqa: E402
 from hotdeal_core.stock.client import (  # noqa: E402
     close_redis,
     make_redis,
-    replica_ack_timeout_ms,
+    replica_acks,
 )
 from hotdeal_core.stock.redis_store import RedisStockStore  # noqa: E402
 from hotdeal_core.usecases.context import Context  # noqa: E402
@@ -68,7 +68,7 @@ async def redis(settings: Settings) -> AsyncIterator[Redis | RedisCluster]:
 
 @pytest.fixture(scope="session")
 def ctx(engine: AsyncEngine, redis: Redis, settings: Settings) -> Context:
-    store = RedisStockStore(redis, replica_ack_timeout_ms(settings))
+    store = RedisStockStore(redis, replica_acks(settings))
     return Context(engine=engine, stock=store, settings=settings,
                    topics=Topics(settings.kafka_topic_prefix))
 

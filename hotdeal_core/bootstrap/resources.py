@@ -37,7 +37,7 @@ from hotdeal_core.stock.client import (
     RedisClient,
     close_redis,
     make_redis,
-    replica_ack_timeout_ms,
+    replica_acks,
 )
 from hotdeal_core.stock.port import ReserveRequest, ReserveResult
 from hotdeal_core.stock.redis_store import RedisStockStore
@@ -163,7 +163,7 @@ def _build(settings: Settings, *, pool_size: int | None, group_commits: bool) ->
                               ) -> list[PaymentReceipt | BaseException]:
         return await write_payments(engine, topics, items, relay.publish_now)
 
-    store = TimedRedisStockStore(redis, replica_ack_timeout_ms(settings))
+    store = TimedRedisStockStore(redis, replica_acks(settings))
     ctx = Context(engine=engine, stock=store, settings=settings,
                   topics=topics, outbox_written=relay.wake,
                   sold_out=SoldOutMemo(settings.sold_out_cache_ms / 1000),

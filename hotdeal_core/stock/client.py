@@ -16,13 +16,16 @@ written by hand on one connection of the owning node, without retries: a script 
 have run is never run again. One the node did not know (NOSCRIPT: a promoted replica never
 does) is sent again after SCRIPT LOAD; one sent to a node that no longer owns the slot
 (MOVED, after a failover) did not run either: its callers get a 503 while the slot map
-reloads in the background.
+reloads in the background. When to WAIT is `replica_acks`: in cluster mode, and outside it
+whenever the primary has replicas (`ReplicaWatch`), unless a setting says otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -92,12 +95,70 @@ class _WaitingCluster(RedisCluster):
             return await super().execute_command(*args, **kwargs)
 
 
-def replica_ack_timeout_ms(settings: Settings) -> int:
-    """0 (no WAIT) unless set; `REDIS_REPLICA_ACK_TIMEOUT_MS` unset means 100 ms in cluster
-    mode (every master has a replica) and off on a single node (no replica to wait for)."""
+@dataclass(frozen=True, slots=True)
+class ReplicaAcks:
+    """When reservations wait for a replica (`WAIT 1 timeout_ms`): never (timeout 0),
+    always, or (`if_replicated`) while the primary says it has one."""
+
+    timeout_ms: int = 0
+    if_replicated: bool = False
+
+
+def replica_acks(settings: Settings) -> ReplicaAcks:
+    """`REDIS_REPLICA_ACK_TIMEOUT_MS` set: always that (0: never). Unset: 100 ms, always in
+    cluster mode (every master has a replica), and on a single node whenever its primary has
+    replicas (a managed primary/replica, Sentinel: a failover would lose unacked writes)."""
     if settings.redis_replica_ack_timeout_ms is not None:
-        return settings.redis_replica_ack_timeout_ms
-    return 100 if settings.redis_cluster else 0
+        return ReplicaAcks(settings.redis_replica_ack_timeout_ms)
+    return ReplicaAcks(100, if_replicated=not settings.redis_cluster)
+
+
+# How long a primary's replica count (INFO replication) is trusted: a replica attached or
+# promoted is waited on within this, for one INFO per process per period.
+REPLICAS_ASKED_EVERY_S = 1.0
+
+
+class ReplicaWatch:
+    """The WAIT timeout for one client's reservations now: `acks.timeout_ms`, or 0 when
+    `acks.if_replicated` and the primary's last answer was "no replica"."""
+
+    def __init__(self, client: RedisClient, acks: ReplicaAcks,
+                 every_s: float = REPLICAS_ASKED_EVERY_S) -> None:
+        self.acks = acks
+        self._client, self._every = client, every_s
+        self._replicated: bool | None = None  # None: never answered
+        self._asked_at = -math.inf
+        self._asking = asyncio.Lock()
+
+    async def wait_ms(self) -> int:
+        if self.acks.timeout_ms <= 0 or not self.acks.if_replicated \
+                or isinstance(self._client, RedisCluster):
+            return self.acks.timeout_ms
+        stale = time.monotonic() - self._asked_at >= self._every
+        # One INFO at a time: while it runs, the others keep the last answer (if any).
+        if stale and not (self._asking.locked() and self._replicated is not None):
+            await self._ask()
+        # Unknown (the primary never answered): wait, a 503 rather than a loss.
+        return 0 if self._replicated is False else self.acks.timeout_ms
+
+    async def _ask(self) -> None:
+        async with self._asking:
+            if time.monotonic() - self._asked_at < self._every:
+                return  # answered while this caller queued
+            try:
+                info = await self._client.info("replication")
+            except Exception as exc:  # noqa: BLE001 - the reservation itself will tell
+                log.warning("Redis replica count not read (%s); kept: %s", exc,
+                            self._replicated)
+                return
+            finally:  # a failed INFO too: asked again next period
+                self._asked_at = time.monotonic()
+            replicated = int(info.get("connected_slaves", 0)) > 0
+            if replicated != self._replicated:
+                log.info("Redis primary %s replicas: reservations %s", "has" if replicated
+                         else "has no", "wait for a replica's ack" if replicated
+                         else "are answered without waiting")
+            self._replicated = replicated
 
 
 async def close_redis(client: RedisClient) -> None:

@@ -168,7 +168,7 @@ class FakeStockStore:
 
     async def rebuild(self, product_id: int, state: RebuiltState) -> bool:
         current = self.deals.get(product_id)
-        if current is not None and current.epoch > state.epoch:
+        if current is not None and current.epoch >= state.epoch:  # as rebuild.lua
             return False
         deal = _Deal(state.deal_id, state.stock, state.per_user_limit, state.epoch,
                      state.unit_price)

@@ -24,7 +24,7 @@ tests. Both follow the same rules:
   `due` judges "ago" by that same clock and returns its reading (`now_ms`), never a host's.
 - `open` never overwrites a live state; `close` stops every reservation and release;
   `drop` deletes keys only of the deal that owns them; `rebuild` replaces the state with
-  one recomputed from Postgres unless a newer epoch is already there.
+  one recomputed from Postgres unless an equal or newer epoch is already there.
 """
 
 from __future__ import annotations

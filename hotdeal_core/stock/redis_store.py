@@ -17,7 +17,9 @@ from redis.commands.core import AsyncScript
 
 from hotdeal_core.stock.client import (
     RedisClient,
+    ReplicaAcks,
     ReplicaAckTimeout,
+    ReplicaWatch,
     evalsha_on_owners,
 )
 from hotdeal_core.stock.port import (
@@ -75,11 +77,12 @@ def parse_reservation(order_id: Any, record: Any) -> Reservation:
 
 
 class RedisStockStore:
-    def __init__(self, redis: RedisClient, replica_ack_timeout_ms: int = 0) -> None:
-        """`replica_ack_timeout_ms` > 0: a reservation counts only once a replica holds it
-        (see `reserve_groups`); 0 for a Redis without replicas."""
+    def __init__(self, redis: RedisClient, replica_acks: ReplicaAcks | int = 0) -> None:
+        """`replica_acks`: when a reservation counts only once a replica holds it (see
+        `reserve_groups`); an int: always, with that timeout (0: never)."""
         self._redis = redis
-        self._ack_ms = replica_ack_timeout_ms
+        self._acks = ReplicaWatch(redis, replica_acks if isinstance(replica_acks, ReplicaAcks)
+                                  else ReplicaAcks(replica_acks))
         self._reserve = _script(redis, "reserve")
         self._release = _script(redis, "release")
         self._forget = _script(redis, "forget")
@@ -118,7 +121,8 @@ class RedisStockStore:
             for r in requests:
                 args += [str(r.order_id), r.user_id, r.quantity, r.idempotency_key or ""]
             calls.append((deal_keys(product_id), args))
-        replies = await evalsha_on_owners(self._redis, self._reserve, calls, self._ack_ms)
+        ack_ms = await self._acks.wait_ms()
+        replies = await evalsha_on_owners(self._redis, self._reserve, calls, ack_ms)
         outcomes: list[list[ReserveResult] | BaseException] = []
         unacked: list[tuple[int, UUID]] = []
         for (product_id, requests), reply in zip(groups, replies, strict=True):
@@ -132,7 +136,7 @@ class RedisStockStore:
                 continue
             unacked += [(product_id, r.order_id) for r, res in zip(requests, results, strict=True)
                         if res.outcome is ReserveOutcome.RESERVED]
-            outcomes.append(ReplicaAckTimeout(self._ack_ms))
+            outcomes.append(ReplicaAckTimeout(ack_ms))
         if unacked:
             try:
                 await self.release_many(unacked)

@@ -1,9 +1,12 @@
 """Recovery: rebuild an ACTIVE deal's lost Redis state from Postgres under a new epoch.
 
-The rebuild owns the deal fence and the deal row lock (`books.deal_row(lock=True)`): no
-order of the deal appears or changes status while it reads them, so the rebuilt state is
-exact. The new epoch fences every reservation made on the old state: its order insert is
-refused (the API answers deal_not_active).
+The new epoch is committed in Postgres first, on its own (`_allot_epoch`), above both the
+deal's epoch and the one Redis holds: no state ever carries an epoch Postgres has not
+committed, and no two rebuilds share one (an orphaned state of equal epoch would let orders
+reserved on it be written). Then the rebuild owns the deal fence and the deal row lock
+(`books.deal_row(lock=True)`): no order of the deal appears or changes status while it
+reads them, so the rebuilt state is exact. The new epoch fences every reservation made on
+an older state: its order insert is refused (the API answers deal_not_active).
 """
 
 from __future__ import annotations
@@ -51,6 +54,31 @@ async def recover_deal(ctx: Context, product_id: int) -> RecoverReport:
 async def _rebuild(ctx: Context, product_id: int, *, only_if_lost: bool) -> RecoverReport | None:
     """`only_if_lost`: look again under the exclusive deal fence and rebuild only if the
     state lost writes; None if it has not (a healthy deal is never rebuilt on a race)."""
+    allotted = await _allot_epoch(ctx, product_id, only_if_lost=only_if_lost)
+    if allotted is None:
+        return None
+    deal_id, epoch, reason = allotted
+    # If this fails, Postgres is ahead of Redis: `_lost_writes` flags it, the next round heals.
+    async with ctx.engine.begin() as conn:
+        deal = await deal_row(conn, deal_id, lock=True)
+        if deal.status != DealStatus.ACTIVE:
+            raise Conflict("deal_not_active", f"deal {deal_id} ended during its rebuild")
+        if deal.epoch != epoch:
+            raise Conflict("invalid_state", f"deal {deal_id} was rebuilt meanwhile "
+                                            f"(epoch {deal.epoch})")
+        state = await _state_from_orders(conn, deal, epoch)
+        if not await ctx.stock.rebuild(product_id, state):
+            raise Conflict("invalid_state", "a newer rebuild of this deal is already in Redis")
+    log.warning("deal %s: Redis state rebuilt from Postgres (epoch %d, stock %d): %s",
+                deal_id, epoch, state.stock, reason)
+    return RecoverReport(deal_id, product_id, epoch, state.stock, len(state.reservations),
+                         reason)
+
+
+async def _allot_epoch(ctx: Context, product_id: int, *,
+                       only_if_lost: bool) -> tuple[int, int, str] | None:
+    """Commit the rebuild's epoch: (deal id, epoch, reason), or None if `only_if_lost` and
+    nothing was lost. Above the one Redis holds too, so never one a state already carried."""
     async with ctx.engine.begin() as conn:
         deal_id = (await conn.execute(select(hot_deals.c.id).where(
             hot_deals.c.product_id == product_id,
@@ -60,24 +88,19 @@ async def _rebuild(ctx: Context, product_id: int, *, only_if_lost: bool) -> Reco
         deal = await deal_row(conn, int(deal_id), lock=True)
         if deal.stock_backend != StockBackend.REDIS:
             raise Conflict("invalid_state", "this deal keeps its stock in Postgres")
+        snap = await ctx.stock.peek(product_id)
         reason = "asked for"
         if only_if_lost:
             units = await units_by_status(conn, deal.id)
-            lost = _lost_writes(deal, await ctx.stock.peek(product_id),
+            lost = _lost_writes(deal, snap,
                                 units[OrderStatus.PENDING] + units[OrderStatus.CONFIRMED])
             if lost is None:
                 return None
             reason = lost
-        epoch = int(deal.epoch) + 1
+        epoch = max(int(deal.epoch), snap.epoch) + 1
         await conn.execute(hot_deals.update().where(hot_deals.c.id == deal.id).values(
             epoch=epoch, updated_at=text("now()")))
-        state = await _state_from_orders(conn, deal, epoch)
-        if not await ctx.stock.rebuild(product_id, state):
-            raise Conflict("invalid_state", "a newer rebuild of this deal is already in Redis")
-    log.warning("deal %s: Redis state rebuilt from Postgres (epoch %d, stock %d): %s",
-                deal.id, epoch, state.stock, reason)
-    return RecoverReport(deal.id, product_id, epoch, state.stock, len(state.reservations),
-                         reason)
+    return int(deal.id), epoch, reason
 
 
 def _lost_writes(deal: Any, snap: DealSnapshot, sold: int | None) -> str | None:
@@ -91,12 +114,17 @@ def _lost_writes(deal: Any, snap: DealSnapshot, sold: int | None) -> str | None:
     exclusive deal fence (no order appears or is cancelled meanwhile). Read without it, a
     false alarm is possible (an order committed between the two reads), hence the fenced
     second look; so is a loss seen one round late (a cancellation committed between them).
+    An epoch ahead of Postgres is never written since epochs commit first (`_allot_epoch`),
+    but one left by an older release, or by a restored Postgres, would fence every order.
     `sold` None: not read yet (status and epoch only).
     """
     if snap.status is None or snap.deal_id != deal.id:
         return "no Redis state for this deal"
     if snap.epoch < deal.epoch:
         return f"Redis state of epoch {snap.epoch}, the deal is at {deal.epoch}"
+    if snap.epoch > deal.epoch:  # every order is fenced until a rebuild passes both
+        return (f"Redis state of epoch {snap.epoch} is ahead of the deal's {deal.epoch} "
+                f"(a rebuild whose epoch was never committed)")
     if sold is not None and snap.status == "open" and snap.stock > deal.initial_stock - sold:
         return (f"Redis offers {snap.stock} units, Postgres leaves "
                 f"{deal.initial_stock - sold}: reservations lost")

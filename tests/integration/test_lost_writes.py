@@ -105,7 +105,7 @@ async def test_a_reservation_no_replica_acknowledged_is_given_back(
     if isinstance(redis, RedisCluster):
         pytest.skip("every master of the test cluster has a replica that acknowledges")
     # A single Redis has no replica: WAIT 1 times out, as with a replica cut off.
-    store = RedisStockStore(redis, replica_ack_timeout_ms=20)
+    store = RedisStockStore(redis, replica_acks=20)
     pid, _ = await _deal(ctx, new_product, 5)
     requests = [ReserveRequest(uuid.uuid4(), random_user(), 1, "key-1"),
                 ReserveRequest(uuid.uuid4(), random_user(), 1)]

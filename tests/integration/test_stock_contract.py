@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from hotdeal_core.settings import Settings
-from hotdeal_core.stock.client import replica_ack_timeout_ms
+from hotdeal_core.stock.client import replica_acks
 from hotdeal_core.stock.fake import FakeStockStore
 from hotdeal_core.stock.port import (
     RebuiltState,
@@ -28,7 +28,7 @@ from hotdeal_core.stock.redis_store import RedisStockStore
 def store(request: pytest.FixtureRequest, redis: Redis, settings: Settings) -> StockStore:
     if request.param == "fake":
         return FakeStockStore()
-    return RedisStockStore(redis, replica_ack_timeout_ms(settings))  # WAIT on a cluster
+    return RedisStockStore(redis, replica_acks(settings))  # WAIT on a cluster
 
 
 def _pid() -> int:
@@ -235,6 +235,7 @@ async def test_rebuild_restores_reservations_keys_and_their_due_times(
                          idempotency={("u1", "k1"): held})
     assert await store.rebuild(pid, state)
     assert not await store.rebuild(pid, RebuiltState(deal_id, 1, 3, 2, 500, {}, [], {}))
+    assert not await store.rebuild(pid, RebuiltState(deal_id, 1, 3, 4, 500, {}, [], {}))  # same
     again = await store.reserve(pid, uuid.uuid4(), "u1", 1, "k1")
     assert again.outcome is ReserveOutcome.DUPLICATE and again.first_order_id == held
     assert [r.order_id for r in (await store.due(pid, 60_000, 10)).reservations] == [held]

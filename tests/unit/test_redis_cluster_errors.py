@@ -10,8 +10,7 @@ from fastapi import FastAPI
 from redis.exceptions import ClusterError, RedisClusterException, SlotNotCoveredError
 
 from hotdeal_core.messaging.consumer import is_dependency_outage
-from hotdeal_core.settings import Settings
-from hotdeal_core.stock.client import ReplicaAckTimeout, replica_ack_timeout_ms
+from hotdeal_core.stock.client import ReplicaAckTimeout
 from order_api.errors import install_error_handlers
 
 FAILOVER_ERRORS = [
@@ -42,12 +41,3 @@ async def test_a_cluster_mid_failover_is_a_503_with_retry_after(exc: Exception) 
 @pytest.mark.parametrize("exc", FAILOVER_ERRORS, ids=lambda e: type(e).__name__)
 def test_a_cluster_mid_failover_is_an_outage_for_the_consumers(exc: Exception) -> None:
     assert is_dependency_outage(exc)
-
-
-@pytest.mark.parametrize(("cluster", "setting", "expected"), [
-    (True, None, 100), (False, None, 0), (True, 0, 0), (False, 250, 250)])
-def test_replica_acks_are_on_by_default_only_on_a_cluster(
-        cluster: bool, setting: int | None, expected: int) -> None:
-    settings = Settings(_env_file=None, redis_cluster=cluster,
-                        redis_replica_ack_timeout_ms=setting)
-    assert replica_ack_timeout_ms(settings) == expected
