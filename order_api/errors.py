@@ -9,12 +9,13 @@ at the adapters (they raise `DependencyUnavailable`); here the only question is
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -105,6 +106,32 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         return await _hotdeal_error(request, retriable)
     log.exception("unexpected error", exc_info=exc)
     return error_response(500, "internal_error", "unexpected error")
+
+
+class JsonBodyRoute(APIRoute):
+    """A route whose body that is no JSON at all (not UTF-8, nested deeper than the parser
+    goes) is a 422 `validation_error`, as any other malformed JSON body is and as the
+    OpenAPI document says: FastAPI maps only json.JSONDecodeError to a validation error,
+    and answers 400 for the rest of what `request.json()` raises."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def parsed(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except StarletteHTTPException as exc:
+                cause = exc.__cause__  # FastAPI raises its 400 from what the parse met
+                if exc.status_code != 400 or cause is None:
+                    raise
+                if isinstance(cause, ClientDisconnect):
+                    raise cause from None  # gone while its body was read
+                if not isinstance(cause, ValueError | RecursionError):
+                    raise
+                raise RequestValidationError([{
+                    "type": "json_invalid", "loc": ("body",), "msg": "JSON decode error",
+                    "input": {}, "ctx": {"error": type(cause).__name__}}]) from cause
+        return parsed
 
 
 Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]

@@ -149,3 +149,20 @@ async def test_a_signed_payment_the_database_cannot_hold_is_refused(
                            headers={"X-Payment-Signature": header})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "validation_error"
+
+
+@pytest.mark.parametrize("body", [b"\xc3\x28", b'{"user_id": "\xe9"}', b"[" * 3000 + b"]" * 3000,
+                                  b"{not json"],
+                         ids=["not-utf8", "latin1-text", "nested-too-deep", "not-json"])
+@pytest.mark.parametrize("path", [
+    "/orders", "/orders/2b1d3c0e-7a4f-4b8e-9a51-5f0d2c6e8a11/cancel",
+    "/products/1/hotdeal/start"])
+async def test_a_body_that_is_no_json_is_a_422_validation_error(
+        edge: tuple[FastAPI, Settings], path: str, body: bytes) -> None:
+    # What the OpenAPI document promises for invalid input (FastAPI alone answers 400 for
+    # a body that is not UTF-8 or nests too deep).
+    app, settings = edge
+    response = await _call(app, "POST", path, content=body, headers={
+        "Content-Type": "application/json", **_admin(settings)})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "validation_error"
