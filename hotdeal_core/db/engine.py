@@ -58,6 +58,10 @@ def _translate(context: ExceptionContext) -> DependencyUnavailable | None:
     returned exception replaces the original, the connection is still invalidated."""
     if context.is_pre_ping:  # the pool judges its own pings
         return None
+    if not isinstance(context.original_exception, Exception):
+        # A cancellation (or an interrupt) mid-statement: SQLAlchemy reports it as a
+        # disconnect, to drop the connection; it must stay a cancellation.
+        return None
     error = context.sqlalchemy_exception or context.original_exception
     if isinstance(context.original_exception, OSError) or context.is_disconnect or \
             _cannot_serve_now(error):

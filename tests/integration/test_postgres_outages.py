@@ -4,6 +4,8 @@ it. Real Postgres (this session's database); the pool and the connections are ou
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -12,6 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from hotdeal_core.db.engine import make_engine
 from hotdeal_core.errors import DependencyUnavailable, is_retriable
 from hotdeal_core.settings import Settings
+from tests.waiting import eventually
 
 
 async def test_an_exhausted_pool_is_postgres_unavailable(settings: Settings) -> None:
@@ -63,3 +66,32 @@ async def test_any_other_database_error_is_raised_as_sqlalchemy_raised_it(settin
     finally:
         await engine.dispose()
     assert not is_retriable(division.value) and not is_retriable(twice.value)
+
+
+async def test_a_statement_cancelled_midway_stays_a_cancellation(settings: Settings) -> None:
+    # SQLAlchemy hands a cancellation to handle_error as a disconnect: translated, it
+    # would turn a shutdown or a timeout into "postgres unavailable" and never stop.
+    engine = make_engine(settings, pool_size=2)
+    pid: list[int] = []
+
+    async def sleep_in_postgres() -> None:
+        async with engine.connect() as conn:
+            pid.append((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+            await conn.execute(text("SELECT pg_sleep(30)"))
+
+    async def sleeping() -> bool | None:
+        if not pid:
+            return None
+        async with engine.connect() as conn:
+            state = (await conn.execute(text(
+                "SELECT wait_event FROM pg_stat_activity WHERE pid = :p"), {"p": pid[0]}
+            )).scalar_one_or_none()
+        return state == "PgSleep" or None
+    try:
+        task = asyncio.create_task(sleep_in_postgres())
+        await eventually(sleeping, 10, "the statement running in Postgres")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+    finally:
+        await engine.dispose()
