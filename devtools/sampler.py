@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from hotdeal_cli.context import open_context
-from hotdeal_cli.watch import TRANSIENT, read_sample
+from hotdeal_cli.watch import read_sample
+from hotdeal_core.errors import is_retriable
 from hotdeal_core.settings import Settings, load_settings
 
 COLUMNS = ("t", "status", "on_sale", "pending", "confirmed", "cancelled", "accepted_per_s",
@@ -63,7 +64,9 @@ class DealSampler:
                     began = loop.time()
                     try:
                         s = await read_sample(ctx, self.deal_id, None, began)
-                    except TRANSIENT:
+                    except Exception as exc:
+                        if not is_retriable(exc):
+                            raise
                         s = None
                     if s is not None:
                         out.writerow([f"{time.time():.3f}", s.status,

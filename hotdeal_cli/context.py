@@ -15,21 +15,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from types import TracebackType
 from typing import NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from pydantic import ValidationError
-from redis.exceptions import ClusterError, RedisClusterException
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from hotdeal_cli.render import print_error
 from hotdeal_core.db.engine import make_engine
-from hotdeal_core.errors import DependencyUnavailable, HotdealError
+from hotdeal_core.errors import HotdealError, retriable_error
 from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.settings import Settings, load_settings
 from hotdeal_core.stock.client import close_redis, make_redis, replica_acks
@@ -76,17 +70,14 @@ def run(action: Callable[[Context], Awaitable[T]], *, as_json: bool) -> T:
         _fail(as_json, "invalid_settings", _one_line(exc), EXIT_USAGE)
     except CliFailure as exc:
         _fail(as_json, exc.code, exc.message, exc.exit_code)
-    except DependencyUnavailable as exc:
-        _fail(as_json, exc.code, _hint(exc.message), EXIT_DEPENDENCY)
-    except HotdealError as exc:
+    except Exception as exc:
+        down = retriable_error(exc)  # the adapters raise a dependency that is down as one
+        if down is not None:
+            _dependency_down(as_json, down, settings)
+        if not isinstance(exc, HotdealError):
+            raise
         code = EXIT_USAGE if exc.code == "validation_error" else EXIT_REFUSED
         _fail(as_json, exc.code, exc.message, code)
-    except (RedisConnectionError, RedisTimeoutError, ClusterError, RedisClusterException) as exc:
-        _dependency_down(as_json, "redis", settings, exc)
-    except (DBAPIError, PoolTimeoutError) as exc:
-        _dependency_down(as_json, "postgres", settings, exc)
-    except OSError as exc:  # asyncpg raises the socket's error unwrapped
-        _dependency_down(as_json, _raised_by(exc.__traceback__), settings, exc)
 
 
 async def _in_context(settings: Settings, action: Callable[[Context], Awaitable[T]]) -> T:
@@ -99,31 +90,21 @@ def _fail(as_json: bool, code: str, message: str, exit_code: int) -> NoReturn:
     raise typer.Exit(exit_code)
 
 
-def _dependency_down(as_json: bool, dependency: str, settings: Settings | None,
-                     exc: BaseException) -> NoReturn:
+def _dependency_down(as_json: bool, down: HotdealError, settings: Settings | None
+                     ) -> NoReturn:
+    dependency = getattr(down, "dependency", "")
     url = {"redis": settings.redis_url, "postgres": settings.database_url}.get(dependency) \
         if settings is not None else None
     where = f" at {_without_password(url)}" if url else ""
-    cause = getattr(exc, "orig", None) or exc  # a DBAPIError's driver error reads better
-    message = _hint(f"{dependency} is unavailable{where}: {_one_line(cause)}")
-    _fail(as_json, f"{dependency}_unavailable", message, EXIT_DEPENDENCY)
+    cause = down.__cause__
+    cause = getattr(cause, "orig", None) or cause  # a DBAPIError's driver error reads better
+    detail = f": {_one_line(cause)}" if cause is not None else f": {down.message}"
+    _fail(as_json, down.code, _hint(f"{dependency or 'a dependency'} is unavailable{where}"
+                                    f"{detail}"), EXIT_DEPENDENCY)
 
 
 def _hint(message: str) -> str:
     return f"{message}. Is it running? Start the local services with `make infra-up`."
-
-
-def _raised_by(tb: TracebackType | None) -> str:
-    """Which dependency's client raised an unwrapped OSError (judged by its modules)."""
-    found = "dependency"
-    while tb is not None:
-        module = str(tb.tb_frame.f_globals.get("__name__", ""))
-        if module.startswith(("asyncpg", "sqlalchemy")):
-            found = "postgres"
-        elif module.startswith("redis"):
-            found = "redis"
-        tb = tb.tb_next
-    return found
 
 
 def _without_password(url: str) -> str:

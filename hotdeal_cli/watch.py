@@ -21,14 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from hotdeal_cli.watch_view import ApiScrape, Frame, Sample, audit_text, frame, parse_scrape
 from hotdeal_core.domain import DealStatus, StockBackend
+from hotdeal_core.errors import is_retriable
 from hotdeal_core.usecases.audit import Audit, audit_deal, latest_deal_id
 from hotdeal_core.usecases.context import Context
 
@@ -36,8 +33,6 @@ from hotdeal_core.usecases.context import Context
 # the accepted rate counts a window that ended this long ago, when its orders are visible.
 RATE_WINDOW_S, RATE_SETTLED_S = 2.0, 0.5
 SCRAPE_TIMEOUT_S = 0.8
-# Failures of a dependency that is down for a moment (the same as hotdeal_cli.context's).
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, DBAPIError, PoolTimeoutError, OSError)
 
 _DEAL = text("SELECT id, product_id, status, stock_backend, initial_stock, remaining_stock, "
              "returned_stock FROM hot_deals WHERE id = :d")
@@ -123,8 +118,10 @@ async def watch(ctx: Context, product_id: int, show: Callable[[Frame], None], *,
             try:
                 audits.poll(ctx, deal_id, now)
                 cur = await read_sample(ctx, deal_id, api_url, now)
-            except TRANSIENT as exc:
-                if shown is None:  # never read: the command fails (exit 3) as the others do
+            except Exception as exc:
+                # Never read: the command fails (exit 3) as the others do; not an outage:
+                # a bug, it fails too.
+                if shown is None or not is_retriable(exc):
                     raise
                 # A live view outlives a blip: the last figures stay, marked stale.
                 show(replace(shown, problem=f"{_what(exc)}; retrying"))
@@ -147,6 +144,7 @@ async def watch(ctx: Context, product_id: int, show: Callable[[Frame], None], *,
 
 
 def _what(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else 'no detail'}"
+    cause = exc.__cause__ or exc  # what the adapter met, e.g. the socket's error
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else 'no detail'}"
 

@@ -26,8 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from hotdeal_core.db.engine import is_unavailable
-from hotdeal_core.errors import DependencyUnavailable
+from hotdeal_core.errors import DependencyUnavailable, is_retriable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,7 +46,7 @@ class OutcomeUnknown(DependencyUnavailable):
 
 def _whole_batch_error(exc: BaseException) -> bool:
     """An error that every item would meet again (no point in retrying one by one)."""
-    return isinstance(exc, DependencyUnavailable | OSError) or is_unavailable(exc)
+    return is_retriable(exc)
 
 
 @dataclass

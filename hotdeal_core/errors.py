@@ -9,7 +9,10 @@
     ├── Unprocessable (422)           validation_error
     └── DependencyUnavailable (503)   postgres/redis/kafka unavailable; retriable
 
-Entry points translate it: HTTP in `order_api.errors`, ack/nack in the worker's handlers.
+Third-party errors become these at the adapters, one place per dependency: Redis in
+`hotdeal_core.stock.redis_errors`, Postgres in `hotdeal_core.db.engine`, Kafka in
+`hotdeal_core.messaging.sending`. Every edge (HTTP in `order_api.errors`, the consumers'
+ack/nack, the CLI's exit codes, the batchers) only asks `is_retriable`.
 """
 
 from __future__ import annotations
@@ -48,3 +51,21 @@ class DependencyUnavailable(HotdealError):
     def __init__(self, dependency: str, message: str | None = None) -> None:
         super().__init__(f"{dependency}_unavailable", message or f"{dependency} is unavailable")
         self.dependency = dependency
+
+
+def retriable_error(exc: BaseException) -> HotdealError | None:
+    """The first retriable HotdealError along `exc`'s `raise ... from` chain, or None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, HotdealError) and current.retriable:
+            return current
+        current = current.__cause__
+    return None
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """True when `exc` says "cannot serve now, try again later" (a dependency is down),
+    as opposed to a fault of the request or of the code. The one question every edge asks."""
+    return retriable_error(exc) is not None

@@ -1,29 +1,25 @@
 """The one place where errors become HTTP answers: `{"error": {"code", "message"}}`.
 
 A client's mistake is a 4xx, a dependency that is down is a 503 with Retry-After, and
-nothing a client or a dependency can cause is a 500.
+nothing a client or a dependency can cause is a 500. Which errors mean "down" is decided
+at the adapters (they raise `DependencyUnavailable`); here the only question is
+`is_retriable`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis.exceptions import ClusterError, RedisClusterException
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError as RedisResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from hotdeal_core.db.engine import is_unavailable
-from hotdeal_core.errors import DependencyUnavailable, HotdealError
+from hotdeal_core.errors import HotdealError, retriable_error
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +41,9 @@ ERROR_CODES: dict[str, str] = {
     "insufficient_stock": "the product has fewer units than the deal asks for",
     "postgres_unavailable": "the order database is down; retry after Retry-After",
     "redis_unavailable": "the stock store is down; retry after Retry-After",
-    "dependency_unavailable": "a dependency is unreachable; retry after Retry-After",
 }
-UNAVAILABLE = ("postgres_unavailable", "redis_unavailable", "dependency_unavailable")
+# No route waits on Kafka (the outbox holds the events while it is down).
+UNAVAILABLE = ("postgres_unavailable", "redis_unavailable")
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
                                 "schema": {"type": "integer"}}}
 
@@ -66,12 +62,6 @@ def declared(errors: dict[int, tuple[str, ...]],
             out[status]["headers"] = _RETRY_AFTER
     return out
 
-# Error replies of a Redis that cannot serve for a while (a long script, maxmemory, a
-# replica or a failover, loading its data, a cluster resharding); any other error reply
-# (WRONGTYPE, a script's own error...) is a bug here, a 500.
-_REDIS_BUSY_CODES = frozenset(
-    {"BUSY", "OOM", "READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"})
-
 
 def error_response(status: int, code: str, message: str,
                    details: list[dict[str, Any]] | None = None,
@@ -80,10 +70,6 @@ def error_response(status: int, code: str, message: str,
     if details is not None:
         body["details"] = details
     return JSONResponse({"error": body}, status_code=status, headers=headers)
-
-
-def _unavailable(dependency: str, message: str) -> JSONResponse:
-    return error_response(503, f"{dependency}_unavailable", message, headers={"Retry-After": "1"})
 
 
 async def _hotdeal_error(_: Request, exc: Exception) -> JSONResponse:
@@ -106,35 +92,6 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail))
 
 
-async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
-    log.warning("redis unavailable: %s", exc)
-    return _unavailable("redis", "the stock store is unavailable; retry shortly")
-
-
-async def _redis_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RedisResponseError)
-    # redis-py strips the code of the replies it knows into `status_code` (OOM, READONLY...)
-    # and leaves the others (BUSY) at the head of the message.
-    code = exc.status_code or str(exc).split(" ", 1)[0]
-    if code in _REDIS_BUSY_CODES:
-        return await _redis_down(request, exc)
-    log.exception("redis error", exc_info=exc)
-    return error_response(500, "internal_error", "unexpected stock store error")
-
-
-async def _postgres_down(_: Request, exc: Exception) -> JSONResponse:
-    if not is_unavailable(exc):
-        log.exception("database error")
-        return error_response(500, "internal_error", "unexpected database error")
-    log.warning("postgres unavailable: %s", exc)
-    return _unavailable("postgres", "the order database is unavailable; retry shortly")
-
-
-async def _os_error(_: Request, exc: Exception) -> JSONResponse:
-    log.warning("dependency unreachable: %s", exc)
-    return _unavailable("dependency", "a dependency is unreachable; retry shortly")
-
-
 async def _client_gone(_: Request, exc: Exception) -> JSONResponse:
     # The client hung up while we read its body (a load generator stopping, a timeout):
     # nothing was done, and nobody is left to read an answer.
@@ -142,19 +99,44 @@ async def _client_gone(_: Request, exc: Exception) -> JSONResponse:
     return error_response(499, "client_closed_request", "the client closed the request")
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    retriable = retriable_error(exc)  # an outage wrapped by some other error
+    if retriable is not None:
+        return await _hotdeal_error(request, retriable)
     log.exception("unexpected error", exc_info=exc)
     return error_response(500, "internal_error", "unexpected error")
 
 
+class JsonBodyRoute(APIRoute):
+    """A route whose body that is no JSON at all (not UTF-8, nested deeper than the parser
+    goes) is a 422 `validation_error`, as any other malformed JSON body is and as the
+    OpenAPI document says: FastAPI maps only json.JSONDecodeError to a validation error,
+    and answers 400 for the rest of what `request.json()` raises."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def parsed(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except StarletteHTTPException as exc:
+                cause = exc.__cause__  # FastAPI raises its 400 from what the parse met
+                if exc.status_code != 400 or cause is None:
+                    raise
+                if isinstance(cause, ClientDisconnect):
+                    raise cause from None  # gone while its body was read
+                if not isinstance(cause, ValueError | RecursionError):
+                    raise
+                raise RequestValidationError([{
+                    "type": "json_invalid", "loc": ("body",), "msg": "JSON decode error",
+                    "input": {}, "ctx": {"error": type(cause).__name__}}]) from cause
+        return parsed
+
+
 Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
 HANDLERS: dict[type[Exception], Handler] = {
-    HotdealError: _hotdeal_error, DependencyUnavailable: _hotdeal_error,
-    RequestValidationError: _validation_error, StarletteHTTPException: _http_error,
-    RedisConnectionError: _redis_down, RedisTimeoutError: _redis_down,
-    ClusterError: _redis_down, RedisClusterException: _redis_down,  # a cluster mid-failover
-    RedisResponseError: _redis_error, DBAPIError: _postgres_down,
-    PoolTimeoutError: _postgres_down, ClientDisconnect: _client_gone, OSError: _os_error,
+    HotdealError: _hotdeal_error, RequestValidationError: _validation_error,
+    StarletteHTTPException: _http_error, ClientDisconnect: _client_gone,
     Exception: _unexpected}
 
 

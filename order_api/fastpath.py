@@ -147,19 +147,20 @@ class SoldOutFastPath:
         """The route's work and answer for a well-formed order: the same use case, the
         same response model and the same error handlers, without FastAPI's machinery."""
         product_id, user_id, quantity = order
-        if await refused_by_memo(ctx, product_id, user_id, key):
-            response: Response = _REFUSAL
-            scope[OUTCOME] = "sold_out"  # counted by order_api/observe.py
-        else:
-            try:
+        response: Response
+        try:  # the memo's key check reads Redis too: its failures are answered the same way
+            if await refused_by_memo(ctx, product_id, user_id, key):
+                response = _REFUSAL
+                scope[OUTCOME] = "sold_out"  # counted by order_api/observe.py
+            else:
                 placed = await orders.place_order(ctx, orders.PlaceOrder(
                     product_id, user_id, quantity, key))
                 response = JSONResponse(order_response(placed).model_dump(mode="json"),
                                         status_code=202)
                 scope[OUTCOME] = "accepted"
-            except Exception as exc:  # noqa: BLE001 - answered as FastAPI would
-                response = await error_answer(Request(scope), exc)
-                scope[OUTCOME] = order_outcome(response.status_code, getattr(exc, "code", None))
+        except Exception as exc:  # noqa: BLE001 - answered as FastAPI would
+            response = await error_answer(Request(scope), exc)
+            scope[OUTCOME] = order_outcome(response.status_code, getattr(exc, "code", None))
         await send({"type": "http.response.start", "status": response.status_code,
                     "headers": list(response.raw_headers)})
         await send({"type": "http.response.body", "body": response.body})

@@ -18,7 +18,7 @@ from hotdeal_core.errors import Unauthorized
 from hotdeal_core.usecases import deals, orders, payments, products
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.views import OrderView
-from order_api.errors import declared, error_response
+from order_api.errors import JsonBodyRoute, declared, error_response
 from order_api.observe import metrics_response
 from schemas.http import (
     BIGINT_LIMIT,
@@ -34,7 +34,7 @@ from schemas.http import (
     StartDealResponse,
 )
 
-router = APIRouter()
+router = APIRouter(route_class=JsonBodyRoute)
 _INVALID = ("validation_error",)
 
 
@@ -124,8 +124,14 @@ async def cancel_order(order_id: UUID, body: CancelOrderRequest, ctx: Ctx) -> Or
     return order_response(await orders.request_cancellation(ctx, order_id, body.user_id))
 
 
+# The webhook reads its body itself (the signature covers the raw bytes): its model is
+# declared here, or the document would show a route without a body.
+_WEBHOOK_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": PaymentWebhookRequest.model_json_schema()}}}}
+
+
 @router.post("/payments/webhook", response_model=PaymentWebhookResponse, responses=_errors(
-    e401=("bad_signature",), e422=("validation_error",)))
+    e401=("bad_signature",), e422=("validation_error",)), openapi_extra=_WEBHOOK_BODY)
 async def payment_webhook(request: Request, ctx: Ctx,
                           x_payment_signature: Annotated[str | None, Header()] = None,
                           ) -> PaymentWebhookResponse | JSONResponse:

@@ -8,9 +8,10 @@ returns; an exception seeks back so the message is delivered again (at-least-onc
 
 - a message that cannot be parsed never will be: it goes to the dead-letter topic with the
   reason, and only then is its offset committed, so it is neither lost nor blocking;
-- a dependency outage (Postgres, Redis or Kafka unreachable, see `is_dependency_outage`)
-  says nothing about the message: `handle` backs off and raises, the message is redelivered
-  until the dependency is back. It is never dead-lettered because a database is down;
+- a dependency outage (Postgres, Redis or Kafka unreachable: the adapters raise it as
+  `DependencyUnavailable`, `is_retriable` tells) says nothing about the message: `handle`
+  backs off and raises, the message is redelivered until the dependency is back. It is
+  never dead-lettered because a database is down;
 - any other exception may be a bug or a message the code cannot apply: the handler is tried
   again in-process, `RetryPolicy.max_attempts` times in all (HANDLER_MAX_ATTEMPTS) with a
   short exponential backoff, then the message is dead-lettered with the reason and the
@@ -33,17 +34,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError, KafkaTimeoutError
+from aiokafka.errors import IllegalStateError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 from pydantic import TypeAdapter, ValidationError
-from redis.exceptions import ClusterError, RedisClusterException
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError as RedisResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from hotdeal_core.db.engine import is_unavailable
-from hotdeal_core.errors import HotdealError
+from hotdeal_core.errors import is_retriable
+from hotdeal_core.messaging import sending
 from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.observability.metrics import DEAD_LETTERS
 from hotdeal_core.settings import Settings
@@ -51,10 +48,6 @@ from schemas.events import DeadLetter
 
 log = logging.getLogger(__name__)
 E = TypeVar("E")
-
-# Error replies of a Redis that cannot serve for a while (as order_api.errors sees them).
-_REDIS_BUSY_CODES = frozenset(
-    {"BUSY", "OOM", "READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"})
 
 
 @dataclass(frozen=True)
@@ -73,37 +66,6 @@ class RetryPolicy:
     def backoff(self, attempt: int) -> float:
         """The pause after failed attempt number `attempt` (1-based)."""
         return float(min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))
-
-
-def _redis_busy(exc: RedisResponseError) -> bool:
-    # redis-py strips the codes it knows into `status_code`; the others head the message.
-    code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
-    return code in _REDIS_BUSY_CODES
-
-
-def is_dependency_outage(exc: BaseException) -> bool:
-    """True if `exc` says a dependency (Postgres, Redis, Kafka) is unreachable, refusing
-    connections or unable to serve for now, as opposed to something wrong with the message
-    or the code. Follows the `raise ... from` chain, so a wrapped outage is still one."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, HotdealError) and current.retriable:  # DependencyUnavailable
-            return True
-        # OSError covers ConnectionError and the builtin TimeoutError (asyncio's too).
-        if isinstance(current, OSError | RedisConnectionError | RedisTimeoutError
-                      | ClusterError | RedisClusterException):  # a Redis Cluster mid-failover
-            return True
-        if isinstance(current, RedisResponseError) and _redis_busy(current):
-            return True
-        if isinstance(current, KafkaError) and (
-                current.retriable or isinstance(current, KafkaTimeoutError)):
-            return True
-        if is_unavailable(current):  # Postgres: pool timeout, connection lost, SQLSTATE
-            return True
-        current = current.__cause__
-    return False
 
 
 def _reason(exc: BaseException, attempts: int) -> str:
@@ -125,8 +87,14 @@ async def dead_letter_record(broker: KafkaBroker, topics: Topics, record: Any, c
     letter = DeadLetter(source_topic=record.topic, partition=record.partition,
                         offset=record.offset, key=key, reason=reason[:2000],
                         raw=raw.decode(errors="replace")[:100_000], consumer=consumer)
-    await broker.publish(letter.model_dump(mode="json"), topic=topics.dead_letter,
-                         key=key.encode() if key else None)
+    try:
+        await broker.publish(letter.model_dump(mode="json"), topic=topics.dead_letter,
+                             key=key.encode() if key else None)
+    except Exception as exc:
+        new = sending.translated(exc)  # Kafka down: the message comes again, after a pause
+        if new is exc:
+            raise
+        raise new from exc
     DEAD_LETTERS.labels(consumer, record.topic).inc()
     log.error("dead-lettered %s[%s]@%s: %s", record.topic, record.partition, record.offset,
               reason[:200])
@@ -150,7 +118,7 @@ async def handle(broker: KafkaBroker, topics: Topics, msg: KafkaMessage, consume
             await apply(event)
             return
         except Exception as exc:
-            if is_dependency_outage(exc):
+            if is_retriable(exc):
                 log.exception("%s: a dependency is unavailable; the message will be "
                               "redelivered", consumer)
                 await asyncio.sleep(retry.outage_backoff)
@@ -194,7 +162,7 @@ async def handle_batch(broker: KafkaBroker, topics: Topics, msg: KafkaMessage, c
         await msg.ack()  # one commit for the batch
     except Exception as exc:
         _rewind(msg, records)
-        if is_dependency_outage(exc):
+        if is_retriable(exc):
             log.exception("%s: a dependency is unavailable; the batch of %d will be "
                           "redelivered", consumer, len(records))
             await asyncio.sleep(retry.outage_backoff)
@@ -212,7 +180,7 @@ async def _apply_split(broker: KafkaBroker, topics: Topics, consumer: str,
         await apply([event for _, event in items])
         return
     except Exception as exc:
-        if is_dependency_outage(exc):
+        if is_retriable(exc):
             raise
         log.warning("%s: a batch of %d failed (%s: %s); splitting it", consumer, len(items),
                     type(exc).__name__, exc)
@@ -231,7 +199,7 @@ async def _apply_alone(broker: KafkaBroker, topics: Topics, consumer: str, recor
             await apply([event])
             return
         except Exception as exc:
-            if is_dependency_outage(exc):
+            if is_retriable(exc):
                 raise
             if attempt >= retry.max_attempts:
                 log.exception("%s: handler failed %d times; dead-lettering the message",

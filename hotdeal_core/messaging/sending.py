@@ -3,8 +3,10 @@ something about the row.
 
 Rows are published independently: a row that fails does not fail the rest of its batch.
 
-- A transient failure (Kafka unreachable or timing out, an error aiokafka marks retriable)
-  says nothing about the row (`is_transient`); any other failure (MessageSizeTooLargeError,
+- A Kafka outage (unreachable, timing out, an error aiokafka marks retriable) is raised or
+  recorded as `DependencyUnavailable("kafka")` from it (`translated`: the one place a Kafka
+  error is judged). It and the producer-state errors below say nothing about the row
+  (`is_transient`); any other failure (MessageSizeTooLargeError,
   a topic we may not write to, a payload that does not encode) counts an attempt against it
   (`hotdeal_core.messaging.claims`).
 - A row that failed before is sent on its own (awaited before the next one), so that it
@@ -36,6 +38,7 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
+from hotdeal_core.errors import DependencyUnavailable, is_retriable
 from hotdeal_core.messaging.outbox import OutboxRow
 
 # The idempotent producer's own state is out of step with the broker's: not the row's fault.
@@ -45,14 +48,30 @@ _PRODUCER_STATE_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidPr
 NOT_TRIED = object()  # a row left for the next batch (the producer is being replaced)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """A failed send that says nothing about the row: retried without counting an attempt."""
-    if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError, *_PRODUCER_STATE_ERRORS)):
+def is_outage(exc: BaseException) -> bool:
+    """True if this error of a Kafka client says Kafka cannot serve now (but will)."""
+    if isinstance(exc, _PRODUCER_STATE_ERRORS):
+        return False  # the producer's own state: it is replaced, Kafka is fine
+    if isinstance(exc, KafkaConnectionError | KafkaTimeoutError):
         return True
     if isinstance(exc, KafkaError):
         return bool(exc.retriable)
-    # Socket errors and timeouts (the builtin TimeoutError is asyncio's), a cancelled send.
-    return isinstance(exc, OSError | asyncio.CancelledError)
+    # Socket errors and timeouts (the builtin TimeoutError is asyncio's).
+    return isinstance(exc, OSError)
+
+
+def translated(exc: BaseException) -> BaseException:
+    """`exc` as the rest of the code must see it: an outage becomes DependencyUnavailable."""
+    if not is_outage(exc):
+        return exc
+    unavailable = DependencyUnavailable("kafka", f"kafka is unavailable: {describe(exc)}")
+    unavailable.__cause__ = exc
+    return unavailable
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failed send that says nothing about the row: retried without counting an attempt."""
+    return is_retriable(exc) or isinstance(exc, (*_PRODUCER_STATE_ERRORS, asyncio.CancelledError))
 
 
 def describe(exc: BaseException) -> str:
@@ -92,7 +111,7 @@ async def _send(producer: AIOKafkaProducer,
             sent.append(await producer.send(
                 r.topic, value=_encode(r.payload), key=r.key.encode()))
         except Exception as exc:  # noqa: BLE001 - recorded against the row
-            sent.append(exc)
+            sent.append(translated(exc))
     futures = [s for s in sent if isinstance(s, asyncio.Future)]
     acks = iter(await asyncio.gather(*futures, return_exceptions=True))
     errors: list[BaseException | None] = []
@@ -100,7 +119,7 @@ async def _send(producer: AIOKafkaProducer,
     for s in sent:
         if isinstance(s, asyncio.Future):
             ack = next(acks)
-            error = ack if isinstance(ack, BaseException) else None
+            error = translated(ack) if isinstance(ack, BaseException) else None
             # The broker refused a request: the sequence numbers are out of step now.
             broken = broken or (error is not None and not is_transient(error))
         else:

@@ -3,6 +3,9 @@
 Every script touches the keys of one deal only, and they share one hash tag, so each runs on
 the one Redis Cluster master owning that slot; calls for many deals (`reserve_groups`, the
 `*_many` settlements) are split by owning node (`hotdeal_core.stock.client`).
+
+Every method that reaches redis-py raises a Redis outage as `DependencyUnavailable`
+(`hotdeal_core.stock.redis_errors`), never as a redis-py exception.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from hotdeal_core.stock.port import (
     ReserveRequest,
     ReserveResult,
 )
+from hotdeal_core.stock.redis_errors import translated, translating
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +101,13 @@ class RedisStockStore:
         self._due = _script(redis, "due")
         self._reschedule = _script(redis, "reschedule")
 
+    @translating
     async def reserve(self, product_id: int, order_id: UUID, user_id: str, quantity: int,
                       idempotency_key: str | None) -> ReserveResult:
         request = ReserveRequest(order_id, user_id, quantity, idempotency_key)
         return (await self.reserve_many(product_id, [request]))[0]
 
+    @translating
     async def reserve_many(self, product_id: int, requests: list[ReserveRequest],
                            ) -> list[ReserveResult]:
         outcome = (await self.reserve_groups([(product_id, requests)]))[0]
@@ -109,6 +115,7 @@ class RedisStockStore:
             raise outcome
         return outcome
 
+    @translating
     async def reserve_groups(self, groups: Sequence[tuple[int, list[ReserveRequest]]],
                              ) -> list[list[ReserveResult] | BaseException]:
         """One reserve script per deal, one round trip per Redis node. With a replica ack
@@ -127,7 +134,7 @@ class RedisStockStore:
         unacked: list[tuple[int, UUID]] = []
         for (product_id, requests), reply in zip(groups, replies, strict=True):
             if isinstance(reply.reply, BaseException):
-                outcomes.append(reply.reply)
+                outcomes.append(translated(reply.reply))
                 continue
             flat = reply.reply
             results = [_reserve_result(*flat[i:i + 5]) for i in range(0, len(flat), 5)]
@@ -145,22 +152,27 @@ class RedisStockStore:
                             "the orphan sweep", len(unacked), exc)
         return outcomes
 
+    @translating
     async def key_used(self, product_id: int, user_id: str, key: str) -> bool:
         return bool(await self._redis.hexists(deal_keys(product_id)[IDEM], f"{user_id}\t{key}"))
 
+    @translating
     async def release(self, product_id: int, order_id: UUID) -> ReleaseOutcome:
         keys = deal_keys(product_id)
         return ReleaseOutcome(int(await self._release(keys=keys, args=[str(order_id)])))
 
+    @translating
     async def forget(self, product_id: int, order_id: UUID) -> bool:
         keys = deal_keys(product_id)
         return int(await self._forget(keys=[keys[RES], keys[SINCE]],
                                       args=[str(order_id)])) == 1
 
+    @translating
     async def release_many(self, items: Sequence[tuple[int, UUID]]) -> list[ReleaseOutcome]:
         codes = await self._many(self._release_many, items, deal_keys)
         return [ReleaseOutcome(code) for code in codes]
 
+    @translating
     async def forget_many(self, items: Sequence[tuple[int, UUID]]) -> list[bool]:
         def keys(product_id: int) -> list[str]:
             every = deal_keys(product_id)
@@ -184,20 +196,23 @@ class RedisStockStore:
         codes = [0] * len(items)
         for (_, positions), reply in zip(calls, replies, strict=True):
             if isinstance(reply.reply, BaseException):
-                raise reply.reply
+                raise translated(reply.reply)  # its cause is set when it is new
             for position, code in zip(positions, reply.reply, strict=True):
                 codes[position] = int(code)
         return codes
 
+    @translating
     async def open(self, product_id: int, deal_id: int, stock: int, per_user_limit: int,
                    epoch: int, unit_price: int) -> bool:
         args = [deal_id, stock, per_user_limit, epoch, unit_price]
         return int(await self._open(keys=deal_keys(product_id), args=args)) == 1
 
+    @translating
     async def close(self, product_id: int, deal_id: int) -> bool:
         state = deal_keys(product_id)[STATE]
         return int(await self._close(keys=[state], args=[deal_id])) == 1
 
+    @translating
     async def snapshot(self, product_id: int) -> DealSnapshot:
         status, epoch, deal_id, stock, flat = await self._snapshot(
             keys=deal_keys(product_id)[:4], args=[])
@@ -206,12 +221,14 @@ class RedisStockStore:
         reservations = [parse_reservation(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
         return DealSnapshot(_text(status), int(epoch), int(deal_id), int(stock), reservations)
 
+    @translating
     async def peek(self, product_id: int) -> DealSnapshot:
         status, epoch, deal_id, stock = await self._peek(keys=deal_keys(product_id)[:2], args=[])
         if not status:
             return DealSnapshot(None, 0, 0, 0)
         return DealSnapshot(_text(status), int(epoch), int(deal_id), int(stock))
 
+    @translating
     async def due(self, product_id: int, grace_ms: int, limit: int) -> DueReservations:
         keys = deal_keys(product_id)
         status, deal_id, flat, now_ms = await self._due(
@@ -222,6 +239,7 @@ class RedisStockStore:
             parse_reservation(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)],
             int(now_ms))
 
+    @translating
     async def reschedule(self, product_id: int, since_ms: dict[UUID, int]) -> int:
         if not since_ms:
             return 0
@@ -230,9 +248,11 @@ class RedisStockStore:
             args += [str(order_id), ms]
         return int(await self._reschedule(keys=[deal_keys(product_id)[SINCE]], args=args))
 
+    @translating
     async def drop(self, product_id: int, deal_id: int) -> bool:
         return int(await self._drop(keys=deal_keys(product_id), args=[deal_id])) == 1
 
+    @translating
     async def rebuild(self, product_id: int, state: RebuiltState) -> bool:
         args: list[str | int] = [state.deal_id, state.stock, state.per_user_limit, state.epoch,
                                  state.unit_price, len(state.users), len(state.reservations),

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from hotdeal_core.db.tables import hot_deals, orders, outbox, products
 from hotdeal_core.domain import CancelReason
-from hotdeal_core.errors import Conflict, NotFound
+from hotdeal_core.errors import Conflict, DependencyUnavailable, NotFound
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, start_deal
 from hotdeal_core.usecases.orders import PlaceOrder, place_order
@@ -159,8 +159,6 @@ async def test_starting_a_deal_moves_stock_and_refuses_a_second_one(
 
 async def test_no_database_connection_releases_the_reservation_at_once(
         ctx: Context, new_product: ProductFactory) -> None:
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
-
     from hotdeal_core.db.engine import make_engine
     pid = await _deal(ctx, new_product, 1)
     tiny = ctx.settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 0,
@@ -169,7 +167,7 @@ async def test_no_database_connection_releases_the_reservation_at_once(
     starved = Context(engine=engine, stock=ctx.stock, settings=tiny, topics=ctx.topics)
     try:
         async with engine.connect():  # the only connection is taken
-            with pytest.raises(PoolTimeout):
+            with pytest.raises(DependencyUnavailable):  # the pool timed out
                 await place_order(starved, PlaceOrder(pid, random_user(), 1))
     finally:
         await engine.dispose()

@@ -17,7 +17,9 @@ from sqlalchemy import select, text
 
 from hotdeal_core.db.tables import hot_deals, orders, outbox, products
 from hotdeal_core.domain import CancelReason
+from hotdeal_core.errors import DependencyUnavailable
 from hotdeal_core.stock.port import ReleaseOutcome
+from hotdeal_core.stock.redis_errors import translated
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, start_deal
 from hotdeal_core.usecases.flush import flush_deal
@@ -54,7 +56,8 @@ class Recording:
         self.release_many_calls.append(list(items))
         if self.fail_releases:
             self.fail_releases -= 1
-            raise RedisConnectionError("Error 111 connecting to redis")
+            # As the store raises it (hotdeal_core.stock.redis_errors).
+            raise translated(RedisConnectionError("Error 111 connecting to redis"))
         return await self._store.release_many(items)
 
 
@@ -160,7 +163,7 @@ async def test_a_release_lost_after_the_commit_is_made_good_by_the_redelivery(
     order, other = await _orders(ctx, pid, 2)
     batch: list[Command] = [Cancel(order.id, FAILED, uuid.uuid4()),
                             Cancel(other.id, USER, uuid.uuid4())]
-    with pytest.raises(RedisConnectionError):  # the worker sees an outage: redelivery
+    with pytest.raises(DependencyUnavailable):  # the worker sees an outage: redelivery
         await settle_batch(replace(ctx, stock=Recording(ctx.stock, fail_releases=1)), batch)
     rows = await _rows(ctx, [order.id, other.id])
     assert {r.status for r in rows.values()} == {"CANCELLED"}

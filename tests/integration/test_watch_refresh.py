@@ -17,6 +17,7 @@ from hotdeal_cli.main import app
 from hotdeal_cli.watch import watch
 from hotdeal_cli.watch_view import Frame
 from hotdeal_core.stock.port import DealSnapshot, StockStore
+from hotdeal_core.stock.redis_errors import translated
 from hotdeal_core.usecases import deals, orders
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.flush import flush_deal
@@ -34,7 +35,8 @@ class FlakyPeek:
 
     async def peek(self, product_id: int) -> DealSnapshot:
         if self.down:
-            raise RedisConnectionError("Connection closed by server.")
+            # As the store raises it (hotdeal_core.stock.redis_errors).
+            raise translated(RedisConnectionError("Connection closed by server."))
         return await self.store.peek(product_id)
 
     def __getattr__(self, name: str) -> Any:

@@ -21,6 +21,7 @@ from hotdeal_core.domain import CancelReason
 from hotdeal_core.errors import DependencyUnavailable
 from hotdeal_core.messaging.consumer import RetryPolicy, handle_batch
 from hotdeal_core.messaging.topics import Topics
+from hotdeal_core.stock.redis_errors import translated
 from hotdeal_core.usecases.settlement_plan import Cancel, Confirm
 from schemas.events import (
     OrderCancellationRequested,
@@ -153,9 +154,10 @@ async def test_records_are_applied_in_offset_order_per_partition_and_committed_o
     assert (consumer.commits, consumer.seeks) == (1, [])
 
 
-@pytest.mark.parametrize("outage", [DependencyUnavailable("postgres"),
-                                    RedisConnectionError("Error 111 connecting")],
-                         ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("outage", [
+    DependencyUnavailable("postgres"),
+    # As the stock store raises a refused connection (hotdeal_core.stock.redis_errors).
+    translated(RedisConnectionError("Error 111 connecting"))], ids=["postgres", "redis"])
 async def test_a_batch_with_an_outage_is_rewound_whole_for_redelivery(outage: Exception
                                                                       ) -> None:
     msg, consumer = _batch([(0, 10, _paid("p0")), (0, 11, _paid("p1")),

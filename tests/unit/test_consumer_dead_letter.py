@@ -5,6 +5,8 @@ In-memory broker (TestKafkaBroker)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
 
@@ -13,16 +15,15 @@ from aiokafka.errors import KafkaConnectionError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from hotdeal_core.errors import DependencyUnavailable, NotFound
-from hotdeal_core.messaging.consumer import RetryPolicy, handle, is_dependency_outage
+from hotdeal_core.errors import DependencyUnavailable, NotFound, is_retriable
+from hotdeal_core.messaging.consumer import RetryPolicy, dead_letter_record, handle
+from hotdeal_core.messaging.sending import translated
 from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.settings import Settings
 from schemas.events import PaymentEvent, PaymentSucceeded, payment_event_adapter
+from tests.closed_ports import engine_on_a_closed_port, store_on_a_closed_port
 
 TOPICS = Topics("unit.")
 
@@ -130,16 +131,47 @@ async def test_the_attempts_come_from_the_setting() -> None:
     assert len(attempted) == 2 and len(letters) == 1
 
 
-@pytest.mark.parametrize("outage", [
-    DependencyUnavailable("postgres"),
-    ConnectionRefusedError(111, "Connection refused"),
-    RedisConnectionError("Error 111 connecting to 127.0.0.1:56379"),
-    RedisResponseError("BUSY Redis is busy running a script"),
-    PoolTimeoutError("QueuePool limit reached"),
-    KafkaConnectionError("Unable to bootstrap from 127.0.0.1:59092"),
-], ids=lambda e: type(e).__name__)
-async def test_a_dependency_outage_is_redelivered_never_dead_lettered(outage: Exception
-                                                                      ) -> None:
+async def _store_outage() -> BaseException:
+    store, redis = store_on_a_closed_port()
+    try:
+        await store.key_used(7, "u-1", "k-1")
+    except Exception as exc:  # noqa: BLE001 - what the store raised is the point
+        return exc
+    finally:
+        await redis.aclose(close_connection_pool=True)
+    raise AssertionError("a Redis on a closed port answered")
+
+
+async def _engine_outage() -> BaseException:
+    engine = engine_on_a_closed_port()
+    try:
+        async with engine.connect():
+            pass
+    except Exception as exc:  # noqa: BLE001
+        return exc
+    finally:
+        await engine.dispose()
+    raise AssertionError("a Postgres on a closed port answered")
+
+
+async def _kafka_outage() -> BaseException:
+    return translated(KafkaConnectionError("Unable to bootstrap from 127.0.0.1:59092"))
+
+
+async def _use_case_outage() -> BaseException:
+    return DependencyUnavailable("postgres")
+
+
+# Outages as the adapters raise them: Redis and Postgres on a closed port, Kafka's sender.
+OUTAGES = {"redis": _store_outage, "postgres": _engine_outage, "kafka": _kafka_outage,
+           "raised-by-a-use-case": _use_case_outage}
+
+
+@pytest.mark.parametrize("outage_of", OUTAGES.values(), ids=OUTAGES.keys())
+async def test_a_dependency_outage_is_redelivered_never_dead_lettered(
+        outage_of: Callable[[], Awaitable[BaseException]]) -> None:
+    outage = await outage_of()
+    assert isinstance(outage, Exception)
     broker, attempted, applied, letters = _failing_app(outage)
     poison = PaymentSucceeded(order_id=uuid4(), payment_id="poison", amount=100)
     async with TestKafkaBroker(broker) as br:
@@ -150,38 +182,29 @@ async def test_a_dependency_outage_is_redelivered_never_dead_lettered(outage: Ex
     assert applied == [] and letters == []
 
 
-class _AsyncpgLike(Exception):
-    def __init__(self, sqlstate: str) -> None:
-        super().__init__(f"sqlstate {sqlstate}")
-        self.sqlstate = sqlstate
-
-
-@pytest.mark.parametrize(("sqlstate", "outage"), [
-    ("08006", True),    # connection_failure
-    ("57P01", True),    # admin_shutdown
-    ("57P03", True),    # cannot_connect_now
-    ("53300", True),    # too_many_connections
-    ("40P01", False),   # deadlock: retried in-process, dead-lettered if it persists
-    ("23505", False),   # unique_violation
-])
-def test_database_errors_are_classified_by_sqlstate(sqlstate: str, outage: bool) -> None:
-    exc = DBAPIError("SELECT 1", None, _AsyncpgLike(sqlstate))
-    assert is_dependency_outage(exc) is outage
-
-
-def test_an_invalidated_connection_is_an_outage() -> None:
-    exc = DBAPIError("SELECT 1", None, _AsyncpgLike("XX000"), connection_invalidated=True)
-    assert is_dependency_outage(exc)
-    assert not is_dependency_outage(ValueError("x"))
-    assert not is_dependency_outage(NotFound("order_not_found", "no such order"))
-    assert not is_dependency_outage(RedisResponseError("WRONGTYPE Operation against a key"))
+def test_only_what_an_adapter_judged_an_outage_is_one() -> None:
+    assert not is_retriable(ValueError("x"))
+    assert not is_retriable(NotFound("order_not_found", "no such order"))
+    # A third-party error no adapter translated: a bug of that adapter, not an outage.
+    assert not is_retriable(RedisResponseError("WRONGTYPE Operation against a key"))
+    assert not is_retriable(ConnectionRefusedError(111, "Connection refused"))
 
 
 def test_a_wrapped_outage_is_still_an_outage() -> None:
     try:
         try:
-            raise ConnectionResetError(104, "Connection reset by peer")
-        except OSError as cause:
+            raise DependencyUnavailable("postgres")
+        except DependencyUnavailable as cause:
             raise RuntimeError("flush failed") from cause
     except RuntimeError as exc:
-        assert is_dependency_outage(exc)
+        assert is_retriable(exc)
+
+
+async def test_a_dead_letter_kafka_refuses_is_an_outage_redelivered() -> None:
+    async def publish(*_: object, **__: object) -> None:
+        raise KafkaConnectionError("Unable to bootstrap from 127.0.0.1:59092")
+    broker = SimpleNamespace(publish=publish)
+    record = SimpleNamespace(topic=TOPICS.payments, partition=0, offset=5, key=b"k", value=b"x")
+    with pytest.raises(DependencyUnavailable) as raised:
+        await dead_letter_record(broker, TOPICS, record, "unit", "bad")  # type: ignore[arg-type]
+    assert raised.value.code == "kafka_unavailable" and is_retriable(raised.value)

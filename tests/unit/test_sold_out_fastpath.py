@@ -18,6 +18,7 @@ from hotdeal_core.stock.fake import FakeStockStore, _Deal
 from hotdeal_core.stock.sold_out import SoldOutMemo
 from order_api.fastpath import MAX_BODY, SoldOutFastPath, order_product_id
 from schemas.http import PlaceOrderRequest
+from tests.closed_ports import store_on_a_closed_port
 
 
 def _model_accepts(body: bytes) -> bool:
@@ -173,3 +174,22 @@ async def test_before_the_lifespan_ran_everything_reaches_fastapi() -> None:
     downstream = _Downstream()
     sent = await _through(SoldOutFastPath(downstream, State()), _scope(), CHUNKS)
     assert sent[0]["status"] == 204 and downstream.received == CHUNKS
+
+
+async def test_a_keyed_order_while_redis_is_down_is_a_503_with_retry_after() -> None:
+    # The memo's key check reads Redis (`key_used`): with Redis down (here a closed port)
+    # the fast path answers what the route would, never a 500.
+    memo = SoldOutMemo(3600)
+    memo.remember(7)
+    store, redis = store_on_a_closed_port()
+    state = State()
+    state.ctx = type("Ctx", (), {"sold_out": memo, "stock": store})()
+    downstream = _Downstream()
+    try:
+        sent = await _through(SoldOutFastPath(downstream, state),
+                              _scope((b"idempotency-key", b"k-9")), CHUNKS)
+    finally:
+        await redis.aclose(close_connection_pool=True)
+    assert sent[0]["status"] == 503 and not downstream.received
+    assert (b"retry-after", b"1") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"])["error"]["code"] == "redis_unavailable"
