@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
@@ -50,8 +50,6 @@ async def start_deal(ctx: Context, cmd: StartDeal) -> StartedDeal:
     if cmd.duration_seconds is not None and cmd.duration_seconds <= 0:
         raise Unprocessable("validation_error", "duration must be positive")
     backend = StockBackend.REDIS if ctx.settings.hotdeal_stock_redis else StockBackend.DB
-    ends_at = (datetime.now(UTC) + timedelta(seconds=cmd.duration_seconds)
-               if cmd.duration_seconds else None)
     if backend is StockBackend.REDIS:
         await _clear_stale_redis_state(ctx, cmd.product_id)
     try:
@@ -67,12 +65,16 @@ async def start_deal(ctx: Context, cmd: StartDeal) -> StartedDeal:
                                f"product has {product.stock} units; {cmd.stock} requested")
             await conn.execute(text("UPDATE products SET stock = stock - :n, updated_at = now() "
                                     "WHERE id = :pid"), {"n": cmd.stock, "pid": cmd.product_id})
-            deal_id = (await conn.execute(hot_deals.insert().values(
+            # The end by Postgres's clock, the one `end_due_deals` compares with.
+            ends = (func.now() + timedelta(seconds=cmd.duration_seconds)
+                    if cmd.duration_seconds else None)
+            deal_id, ends_at = (await conn.execute(hot_deals.insert().values(
                 product_id=cmd.product_id, initial_stock=cmd.stock,
                 per_user_limit=cmd.per_user_limit, status=DealStatus.ACTIVE,
                 stock_backend=backend,
                 remaining_stock=cmd.stock if backend is StockBackend.DB else 0,
-                ends_at=ends_at, started_at=text("now()")).returning(hot_deals.c.id))).scalar_one()
+                ends_at=ends, started_at=text("now()")).returning(
+                    hot_deals.c.id, hot_deals.c.ends_at))).one()
             await add_event(conn, ctx.topics, HotDealStarted(
                 hot_deal_id=deal_id, product_id=cmd.product_id, stock=cmd.stock,
                 per_user_limit=cmd.per_user_limit, stock_backend=backend.value, ends_at=ends_at))

@@ -133,3 +133,19 @@ async def test_the_orphan_sweep_never_voids_a_fresh_reservation_for_a_skewed_clo
             orders.c.id == fresh.order_id))).first()
     assert voided is None  # its order may still be written
     await ctx.stock.release(pid, fresh.order_id)  # no orphan left for other tests' sweeps
+
+
+@pytest.mark.parametrize("skew", [TEN_MINUTES, -TEN_MINUTES], ids=["ahead", "behind"])
+async def test_a_deal_started_from_a_skewed_host_ends_by_postgres_clock(
+        ctx: Context, new_product: ProductFactory, skew: int) -> None:
+    pid = await new_product(stock=5, price=700)
+    before = await _pg_now(ctx)
+    with host_clock_off_by(skew):
+        started = await start_deal(ctx, StartDeal(pid, 5, 1, duration_seconds=60))
+    after = await _pg_now(ctx)
+    assert started.ends_at is not None
+    assert before + timedelta(seconds=60) <= started.ends_at <= after + timedelta(seconds=60)
+    async with ctx.engine.connect() as conn:
+        stored = (await conn.execute(text("SELECT ends_at FROM hot_deals WHERE id = :d"),
+                                     {"d": started.deal_id})).scalar_one()
+    assert stored == started.ends_at
