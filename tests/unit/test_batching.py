@@ -27,6 +27,16 @@ class Recorder:
         return [i * 10 for i in items]
 
 
+async def submit_all(batcher: Batcher[int, int], count: int) -> list[int | BaseException]:
+    """Start `batcher`, submit 0..count-1 at once, stop it; each item's result or error."""
+    batcher.start()
+    try:
+        return await asyncio.gather(*(batcher.submit(i) for i in range(count)),
+                                    return_exceptions=True)
+    finally:
+        await batcher.stop()
+
+
 async def test_items_queued_together_are_written_in_one_call() -> None:
     rec = Recorder()
     batcher = Batcher("t", rec.write)
@@ -54,12 +64,7 @@ async def test_a_lone_item_is_written_at_once_and_batches_respect_the_maximum() 
 async def test_one_bad_item_fails_alone() -> None:
     rec = Recorder(fail_on=2)
     batcher = Batcher("t", rec.write)
-    batcher.start()
-    try:
-        results = await asyncio.gather(*(batcher.submit(i) for i in range(4)),
-                                       return_exceptions=True)
-    finally:
-        await batcher.stop()
+    results = await submit_all(batcher, 4)
     assert results[:2] == [0, 10] and results[3] == 30
     assert isinstance(results[2], ValueError)
     assert rec.calls == [[0, 1, 2, 3], [0], [1], [2], [3]]
@@ -68,13 +73,7 @@ async def test_one_bad_item_fails_alone() -> None:
 
 async def test_an_outage_fails_the_whole_batch_without_retrying_each_item() -> None:
     rec = Recorder(outage=True)
-    batcher = Batcher("t", rec.write)
-    batcher.start()
-    try:
-        results = await asyncio.gather(*(batcher.submit(i) for i in range(3)),
-                                       return_exceptions=True)
-    finally:
-        await batcher.stop()
+    results = await submit_all(Batcher("t", rec.write), 3)
     assert all(isinstance(r, DependencyUnavailable) for r in results)
     assert rec.calls == [[0, 1, 2]]
 
@@ -169,12 +168,6 @@ async def test_a_write_that_may_have_landed_is_not_retried_item_by_item() -> Non
         await asyncio.sleep(0)
         raise OutcomeUnknown()
 
-    batcher = Batcher("t", cut_off)
-    batcher.start()
-    try:
-        results = await asyncio.gather(*(batcher.submit(i) for i in range(3)),
-                                       return_exceptions=True)
-    finally:
-        await batcher.stop()
+    results = await submit_all(Batcher("t", cut_off), 3)
     assert all(isinstance(r, OutcomeUnknown) for r in results)
     assert calls == [[0, 1, 2]]  # a retry would find its own rows and say "not written"
