@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 MAX_DIRECT_ROWS = 100_000
 
 
+# How long stopping waits for a Kafka client's start in progress (`OutboxRelay.connect`).
+START_GRACE_SECONDS = 5.0
+
+
 def make_producer(bootstrap_servers: str) -> AIOKafkaProducer:
     # Measured (python -m benchmarks.producer): linger 2 ms with 256 KB batches sent the most
     # events per client CPU second; gzip only cost CPU on these links. acks=all and
@@ -132,9 +136,23 @@ class OutboxRelay:
                     await ensure_topics(self.bootstrap_servers, self.topics, self.partitions,
                                         self.replication_factor)
                     self._topics_ready = True
-                await self.producer.start()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                log.warning("outbox relay: Kafka unreachable (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+                continue
+            attempt = asyncio.ensure_future(self.producer.start())
+            try:
+                await asyncio.shield(attempt)
                 self.connected = True
             except asyncio.CancelledError:
+                # aiokafka leaks the connection it bootstraps through when it is cancelled
+                # mid-start (stop() then has nothing to close): let the start end first.
+                await asyncio.wait({attempt}, timeout=START_GRACE_SECONDS)
+                if attempt.done() and not attempt.cancelled():
+                    attempt.exception()  # seen: a failed start is not worth a warning now
+                attempt.cancel()
                 raise
             except Exception as exc:  # noqa: BLE001
                 log.warning("outbox relay: Kafka unreachable (%s); retrying", exc)
