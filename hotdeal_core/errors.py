@@ -5,7 +5,9 @@
     ├── Conflict (409)                sold_out, limit_exceeded, deal_not_active,
     │                                 deal_already_active, invalid_state,
     │                                 idempotency_in_progress, insufficient_stock
-    ├── Unauthorized (401)            unauthorized, bad_signature
+    ├── Unauthorized (401)            unauthorized, bad_signature, invalid_token, token_expired
+    ├── Forbidden (403)               buyer_mismatch
+    ├── TooManyRequests (429)         rate_limited (with retry_after seconds)
     ├── Unprocessable (422)           validation_error
     └── DependencyUnavailable (503)   postgres/redis/kafka unavailable; retriable
 
@@ -38,6 +40,18 @@ class Conflict(HotdealError):
 
 class Unauthorized(HotdealError):
     http_status = 401
+
+
+class Forbidden(HotdealError):
+    http_status = 403
+
+
+class TooManyRequests(HotdealError):
+    http_status = 429
+
+    def __init__(self, code: str, message: str, retry_after: int = 1) -> None:
+        super().__init__(code, message)
+        self.retry_after = retry_after
 
 
 class Unprocessable(HotdealError):

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # The defaults of the two secrets: usable only with ALLOW_DEV_SECRETS=true.
 DEV_WEBHOOK_SECRET = "dev-webhook-secret-change-me"
 DEV_ADMIN_TOKEN = "dev-admin-token-change-me"
+DEV_BUYER_TOKEN_SECRET = "dev-buyer-token-secret-change-me-0123456789"  # HS256: 32+ bytes
 
 
 class InsecureSecrets(ValueError):
@@ -35,6 +36,22 @@ class Settings(BaseSettings):
     admin_token: SecretStr = SecretStr(DEV_ADMIN_TOKEN)
     # Development switch: allow the default secrets above (the make targets and tests set it).
     allow_dev_secrets: bool = False
+    # Buyer identity (hotdeal_core/identity.py): buyer routes need `Authorization: Bearer
+    # <JWT>` from the shop's identity provider; the buyer id is its `sub`. HS256 verifies
+    # with BUYER_TOKEN_SECRET; EdDSA / ES256 with BUYER_TOKEN_PUBLIC_KEY_FILE (a PEM public
+    # key, or a JWKS file whose keys are picked by the token's `kid`).
+    buyer_token_algorithm: Literal["HS256", "EdDSA", "ES256"] = "HS256"
+    buyer_token_secret: SecretStr = SecretStr(DEV_BUYER_TOKEN_SECRET)
+    buyer_token_public_key_file: str | None = None
+    # Development and load tools only (`hotdeal buyer token`): the private key (PEM) that
+    # signs EdDSA / ES256 tokens; HS256 tokens are signed with BUYER_TOKEN_SECRET.
+    buyer_token_private_key_file: str | None = None
+    buyer_token_issuer: str | None = None  # checked when set
+    buyer_token_audience: str | None = None  # checked when set
+    buyer_token_leeway_seconds: int = Field(default=5, ge=0, le=300)
+    # Verified tokens kept per process (the signature is checked once per token; `exp` on
+    # every request); 0 disables.
+    buyer_token_cache_size: int = Field(default=100_000, ge=0)
     reservation_ttl_seconds: int = Field(default=600, ge=1)
 
     order_api_host: str = "127.0.0.1"
@@ -102,9 +119,15 @@ class Settings(BaseSettings):
     def require_real_secrets(self) -> None:
         """Raise InsecureSecrets if a secret is empty, or the development default without
         ALLOW_DEV_SECRETS (called by the order API, the one process that uses them)."""
-        for name, value, default in (
-                ("PAYMENT_WEBHOOK_SECRET", self.payment_webhook_secret, DEV_WEBHOOK_SECRET),
-                ("ADMIN_TOKEN", self.admin_token, DEV_ADMIN_TOKEN)):
+        secrets = [("PAYMENT_WEBHOOK_SECRET", self.payment_webhook_secret, DEV_WEBHOOK_SECRET),
+                   ("ADMIN_TOKEN", self.admin_token, DEV_ADMIN_TOKEN)]
+        if self.buyer_token_algorithm == "HS256":
+            secrets.append(("BUYER_TOKEN_SECRET", self.buyer_token_secret,
+                            DEV_BUYER_TOKEN_SECRET))
+        elif not self.buyer_token_public_key_file:
+            raise InsecureSecrets(f"BUYER_TOKEN_ALGORITHM={self.buyer_token_algorithm} needs "
+                                  "BUYER_TOKEN_PUBLIC_KEY_FILE (a PEM public key or a JWKS)")
+        for name, value, default in secrets:
             secret = value.get_secret_value()
             if not secret.strip():
                 raise InsecureSecrets(f"{name} is empty; set a real secret")
