@@ -18,6 +18,7 @@ import asyncio
 import json
 import math
 import re
+from collections.abc import Awaitable
 from typing import Annotated
 
 import typer
@@ -40,10 +41,16 @@ from hotdeal_cli.render import (
 )
 from hotdeal_cli.watch import watch
 from hotdeal_cli.watch_view import Frame, render
-from hotdeal_core.domain import DealStatus
+from hotdeal_core.domain import MAX_OPENING_WINDOW_SECONDS, DealStatus
 from hotdeal_core.usecases.audit import Audit, audit_deal, latest_deal_id
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.deals import StartDeal, end_deal, start_deal
+from hotdeal_core.usecases.deals import (
+    StartDeal,
+    StartedDeal,
+    end_deal,
+    opening_window,
+    start_deal,
+)
 from hotdeal_core.usecases.products import create_product, get_product
 from hotdeal_core.usecases.recovery import recover_deal
 
@@ -112,11 +119,18 @@ def deal_start(
         parser=parse_duration, metavar="DURATION",
         help="Ends the deal after e.g. 90s, 10m, 1h30m or plain seconds; none: until stopped.",
     )] = None,
+    window: Annotated[float | None, typer.Option(
+        "--opening-window", min=0, max=MAX_OPENING_WINDOW_SECONDS, metavar="SECONDS",
+        help="Orders of the first SECONDS enter a random draw held when they end (one entry "
+             "per buyer); default DEAL_OPENING_WINDOW_SECONDS (3); 0: first come first served.",
+    )] = None,
     as_json: Json = False,
 ) -> None:
     """Start a hot deal: move --stock units from the product into a new ACTIVE deal."""
-    cmd = StartDeal(product_id, stock, per_user_limit, duration)
-    started = run(lambda ctx: start_deal(ctx, cmd), as_json=as_json)
+    def start(ctx: Context) -> Awaitable[StartedDeal]:
+        return start_deal(ctx, StartDeal(product_id, stock, per_user_limit, duration,
+                                         opening_window(ctx.settings, window)))
+    started = run(start, as_json=as_json)
     show(started, started_lines(started), as_json=as_json)
 
 

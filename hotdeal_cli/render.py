@@ -77,7 +77,9 @@ def product_lines(p: ProductView) -> list[str]:
 def started_lines(s: StartedDeal) -> list[str]:
     ends = s.ends_at.isoformat() if s.ends_at else "when stopped"
     return [f"deal {s.deal_id} started on product {s.product_id}: {s.stock} units, "
-            f"per-user limit {s.per_user_limit}, stock in {s.stock_backend}, ends {ends}"]
+            f"per-user limit {s.per_user_limit}, stock in {s.stock_backend}, ends {ends}"
+            + (f"; opening draw after {s.opening_window_seconds:g} s"
+               if s.opening_window_seconds else "")]
 
 
 def stopped_lines(deal_id: int, product_id: int, ended_now: bool) -> list[str]:

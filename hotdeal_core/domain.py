@@ -32,6 +32,8 @@ class CancelReason(StrEnum):
 
 # A live deal blocks starting another one on the same product.
 LIVE_DEAL_STATUSES = (DealStatus.SCHEDULED, DealStatus.ACTIVE, DealStatus.ENDED)
+# A deal's opening window (its first seconds, drawn at random) is at most this long.
+MAX_OPENING_WINDOW_SECONDS = 60
 
 _TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.PENDING: frozenset({OrderStatus.CONFIRMED, OrderStatus.CANCELLED}),

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     # every request); 0 disables.
     buyer_token_cache_size: int = Field(default=100_000, ge=0)
     reservation_ttl_seconds: int = Field(default=600, ge=1)
+    # A deal's opening window when its start does not say (Redis-stock deals): the orders of
+    # its first seconds enter a random draw, one entry per buyer (docs/architecture.md).
+    # 3 s: people click 0.2-3 s after a deal opens; a window that covers them all makes a
+    # script's head start worthless (docs/scenarios/deal-opening-fairness.md).
+    deal_opening_window_seconds: float = Field(default=3.0, ge=0, le=60)
 
     order_api_host: str = "127.0.0.1"
     order_api_port: int = 58000

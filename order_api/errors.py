@@ -36,6 +36,7 @@ ERROR_CODES: dict[str, str] = {
     "limit_exceeded": "the buyer would hold more than the deal's per-user limit",
     "deal_not_active": "the product has no deal taking orders",
     "idempotency_in_progress": "the first request with this Idempotency-Key is still running",
+    "already_entered": "the buyer is already in the deal's opening draw (one entry each)",
     "invalid_state": "the order cannot go there from its status",
     "deal_already_active": "the product already has a live deal",
     "insufficient_stock": "the product has fewer units than the deal asks for",

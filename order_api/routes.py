@@ -91,7 +91,8 @@ def order_response(order: OrderView) -> OrderResponse:
 
 @router.post("/orders", status_code=202, response_model=OrderResponse, responses=_errors(
     e404=("product_not_found",), e422=_INVALID,
-    e409=("sold_out", "limit_exceeded", "deal_not_active", "idempotency_in_progress")))
+    e409=("sold_out", "limit_exceeded", "deal_not_active", "idempotency_in_progress",
+          "already_entered")))
 async def place_order(body: PlaceOrderRequest, ctx: Ctx,
                       idempotency_key: Annotated[str | None, Header(
                           min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")] = None,
@@ -176,10 +177,12 @@ async def get_product(product_id: ProductIdPath, ctx: Ctx) -> ProductResponse:
 async def start_hotdeal(product_id: ProductIdPath, body: StartDealRequest,
                         ctx: Ctx) -> StartDealResponse:
     started = await deals.start_deal(ctx, deals.StartDeal(
-        product_id, body.stock, body.per_user_limit, body.duration_seconds))
+        product_id, body.stock, body.per_user_limit, body.duration_seconds,
+        deals.opening_window(ctx.settings, body.opening_window_seconds)))
     return StartDealResponse(hot_deal_id=started.deal_id, product_id=started.product_id,
                              stock=started.stock, per_user_limit=started.per_user_limit,
-                             stock_backend=started.stock_backend, ends_at=started.ends_at)
+                             stock_backend=started.stock_backend, ends_at=started.ends_at,
+                             opening_window_seconds=started.opening_window_seconds)
 
 
 @router.post("/products/{product_id}/hotdeal/end", response_model=EndDealResponse,

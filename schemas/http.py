@@ -15,6 +15,7 @@ BIGINT_LIMIT = 2**63
 UserId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 ProductId = Annotated[StrictInt, Field(ge=1, lt=BIGINT_LIMIT)]
 MAX_ORDER_QUANTITY = 100
+MAX_OPENING_WINDOW_SECONDS = 60  # hotdeal_core.domain's (a test keeps them equal)
 
 
 class _Request(BaseModel):
@@ -43,6 +44,10 @@ class StartDealRequest(_Request):
     stock: Annotated[StrictInt, Field(ge=1, le=10_000_000)]
     per_user_limit: Annotated[StrictInt, Field(ge=1, le=1000)] = 1
     duration_seconds: Annotated[float, Field(gt=0, le=30 * 86400)] | None = None
+    # The orders of the deal's first seconds enter a random draw held when they end (one
+    # entry per buyer); unset: DEAL_OPENING_WINDOW_SECONDS (3 s by default); 0: none.
+    opening_window_seconds: Annotated[float, Field(
+        ge=0, le=MAX_OPENING_WINDOW_SECONDS)] | None = None
 
 
 class OrderResponse(BaseModel):
@@ -92,6 +97,7 @@ class StartDealResponse(BaseModel):
     per_user_limit: int
     stock_backend: str
     ends_at: datetime | None
+    opening_window_seconds: float
 
 
 class EndDealResponse(BaseModel):

@@ -39,6 +39,7 @@ from hotdeal_core.stock.client import (
     make_redis,
     replica_acks,
 )
+from hotdeal_core.stock.draws import DrawWaiters
 from hotdeal_core.stock.port import ReserveRequest, ReserveResult
 from hotdeal_core.stock.redis_store import RedisStockStore
 from hotdeal_core.stock.reserver import reservation_batcher
@@ -167,7 +168,7 @@ def _build(settings: Settings, *, pool_size: int | None, group_commits: bool) ->
     ctx = Context(engine=engine, stock=store, settings=settings,
                   topics=topics, outbox_written=relay.wake,
                   sold_out=SoldOutMemo(settings.sold_out_cache_ms / 1000),
-                  after_reserve=load_hook(settings.fault_hook))
+                  after_reserve=load_hook(settings.fault_hook), draws=DrawWaiters(store))
     if group_commits:
         ctx.reserver = reservation_batcher(store, settings.write_batch_max)
         ctx.order_writer = Batcher("orders", write_orders, max_batch=settings.write_batch_max)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from uuid import UUID
 
 from hotdeal_core.stock.port import (
     DealSnapshot,
+    Drawn,
     DueReservations,
     RebuiltState,
     ReleaseOutcome,
@@ -31,6 +33,10 @@ class _Deal:
     res: dict[UUID, Reservation] = field(default_factory=dict)
     idem: dict[tuple[str, str], UUID] = field(default_factory=dict)
     since: dict[UUID, int] = field(default_factory=dict)
+    draw_at: int = 0  # the opening window's end (store clock ms); 0: none pending
+    entries: dict[str, tuple[UUID, int, str]] = field(default_factory=dict)
+    tickets: dict[str, int] = field(default_factory=dict)
+    drawn: dict[str, tuple[UUID, ReserveResult]] = field(default_factory=dict)
 
 
 def _wall_clock_ms() -> int:
@@ -45,12 +51,40 @@ class FakeStockStore:
 
     async def reserve(self, product_id: int, order_id: UUID, user_id: str, quantity: int,
                       idempotency_key: str | None) -> ReserveResult:
+        deal = self._open_deal(product_id)
+        if deal is None:
+            return ReserveResult(ReserveOutcome.NOT_ACTIVE)
+        if not deal.draw_at:
+            return self._reserve_one(deal, order_id, user_id, quantity, idempotency_key or "")
+        wait_ms = deal.draw_at - self.clock_ms()
+        entry = deal.entries.get(user_id)
+        if entry is None:  # as reserve.lua: one entry per buyer, a ticket drawn at random
+            deal.entries[user_id] = (order_id, quantity, idempotency_key or "")
+            deal.tickets[user_id] = random.getrandbits(52)
+            return ReserveResult(ReserveOutcome.ENTERED, wait_ms=wait_ms, first_order_id=order_id)
+        if idempotency_key and idempotency_key == entry[2]:
+            return ReserveResult(ReserveOutcome.ENTERED, wait_ms=wait_ms, first_order_id=entry[0])
+        return ReserveResult(ReserveOutcome.ALREADY_ENTERED, wait_ms=wait_ms)
+
+    def _open_deal(self, product_id: int) -> _Deal | None:
+        """The deal if open, its opening draw run first when due (reserve_core.lua)."""
         deal = self.deals.get(product_id)
         if deal is None or deal.status != "open":
-            return ReserveResult(ReserveOutcome.NOT_ACTIVE)
-        if idempotency_key and (user_id, idempotency_key) in deal.idem:
-            first = deal.idem[(user_id, idempotency_key)]
-            return ReserveResult(ReserveOutcome.DUPLICATE, first_order_id=first)
+            return None
+        if deal.draw_at and self.clock_ms() >= deal.draw_at:
+            for user in sorted(deal.tickets, key=lambda u: (deal.tickets[u], u)):
+                order_id, quantity, key = deal.entries[user]
+                deal.drawn[user] = (order_id, self._reserve_one(deal, order_id, user, quantity,
+                                                                key))
+            deal.entries.clear()
+            deal.tickets.clear()
+            deal.draw_at = 0
+        return deal
+
+    def _reserve_one(self, deal: _Deal, order_id: UUID, user_id: str, quantity: int,
+                     key: str) -> ReserveResult:
+        if key and (user_id, key) in deal.idem:
+            return ReserveResult(ReserveOutcome.DUPLICATE, first_order_id=deal.idem[(user_id, key)])
         if deal.stock < quantity:
             return ReserveResult(ReserveOutcome.SOLD_OUT, remaining=deal.stock)
         held = deal.users.get(user_id, 0)
@@ -59,13 +93,19 @@ class FakeStockStore:
         now_ms = self.clock_ms()
         deal.stock -= quantity
         deal.users[user_id] = held + quantity
-        deal.res[order_id] = Reservation(order_id, user_id, quantity, now_ms,
-                                         idempotency_key or "")
+        deal.res[order_id] = Reservation(order_id, user_id, quantity, now_ms, key)
         deal.since[order_id] = now_ms
-        if idempotency_key:
-            deal.idem[(user_id, idempotency_key)] = order_id
+        if key:
+            deal.idem[(user_id, key)] = order_id
         return ReserveResult(ReserveOutcome.RESERVED, epoch=deal.epoch, remaining=deal.stock,
                              deal_id=deal.deal_id, unit_price=deal.price)
+
+    async def drawn(self, product_id: int, buyers: Sequence[str]) -> Drawn:
+        deal = self._open_deal(product_id)
+        if deal is not None and deal.draw_at:
+            return Drawn(deal.draw_at - self.clock_ms(), {})
+        kept = self.deals.get(product_id)
+        return Drawn(0, {b: None if kept is None else kept.drawn.get(b) for b in buyers})
 
     async def reserve_many(self, product_id: int, requests: list[ReserveRequest],
                            ) -> list[ReserveResult]:
@@ -114,10 +154,12 @@ class FakeStockStore:
         return [await self.forget(product_id, order_id) for product_id, order_id in items]
 
     async def open(self, product_id: int, deal_id: int, stock: int, per_user_limit: int,
-                   epoch: int, unit_price: int) -> bool:
+                   epoch: int, unit_price: int, opening_window_ms: int = 0) -> bool:
         if product_id in self.deals:
             return False
-        self.deals[product_id] = _Deal(deal_id, stock, per_user_limit, epoch, unit_price)
+        self.deals[product_id] = _Deal(deal_id, stock, per_user_limit, epoch, unit_price,
+                                       draw_at=self.clock_ms() + opening_window_ms
+                                       if opening_window_ms > 0 else 0)
         return True
 
     async def close(self, product_id: int, deal_id: int) -> bool:

@@ -22,6 +22,11 @@ tests. Both follow the same rules:
   the audit).
 - One clock: `reserve` stamps a reservation with the store's own clock (Redis `TIME`), and
   `due` judges "ago" by that same clock and returns its reading (`now_ms`), never a host's.
+- The opening window (`open(..., opening_window_ms)`): until it ends by the store's clock,
+  `reserve` enters each buyer once into a draw (`ENTERED`, with a random ticket; another
+  request of an entered buyer is `ALREADY_ENTERED` unless it repeats the entry's key); the
+  first call after the end reserves for every entrant in ticket order, and `drawn` returns
+  each entrant's outcome. Nothing is reserved, and no unit moves, before the draw.
 - `open` never overwrites a live state; `close` stops every reservation and release;
   `drop` deletes keys only of the deal that owns them; `rebuild` replaces the state with
   one recomputed from Postgres unless an equal or newer epoch is already there.
@@ -42,6 +47,8 @@ class ReserveOutcome(IntEnum):
     SOLD_OUT = 0
     NOT_ACTIVE = -1
     LIMIT_EXCEEDED = -2
+    ENTERED = 3  # in the deal's opening draw: its answer comes from `drawn` at the draw
+    ALREADY_ENTERED = -3  # the buyer entered the draw with another request
 
 
 class ReleaseOutcome(IntEnum):
@@ -60,6 +67,7 @@ class ReserveResult:
     first_order_id: UUID | None = None
     held: int = 0
     limit: int = 0
+    wait_ms: int = 0  # ENTERED / ALREADY_ENTERED: until the draw, by the store's clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +115,14 @@ class DueReservations:
 
 
 @dataclass(frozen=True, slots=True)
+class Drawn:
+    """The opening draw's answers: `wait_ms` > 0 while it is not due (then no answers);
+    per buyer the entry's order id and its reservation outcome, None without an entry."""
+    wait_ms: int
+    answers: dict[str, tuple[UUID, ReserveResult] | None]
+
+
+@dataclass(frozen=True, slots=True)
 class ReserveRequest:
     order_id: UUID
     user_id: str
@@ -147,8 +163,14 @@ class StockStore(Protocol):
         """`forget` for each (product id, order id); one result per item, in order."""
         ...
 
+    async def drawn(self, product_id: int, buyers: Sequence[str]) -> Drawn:
+        """The opening draw's answers for `buyers`, the draw run first if it is due."""
+        ...
+
     async def open(self, product_id: int, deal_id: int, stock: int, per_user_limit: int,
-                   epoch: int, unit_price: int) -> bool: ...
+                   epoch: int, unit_price: int, opening_window_ms: int = 0) -> bool:
+        """Open the deal; with `opening_window_ms` > 0 its orders enter a draw until then."""
+        ...
 
     async def close(self, product_id: int, deal_id: int) -> bool: ...
 

@@ -11,6 +11,7 @@ Every method that reaches redis-py raises a Redis outage as `DependencyUnavailab
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any
@@ -27,6 +28,7 @@ from hotdeal_core.stock.client import (
 )
 from hotdeal_core.stock.port import (
     DealSnapshot,
+    Drawn,
     DueReservations,
     RebuiltState,
     ReleaseOutcome,
@@ -39,22 +41,31 @@ from hotdeal_core.stock.redis_errors import translated, translating
 
 log = logging.getLogger(__name__)
 
-STATE, STOCK, USERS, RES, IDEM, SINCE = range(6)
+STATE, STOCK, USERS, RES, IDEM, SINCE, ENTRIES, TICKETS, DRAWN = range(9)
+# Buyers per call of draw.lua (Lua's unpack takes a few thousand values at most).
+DRAWN_PER_CALL = 1000
 # Orders per call of a *_many script: Redis runs one script at a time, so a call must stay
 # short (500 releases take about a millisecond) for the buyers' reservations queued behind.
 MANY_PER_CALL = 500
 
 
 def deal_keys(product_id: int) -> list[str]:
-    """state, stock, users, res, idem, since: one hash tag per deal (one Redis Cluster slot)."""
+    """state, stock, users, res, idem, since, entries, tickets, drawn: one hash tag per deal
+    (one Redis Cluster slot)."""
     tag = f"hotdeal:{{{product_id}}}"
-    return [f"{tag}:state", f"{tag}:stock", f"{tag}:users", f"{tag}:res", f"{tag}:idem",
-            f"{tag}:since"]
+    return [f"{tag}:{name}" for name in ("state", "stock", "users", "res", "idem", "since",
+                                         "entries", "tickets", "drawn")]
+
+
+def _lua(name: str) -> str:
+    return (files("hotdeal_core.stock") / "lua" / f"{name}.lua").read_text()
 
 
 def _script(redis: RedisClient, name: str) -> AsyncScript:
-    source = (files("hotdeal_core.stock") / "lua" / f"{name}.lua").read_text()
-    return redis.register_script(source)
+    """A script, with `-- #include <name>` lines replaced by that file (one rule, one file)."""
+    lines = [_lua(line.split()[-1]) if line.startswith("-- #include ") else line
+             for line in _lua(name).splitlines()]
+    return redis.register_script("\n".join(lines))
 
 
 def _text(value: Any) -> str:
@@ -63,6 +74,10 @@ def _text(value: Any) -> str:
 
 def _reserve_result(code: Any, a: Any, b: Any, c: Any, d: Any) -> ReserveResult:
     outcome = ReserveOutcome(int(code))
+    if outcome is ReserveOutcome.ENTERED:
+        return ReserveResult(outcome, wait_ms=int(a), first_order_id=UUID(_text(b)))
+    if outcome is ReserveOutcome.ALREADY_ENTERED:
+        return ReserveResult(outcome, wait_ms=int(a))
     if outcome is ReserveOutcome.RESERVED:
         return ReserveResult(outcome, epoch=int(a), remaining=int(b), deal_id=int(c),
                              unit_price=int(d))
@@ -73,6 +88,11 @@ def _reserve_result(code: Any, a: Any, b: Any, c: Any, d: Any) -> ReserveResult:
     if outcome is ReserveOutcome.LIMIT_EXCEEDED:
         return ReserveResult(outcome, held=int(a), limit=int(b))
     return ReserveResult(outcome)
+
+
+def _draw_answer(answer: Any) -> tuple[UUID, ReserveResult]:
+    order_id, *result = _text(answer).split("\t")
+    return UUID(order_id), _reserve_result(*result)
 
 
 def parse_reservation(order_id: Any, record: Any) -> Reservation:
@@ -88,6 +108,7 @@ class RedisStockStore:
         self._acks = ReplicaWatch(redis, replica_acks if isinstance(replica_acks, ReplicaAcks)
                                   else ReplicaAcks(replica_acks))
         self._reserve = _script(redis, "reserve")
+        self._drawn = _script(redis, "draw")
         self._release = _script(redis, "release")
         self._forget = _script(redis, "forget")
         self._release_many = _script(redis, "release_many")
@@ -126,7 +147,9 @@ class RedisStockStore:
         for product_id, requests in groups:
             args: list[str | int] = []
             for r in requests:
-                args += [str(r.order_id), r.user_id, r.quantity, r.idempotency_key or ""]
+                # The draw ticket (used only in an opening window): the server's, at random.
+                args += [str(r.order_id), r.user_id, r.quantity, r.idempotency_key or "",
+                         secrets.randbits(52)]
             calls.append((deal_keys(product_id), args))
         ack_ms = await self._acks.wait_ms()
         replies = await evalsha_on_owners(self._redis, self._reserve, calls, ack_ms)
@@ -151,6 +174,27 @@ class RedisStockStore:
                 log.warning("%d unacknowledged reservations not released now (%s); left to "
                             "the orphan sweep", len(unacked), exc)
         return outcomes
+
+    @translating
+    async def drawn(self, product_id: int, buyers: Sequence[str]) -> Drawn:
+        """With replica acks, answered only once a replica holds what the draw reserved."""
+        keys, wait_ms = deal_keys(product_id), 0
+        answers: dict[str, tuple[UUID, ReserveResult] | None] = {}
+        ack_ms = await self._acks.wait_ms()
+        for start in range(0, max(len(buyers), 1), DRAWN_PER_CALL):
+            part: list[str | int] = list(buyers[start:start + DRAWN_PER_CALL])
+            reply = (await evalsha_on_owners(self._redis, self._drawn, [(keys, part)],
+                                             ack_ms))[0]
+            if isinstance(reply.reply, BaseException):
+                raise translated(reply.reply)
+            if not reply.acked:  # what it reserved stays for the orphan sweep to judge
+                raise ReplicaAckTimeout(ack_ms)
+            wait_ms = int(reply.reply[0])
+            if wait_ms > 0:
+                return Drawn(wait_ms, {})
+            for buyer, answer in zip(part, reply.reply[1:], strict=True):
+                answers[str(buyer)] = None if not answer else _draw_answer(answer)
+        return Drawn(0, answers)
 
     @translating
     async def key_used(self, product_id: int, user_id: str, key: str) -> bool:
@@ -203,8 +247,8 @@ class RedisStockStore:
 
     @translating
     async def open(self, product_id: int, deal_id: int, stock: int, per_user_limit: int,
-                   epoch: int, unit_price: int) -> bool:
-        args = [deal_id, stock, per_user_limit, epoch, unit_price]
+                   epoch: int, unit_price: int, opening_window_ms: int = 0) -> bool:
+        args = [deal_id, stock, per_user_limit, epoch, unit_price, opening_window_ms]
         return int(await self._open(keys=deal_keys(product_id), args=args)) == 1
 
     @translating

@@ -18,6 +18,7 @@ from hotdeal_core.stock.sold_out import SoldOutMemo
 
 if TYPE_CHECKING:
     from hotdeal_core.batching import Batcher
+    from hotdeal_core.stock.draws import DrawWaiters
 
 
 def _nothing() -> None:
@@ -38,6 +39,8 @@ class Context:
     reserver: Batcher[Any, Any] | None = None
     order_writer: Batcher[Any, Any] | None = None
     payment_writer: Batcher[Any, Any] | None = None
+    # This process's waiters for opening draws (one wake-up per deal); None: one per request.
+    draws: DrawWaiters | None = None
     # Called right after a reservation, before its order is written: a fault hook the
     # composition root injects for crash tests (FAULT_HOOK); nothing otherwise.
     after_reserve: Callable[[], None] = _nothing

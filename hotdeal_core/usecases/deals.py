@@ -10,9 +10,10 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from hotdeal_core.db.tables import hot_deals, products
-from hotdeal_core.domain import DealStatus, StockBackend
+from hotdeal_core.domain import MAX_OPENING_WINDOW_SECONDS, DealStatus, StockBackend
 from hotdeal_core.errors import Conflict, NotFound, Unprocessable
 from hotdeal_core.messaging.outbox import add_event
+from hotdeal_core.settings import Settings
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.products import live_deal_row
 from schemas.events import HotDealEnded, HotDealStarted
@@ -26,6 +27,8 @@ class StartDeal:
     stock: int
     per_user_limit: int
     duration_seconds: float | None = None
+    # Orders in the first seconds enter a random draw held when they end (0: none).
+    opening_window_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,15 @@ class StartedDeal:
     per_user_limit: int
     stock_backend: str
     ends_at: datetime | None
+    opening_window_seconds: float = 0.0
+
+
+def opening_window(settings: Settings, asked: float | None) -> float:
+    """The window of a deal started through an edge: as asked, else the setting's default
+    (DEAL_OPENING_WINDOW_SECONDS) for a deal whose stock is in Redis, none in Postgres."""
+    if asked is not None:
+        return asked
+    return settings.deal_opening_window_seconds if settings.hotdeal_stock_redis else 0.0
 
 
 async def start_deal(ctx: Context, cmd: StartDeal) -> StartedDeal:
@@ -50,6 +62,12 @@ async def start_deal(ctx: Context, cmd: StartDeal) -> StartedDeal:
     if cmd.duration_seconds is not None and cmd.duration_seconds <= 0:
         raise Unprocessable("validation_error", "duration must be positive")
     backend = StockBackend.REDIS if ctx.settings.hotdeal_stock_redis else StockBackend.DB
+    if not 0 <= cmd.opening_window_seconds <= MAX_OPENING_WINDOW_SECONDS:
+        raise Unprocessable("validation_error", "the opening window must be 0-"
+                            f"{MAX_OPENING_WINDOW_SECONDS} seconds")
+    if cmd.opening_window_seconds and backend is StockBackend.DB:
+        raise Unprocessable("validation_error", "an opening window needs the stock in Redis "
+                            "(HOTDEAL_STOCK_REDIS=true)")
     if backend is StockBackend.REDIS:
         await _clear_stale_redis_state(ctx, cmd.product_id)
     try:
@@ -83,12 +101,13 @@ async def start_deal(ctx: Context, cmd: StartDeal) -> StartedDeal:
         raise Conflict("deal_already_active", "this product already has a live deal") from exc
     ctx.outbox_written()
     if backend is StockBackend.REDIS:
-        opened = await ctx.stock.open(cmd.product_id, int(deal_id), cmd.stock,
-                                      cmd.per_user_limit, epoch=1, unit_price=price)
+        opened = await ctx.stock.open(
+            cmd.product_id, int(deal_id), cmd.stock, cmd.per_user_limit, epoch=1,
+            unit_price=price, opening_window_ms=round(cmd.opening_window_seconds * 1000))
         if not opened:  # cannot happen after the stale check unless raced; never overwrite
             log.error("deal %s: Redis already held live state; left for recovery", deal_id)
     return StartedDeal(int(deal_id), cmd.product_id, cmd.stock, cmd.per_user_limit,
-                       backend.value, ends_at)
+                       backend.value, ends_at, cmd.opening_window_seconds)
 
 
 async def _clear_stale_redis_state(ctx: Context, product_id: int) -> None:

@@ -32,6 +32,7 @@ from hotdeal_core.db.tables import hot_deals, orders, products
 from hotdeal_core.domain import LIVE_DEAL_STATUSES, DealStatus, OrderStatus, StockBackend
 from hotdeal_core.errors import Conflict, DependencyUnavailable, NotFound
 from hotdeal_core.messaging.outbox import add_event
+from hotdeal_core.stock.draws import DrawWaiters
 from hotdeal_core.stock.port import ReserveOutcome, ReserveRequest, ReserveResult
 from hotdeal_core.stock.reserver import ReserveItem
 from hotdeal_core.usecases.context import Context
@@ -71,6 +72,12 @@ async def place_order(ctx: Context, cmd: PlaceOrder) -> OrderView:
         raise _sold_out()
     if ctx.settings.hotdeal_stock_redis:
         result = await _reserve(ctx, cmd, order_id)
+        if result.outcome is ReserveOutcome.ENTERED:
+            result = await _drawn(ctx, cmd, order_id, result)
+        if result.outcome is ReserveOutcome.ALREADY_ENTERED:
+            raise Conflict("already_entered", "this buyer already entered the deal's opening "
+                           "draw with another request; its answer comes at the draw, in "
+                           f"{max(result.wait_ms, 0) / 1000:.1f} s")
         if result.outcome is ReserveOutcome.RESERVED:
             ctx.after_reserve()  # a crash injected here leaves an orphan reservation
             return await _persist_reserved(ctx, cmd, order_id, result)
@@ -86,6 +93,21 @@ async def place_order(ctx: Context, cmd: PlaceOrder) -> OrderView:
                            f"per-user limit is {result.limit}; {result.held} already held")
         # NOT_ACTIVE: no open deal in Redis; Postgres decides (ordinary product, db deal...)
     return await _place_in_postgres(ctx, cmd, order_id)
+
+
+async def _drawn(ctx: Context, cmd: PlaceOrder, order_id: UUID,
+                 entered: ReserveResult) -> ReserveResult:
+    """Wait for the opening draw and take this buyer's outcome as the reservation's. A retry
+    of the entry (same key) gets the entry's order as a duplicate; no entry left (the state
+    was rebuilt): reserve again, first come first served."""
+    draws = ctx.draws if ctx.draws is not None else DrawWaiters(ctx.stock)
+    answer = await draws.answer(cmd.product_id, cmd.user_id, entered.wait_ms)
+    if answer is None:
+        return await _reserve(ctx, cmd, order_id)
+    entry_order_id, result = answer
+    if entry_order_id != order_id and result.outcome is ReserveOutcome.RESERVED:
+        return ReserveResult(ReserveOutcome.DUPLICATE, first_order_id=entry_order_id)
+    return result
 
 
 async def refused_by_memo(ctx: Context, product_id: int, user_id: str,
