@@ -7,21 +7,29 @@
 For each server configuration (every --server x --workers pair), in this order:
 
 1. trivial: `python -m loadtest.trivial_app` (the smallest FastAPI app, a dict body) under
-   the same server settings as the API: `POST /noop` with the order body.
+   the same server settings as the API: `POST /noop` with the order body and token.
 2. orders: the API (`python -m order_api`, its own process on a free port, topic prefix
-   "bench.", the app database); `POST /orders` on a hot deal of 1,000,000 units with a
-   per-user limit of 1, every request a new buyer (benchmarks/wrk/orders.lua): all 202.
+   "bench.", the app database, `devtools.procs.LOAD_API_ENV`); `POST /orders` on a hot deal
+   of 1,000,000 units with a per-user limit of 1,000, the requests rotating over --buyers
+   buyers (benchmarks/wrk/orders.lua): all 202.
 3. webhook: `POST /payments/webhook`, validly signed (HMAC-SHA256 over "<t>.<raw body>"),
    each paying one PENDING order of the orders target (topped up with an unmeasured wrk
    pass when there are too few); the bodies and headers are signed just before the run
    into a file that benchmarks/wrk/webhook.lua cycles through (a second pass over the file
    would be replays, counted as `duplicates`).
-4. sold_out: `POST /orders` on a deal of 1 unit already sold: all 409 sold_out, answered
+4. sold_out: `POST /orders` on a deal of 1 unit already sold, rotating over the same
+   buyers: all 409 sold_out, answered
    by the sold-out fast path (order_api/fastpath.py) from the process's memo.
 5. sold_out_full: the same refusals sent with the content type
    application/vnd.hotdeal+json, which FastAPI parses as JSON but the fast path leaves to
    FastAPI: the refusal through routing, validation and `place_order`, as before the fast
    path (plus the fast path's header scan).
+
+Buyers: every order carries `Authorization: Bearer <JWT>` (`sub` = the body's user_id).
+Before the first target each configuration mints one token per buyer (`loadtest.buyers`,
+ALLOW_DEV_SECRETS=true as for the API it starts) into a file of `<buyer>\t<token>` lines;
+orders.lua formats each buyer's request once, at its first use, so a request costs wrk no
+more than before. The per-user limit of 1,000 keeps a buyer's later rounds accepted.
 
 Between targets the outbox rows the API wrote are left to its relay (published to Kafka)
 and the CPU window closes only once they are all published, so "CPU ms per request"
@@ -59,7 +67,7 @@ import psutil
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from devtools.procs import ROOT, Proc
+from devtools.procs import LOAD_API_ENV, ROOT, Proc
 from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.settings import load_settings
 from hotdeal_core.signature import sign
@@ -67,6 +75,7 @@ from hotdeal_core.stock.client import close_redis, make_redis
 from hotdeal_core.stock.redis_store import RedisStockStore
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.flush import flush_deal
+from loadtest.buyers import BuyerAuth, write_token_file
 
 WRK_DIR = ROOT / "benchmarks" / "wrk"
 PREFIX = "bench."
@@ -75,6 +84,9 @@ EXPECTED = {"trivial": 202, "orders": 202, "webhook": 200, "sold_out": 409, "sol
 # A JSON content type FastAPI parses but the sold-out fast path (order_api/fastpath.py)
 # leaves to FastAPI: the refusal through the whole framework, as before the fast path.
 FULL_PATH_CONTENT_TYPE = "application/vnd.hotdeal+json"
+# The big deal's per-user limit (the API's maximum): a buyer's later rounds over the token
+# pool are accepted too (20,000 buyers cover 20 million orders).
+BIG_DEAL_LIMIT = 1000
 COMPONENTS = ("API", "Redis", "Postgres", "Kafka", "wrk", "other")
 
 
@@ -187,10 +199,20 @@ class Bench:
         self.admin = self.settings.admin_token.get_secret_value()
         self.engine = create_async_engine(self.settings.database_url, pool_size=2)
         self.loop = asyncio.new_event_loop()  # one loop for the engine's connections
-        self.env = {"ORDER_API_PORT": str(a.port or _free_port()), "ORDER_API_SERVER": server,
-                    "ORDER_API_WORKERS": str(workers), "KAFKA_TOPIC_PREFIX": PREFIX,
-                    "ALLOW_DEV_SECRETS": os.environ.get("ALLOW_DEV_SECRETS", "true")}
+        # The environment of the API (and trivial app) this benchmark starts.
+        self.env = {**LOAD_API_ENV, "ORDER_API_PORT": str(a.port or _free_port()),
+                    "ORDER_API_SERVER": server, "ORDER_API_WORKERS": str(workers),
+                    "KAFKA_TOPIC_PREFIX": PREFIX,
+                    "ALLOW_DEV_SECRETS": os.environ["ALLOW_DEV_SECRETS"]}  # main's default
         self.tag = uuid.uuid4().hex[:6]
+        # Signed as the API it starts verifies; the run's length is not known up front
+        # (top-ups, drains), so the tokens live a day.
+        self.auth = BuyerAuth.from_settings(None, self.settings)
+        self.tokens = out / f"buyers-{self.tag}.tsv"
+        t0 = time.monotonic()
+        write_token_file(self.tokens, self.auth, (f"b{self.tag}-{n}" for n in range(a.buyers)))
+        print(f"[bench] {a.buyers:,} buyer tokens minted in {time.monotonic() - t0:.1f} s",
+              flush=True)
         self.results: dict[str, dict[str, Any]] = {}
         self.products: list[int] = []
 
@@ -224,11 +246,15 @@ class Bench:
                 return list((await conn.execute(text(query), params)).all())
         return self.loop.run_until_complete(go())
 
-    def deal(self, proc: Proc, stock: int) -> int:
+    def orders_args(self, path: str, product: int, *content_type: str) -> list[str]:
+        """benchmarks/wrk/orders.lua's arguments: the pool's buyers and tokens."""
+        return [path, str(product), str(self.tokens), str(self.a.threads), *content_type]
+
+    def deal(self, proc: Proc, stock: int, limit: int = 1) -> int:
         pid = int(self.sql("INSERT INTO products (name, price, stock) VALUES (:n, 1000, :s) "
                            "RETURNING id", n=f"bench-{self.tag}-{stock}", s=stock)[0][0])
         status = _post(f"{proc.api_url}/products/{pid}/hotdeal/start",
-                       {"stock": stock, "per_user_limit": 1},
+                       {"stock": stock, "per_user_limit": limit},
                        {"Authorization": f"Bearer {self.admin}"})
         if status != 201:
             raise RuntimeError(f"deal start answered {status}")
@@ -239,7 +265,7 @@ class Bench:
         proc = Proc("trivial", self.out, self.env, module="loadtest.trivial_app").start()
         try:
             _wait_http(proc, "/noop")
-            self.run_target("trivial", proc, "orders.lua", ["/noop", "1", f"t{self.tag}"])
+            self.run_target("trivial", proc, "orders.lua", self.orders_args("/noop", 1))
         finally:
             proc.stop()
 
@@ -247,22 +273,21 @@ class Bench:
         proc = Proc("order-api", self.out, self.env, module="order_api").start()
         try:
             proc.wait_ready(90)
-            big = self.deal(proc, 1_000_000)
+            big = self.deal(proc, 1_000_000, BIG_DEAL_LIMIT)
             if "orders" in targets:
-                self.run_target("orders", proc, "orders.lua", ["/orders", str(big), f"o{self.tag}"])
+                self.run_target("orders", proc, "orders.lua", self.orders_args("/orders", big))
             if "webhook" in targets:
                 self.webhook(proc, big)
             if {"sold_out", "sold_out_full"} & set(targets):
-                one = self.deal(proc, 1)
-                first = _post(f"{proc.api_url}/orders", {"product_id": one, "user_id":
-                                                         f"first-{self.tag}", "quantity": 1})
+                one, buyer = self.deal(proc, 1), f"first-{self.tag}"
+                first = _post(f"{proc.api_url}/orders", {"product_id": one, "user_id": buyer,
+                                                         "quantity": 1}, self.auth.header(buyer))
                 assert first == 202, first
             if "sold_out" in targets:
-                self.run_target("sold_out", proc, "orders.lua", ["/orders", str(one),
-                                                                 f"s{self.tag}"])
+                self.run_target("sold_out", proc, "orders.lua", self.orders_args("/orders", one))
             if "sold_out_full" in targets:
-                self.run_target("sold_out_full", proc, "orders.lua", [
-                    "/orders", str(one), f"f{self.tag}", FULL_PATH_CONTENT_TYPE])
+                self.run_target("sold_out_full", proc, "orders.lua", self.orders_args(
+                    "/orders", one, FULL_PATH_CONTENT_TYPE))
         finally:
             self.end_deals(proc)
             self.drain(30)  # their HotDealEnded events, before the relay stops
@@ -279,7 +304,7 @@ class Bench:
             if have >= want:
                 break
             rate = self.results.get("orders", {}).get("rps", 1000)
-            wrk(proc.api_url, "orders.lua", ["/orders", str(deal_product), f"w{self.tag}{have}"],
+            wrk(proc.api_url, "orders.lua", self.orders_args("/orders", deal_product),
                 self.a, seconds=min(60, (want - have) / rate + 1))
             self.drain()
         rows = self.sql("SELECT id, quantity * unit_price FROM orders WHERE hot_deal_id = :d "
@@ -408,10 +433,16 @@ def main() -> None:
     p.add_argument("--workers", default="1", help="API worker processes: 1, 2, or 1,2")
     p.add_argument("--targets", default=",".join(TARGETS))
     p.add_argument("--port", type=int, default=0, help="the servers' port (0: a free one)")
+    p.add_argument("--buyers", type=int, default=20_000,
+                   help="buyers (pre-minted tokens) the order targets rotate over")
     p.add_argument("--rounds", type=int, default=1,
                    help="repeat the configurations, in alternating order; medians reported")
     p.add_argument("--json", type=Path, help="write every figure here")
     a = p.parse_args()
+    # The API it starts may use the development secrets, and so may the token minter.
+    os.environ.setdefault("ALLOW_DEV_SECRETS", "true")
+    if a.buyers < a.threads:
+        sys.exit("--buyers must be at least --threads (each wrk thread has its own buyers)")
     if a.spike:
         a.connections, a.timeout = 1000, 10.0
     if shutil.which("wrk") is None:

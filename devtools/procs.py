@@ -30,6 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = {"order-api": "order_api", "stock-worker": "stock_worker", "reconciler": "reconciler"}
 # Replicas of each process in cluster mode (docs/scaling.md).
 CLUSTER_REPLICAS = 2
+#: Settings of every order API a load tool starts (make demo, swarm, compare, chaos, bench),
+#: over the environment: their whole swarm sends from 127.0.0.1 as a few thousand buyers,
+#: which per-address and per-buyer limits meant for real shoppers must not shape. `make up`
+#: and the tests do not read it.
+LOAD_API_ENV: dict[str, str] = {}
 
 
 class ProcessFailed(RuntimeError):

@@ -39,6 +39,13 @@ HTML report with no extra messaging. Caveat: the "Aggregated" row counts these O
 entries too, so read throughput from the "POST /orders" row. `OUTCOME_COUNTS` keeps this
 process's own counts (logged when the process quits).
 
+Buyer tokens. Every order carries `Authorization: Bearer <JWT>` whose `sub` is the buyer id
+(the body's `user_id` is the same id). Each process mints a buyer's token once, at the first
+virtual user that takes that id (`loadtest.buyers.BuyerAuth`, HS256 with the buyer-token
+settings the API reads, so ALLOW_DEV_SECRETS=true is required as for the API's development
+secret), and reuses it for every order; tokens live for the run (-t, or the shape's length)
+plus an hour, a day when the run's length is unknown.
+
 Buyer ids across processes: under `--processes`/`--master`, worker k of W hands out ids
 k, k+W, k+2W, ... (W = the master's --expect-workers), so ids stay distinct across workers.
 
@@ -67,7 +74,9 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:  # locust puts only loadtest/ itself on sys.path
     sys.path.insert(0, _ROOT)
 
+from hotdeal_core.settings import InsecureSecrets  # noqa: E402
 from hotdeal_core.signature import sign  # noqa: E402
+from loadtest.buyers import BuyerAuth  # noqa: E402
 from loadtest.outcomes import ACCEPTED, FAILURE, OUTCOMES, classify, error_code  # noqa: E402
 from loadtest.shapes import (  # noqa: E402
     SpikeConfig,
@@ -106,6 +115,7 @@ BUY_PATH, BUY_NAME = ("/noop", "POST /noop") if TARGET == "noop" else ("/orders"
 OUTCOME_COUNTS: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
 
 _buyer_seq = itertools.count()
+_auth: BuyerAuth | None = None
 _accepted_fd: int | None = None
 _accepted_pid: int | None = None
 
@@ -149,6 +159,24 @@ def _worker_slot(environment: Environment) -> tuple[int, int]:
     return 0, 1
 
 
+def _run_seconds(environment: Environment) -> float | None:
+    """How long the run lasts, if known: the shape's length, else locust's -t."""
+    if SHAPE == "spike":
+        return _SPIKE.duration
+    if SHAPE == "step":
+        return _STEP.duration
+    run_time = getattr(environment.parsed_options, "run_time", None)
+    return float(run_time) if run_time else None
+
+
+def buyer_auth(environment: Environment) -> BuyerAuth:
+    """This process's token book, made at first use (after locust forked its workers)."""
+    global _auth
+    if _auth is None:
+        _auth = BuyerAuth.from_settings(_run_seconds(environment))
+    return _auth
+
+
 def record_outcome(environment: Environment, outcome: str) -> None:
     OUTCOME_COUNTS[outcome] += 1
     environment.events.request.fire(
@@ -165,11 +193,12 @@ class Buyer(FastHttpUser):
     def on_start(self) -> None:
         index, stride = _worker_slot(self.environment)
         self.buyer_id = f"buyer-{(next(_buyer_seq) * stride + index) % BUYERS + 1}"
+        self.auth = buyer_auth(self.environment).header(self.buyer_id)
 
     @task
     def buy(self) -> None:
         body = {"product_id": PRODUCT_ID, "user_id": self.buyer_id, "quantity": QUANTITY}
-        headers = {"Idempotency-Key": str(uuid.uuid4())}
+        headers = {"Idempotency-Key": str(uuid.uuid4()), **self.auth}
         order_id: str | None = None
         total = 0
         with self.client.post(BUY_PATH, json=body, headers=headers, name=BUY_NAME,
@@ -234,6 +263,11 @@ def _check_config(environment: Environment, **_: Any) -> None:
         return  # the master runs no users
     if TARGET == "orders" and PRODUCT_ID < 1:
         log.error("HOTDEAL_PRODUCT_ID is required (the hot product's id)")
+        sys.exit(2)
+    try:
+        buyer_auth(environment)
+    except InsecureSecrets as exc:
+        log.error("cannot mint buyer tokens: %s", exc)
         sys.exit(2)
 
 

@@ -22,6 +22,8 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
+from devtools.procs import LOAD_API_ENV
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -54,7 +56,7 @@ class Stack:
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of every command and process of the run."""
-        return {**os.environ,
+        return {**os.environ, **LOAD_API_ENV,
                 "HOTDEAL_INFRA_DIR": str(self.infra_dir), "HOTDEAL_PG_PORT": str(self.pg_port),
                 "HOTDEAL_REDIS_PORT": str(self.redis_port),
                 "HOTDEAL_KAFKA_PORT": str(self.kafka_port),

@@ -8,6 +8,9 @@ the same key is still being written) is retried too. An accepted order is then p
 (succeeded), paid with a failure, or never paid (its reservation expires), by ratio; a
 payment is retried with the same payment id, re-signed each time, until a 200.
 
+Each buyer id's token (`Authorization: Bearer <JWT>`, `sub` = the id) is minted before the
+load starts, all `buyer_ids` of them (a few milliseconds), and sent with each of its orders.
+
 Every attempt is recorded (send time, latency, status, error) so the report can tell, per
 fault window, which requests failed and when orders were accepted again. An in-process
 asyncio client rather than locust: the retry loop and the per-attempt timeline are the point.
@@ -27,6 +30,7 @@ from typing import Any
 import httpx
 
 from hotdeal_core.signature import sign
+from loadtest.buyers import BuyerAuth
 
 #: 409 codes that settle an order request (the business said no).
 BUSINESS_NO = frozenset({"sold_out", "limit_exceeded", "deal_not_active"})
@@ -107,6 +111,10 @@ def _definitive(resp: httpx.Response) -> bool:
     return 400 <= resp.status_code < 500 and _code(resp) != "idempotency_in_progress"
 
 
+def user_id(n: int) -> str:
+    return f"chaos-{n}"
+
+
 def _wait_before_retry(resp: httpx.Response | None, cap: float) -> float:
     if resp is not None and resp.status_code == 503:
         try:
@@ -117,11 +125,14 @@ def _wait_before_retry(resp: httpx.Response | None, cap: float) -> float:
 
 
 class Buyers:
-    def __init__(self, cfg: LoadConfig, ledger: Ledger) -> None:
+    def __init__(self, cfg: LoadConfig, ledger: Ledger, auth: BuyerAuth,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.cfg, self.ledger = cfg, ledger
+        self.auth = {user: auth.header(user) for user in map(user_id, range(1, cfg.buyer_ids + 1))}
         self.stopping = asyncio.Event()
         self.client = httpx.AsyncClient(base_url=cfg.api_url, timeout=cfg.timeout,
-                                        limits=httpx.Limits(max_connections=cfg.buyers * 2))
+                                        limits=httpx.Limits(max_connections=cfg.buyers * 2),
+                                        transport=transport)
 
     async def run(self) -> None:
         try:
@@ -134,7 +145,7 @@ class Buyers:
 
     async def _buyer(self) -> None:
         while not self.stopping.is_set():
-            user = f"chaos-{random.randint(1, self.cfg.buyer_ids)}"
+            user = user_id(random.randint(1, self.cfg.buyer_ids))
             order = await self._order(user)
             if order is not None:
                 await self._pay(*order)
@@ -157,8 +168,10 @@ class Buyers:
         key = str(uuid.uuid4())
         body = {"product_id": self.cfg.product_id, "user_id": user, "quantity": 1}
 
+        headers = {"Idempotency-Key": key, **self.auth[user]}
+
         def send() -> Any:
-            return self.client.post("/orders", json=body, headers={"Idempotency-Key": key})
+            return self.client.post("/orders", json=body, headers=headers)
 
         answer = await self._until_settled("order", key, send, _definitive)
         if answer is None or answer[0].status_code != 202:

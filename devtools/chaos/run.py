@@ -40,6 +40,8 @@ from devtools.chaos.faults import (
 from devtools.chaos.load import Buyers, Ledger, LoadConfig
 from devtools.chaos.timeline import FaultRun, first_accept_after, window_figures
 from devtools.swarm import hotdeal
+from hotdeal_core.settings import load_settings
+from loadtest.buyers import BuyerAuth
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,11 @@ async def chaos(stack: Stack, plan: Plan, only: set[str] | None) -> dict[str, An
     ledger = Ledger()
     cfg = LoadConfig(stack.api_url, int(product["id"]), env.get(
         "PAYMENT_WEBHOOK_SECRET", "dev-webhook-secret-change-me"), buyers=plan.buyers)
-    buyers = Buyers(cfg, ledger)
+    # The run's API verifies with the development secret it allows (Stack.env); the faults'
+    # restarts make the run's length unknown, so the tokens live a day.
+    auth = BuyerAuth.from_settings(None, load_settings().model_copy(
+        update={"allow_dev_secrets": env["ALLOW_DEV_SECRETS"] == "true"}))
+    buyers = Buyers(cfg, ledger, auth)
     buyers_task = asyncio.create_task(buyers.run())
     runs: list[FaultRun] = []
     try:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from devtools.procs import LOAD_API_ENV
 from devtools.swarm.config import BIN, ROOT
 
 
@@ -27,5 +28,7 @@ def mode_env(mode: str) -> dict[str, str]:
 
 
 def procs(command: str, env: Mapping[str, str] | None = None) -> None:
+    """`python -m devtools.procs <command>`; the processes it starts get LOAD_API_ENV and
+    `env` over this process's environment (demo, swarm and compare start theirs here)."""
     subprocess.run([sys.executable, "-m", "devtools.procs", command], cwd=ROOT, check=True,
-                   env={**os.environ, **(env or {})})
+                   env={**os.environ, **LOAD_API_ENV, **(env or {})})
