@@ -254,7 +254,8 @@ class Bench:
         pid = int(self.sql("INSERT INTO products (name, price, stock) VALUES (:n, 1000, :s) "
                            "RETURNING id", n=f"bench-{self.tag}-{stock}", s=stock)[0][0])
         status = _post(f"{proc.api_url}/products/{pid}/hotdeal/start",
-                       {"stock": stock, "per_user_limit": limit},
+                       # No opening draw: the targets measure first come first served.
+                       {"stock": stock, "per_user_limit": limit, "opening_window_seconds": 0},
                        {"Authorization": f"Bearer {self.admin}"})
         if status != 201:
             raise RuntimeError(f"deal start answered {status}")

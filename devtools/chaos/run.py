@@ -137,7 +137,8 @@ async def chaos(stack: Stack, plan: Plan, only: set[str] | None) -> dict[str, An
     product = hotdeal("product", "create", "--name", "chaos", "--price", "1000",
                       "--stock", str(plan.stock), env=env)
     deal = hotdeal("deal", "start", str(product["id"]), "--stock", str(plan.stock),
-                   "--per-user-limit", str(plan.per_user_limit), env=env)
+                   "--per-user-limit", str(plan.per_user_limit), "--opening-window", "0",
+                   env=env)
     ledger = Ledger()
     cfg = LoadConfig(stack.api_url, int(product["id"]), env.get(
         "PAYMENT_WEBHOOK_SECRET", "dev-webhook-secret-change-me"), buyers=plan.buyers)

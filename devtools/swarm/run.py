@@ -54,7 +54,10 @@ def run_swarm(cfg: SwarmConfig, api_pid: int | None = None) -> dict[str, Any]:
         product = hotdeal("product", "create", "--name", f"{cfg.label} {started:%H:%M:%S}",
                           "--price", "1000", "--stock", str(cfg.stock))
         deal = hotdeal("deal", "start", str(product["id"]), "--stock", str(cfg.stock),
-                       "--per-user-limit", str(cfg.per_user_limit), env=mode_env(cfg.mode))
+                       "--per-user-limit", str(cfg.per_user_limit),
+                       # First come first served: the swarms measure the order path itself
+                       # (the opening draw is measured by benchmarks/fairness.py).
+                       "--opening-window", "0", env=mode_env(cfg.mode))
         if deal["stock_backend"] != cfg.mode:
             raise RuntimeError(f"deal {deal['deal_id']} keeps its stock in "
                              f"{deal['stock_backend']}, not {cfg.mode}")

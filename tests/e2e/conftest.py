@@ -121,7 +121,8 @@ async def start_hot_deal(ctx: Context, client: httpx.AsyncClient, stock: int,
                          limit: int = 1, price: int = 1000) -> int:
     pid = (await create_product(ctx, random_name(), price, stock)).id
     resp = await client.post(f"/products/{pid}/hotdeal/start",
-                             json={"stock": stock, "per_user_limit": limit},
+                             json={"stock": stock, "per_user_limit": limit,
+                                   "opening_window_seconds": 0},
                              headers={"Authorization": f"Bearer {ADMIN}"})
     assert resp.status_code == 201, resp.text
     return pid
