@@ -45,7 +45,8 @@ def test_an_empty_secret_is_refused_even_with_the_dev_switch() -> None:
 
 def test_real_secrets_start_and_never_print() -> None:
     s = _settings(allow_dev_secrets=False, admin_token="tok-123456",
-                  payment_webhook_secret="sec-123456")
+                  payment_webhook_secret="sec-123456",
+                  buyer_token_secret="buyer-secret-0123456789-0123456789")
     create_app(s)
     assert s.admin_token.get_secret_value() == "tok-123456"
     assert "tok-123456" not in repr(s) and "sec-123456" not in str(s.model_dump())
