@@ -15,8 +15,8 @@ from hotdeal_core.signature import sign
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, start_deal
 from order_api.app import create_app
-from tests.conftest import ProductFactory
 from tests.buyers import buyer_headers
+from tests.conftest import ProductFactory
 from tests.random_refs import random_user
 
 
