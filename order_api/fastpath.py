@@ -96,7 +96,8 @@ _NO_KEY = ""  # an order request without an Idempotency-Key header
 
 
 def _is_order(scope: Scope) -> bool:
-    return scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/orders"
+    return bool(scope["type"] == "http" and scope["method"] == "POST"
+                and scope["path"] == "/orders")
 
 
 def _plain_order_request(scope: Scope) -> str | None:

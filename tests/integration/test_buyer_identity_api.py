@@ -19,8 +19,7 @@ from hotdeal_core.settings import Settings
 from hotdeal_core.usecases import deals, products
 from hotdeal_core.usecases.context import Context
 from order_api.app import create_app
-from order_api.fastpath import SoldOutFastPath
-from tests.buyers import buyer_headers
+from tests.buyers import buyer_headers, without_fast_path
 from tests.random_refs import random_name, random_user
 from tests.unit.test_buyer_routes import BAD
 
@@ -54,8 +53,7 @@ def _client(app: FastAPI) -> httpx.AsyncClient:
 @pytest.fixture(scope="module")
 async def apis() -> AsyncIterator[Apis]:
     settings = Settings(_env_file=None)
-    app, alone = create_app(settings), create_app(settings)
-    alone.user_middleware = [m for m in alone.user_middleware if m.cls is not SoldOutFastPath]
+    app, alone = create_app(settings), without_fast_path(create_app(settings))
     async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30), \
             _client(app) as fast, _client(alone) as plain:
         alone.state.ctx, alone.state.resources = app.state.ctx, app.state.resources

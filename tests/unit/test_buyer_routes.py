@@ -16,7 +16,7 @@ from starlette.types import Message, Scope
 from hotdeal_core.settings import Settings
 from order_api.app import create_app
 from order_api.fastpath import SoldOutFastPath, parse_order
-from tests.buyers import buyer_token
+from tests.buyers import buyer_token, without_fast_path
 from tests.unit.test_buyer_tokens import expired, forged, unsigned
 from tests.unit.test_sold_out_fastpath import BODY, _Downstream, _state
 
@@ -100,8 +100,7 @@ def test_the_fast_parse_reads_an_optional_user_id(body: bytes,
 def _fastapi_alone() -> FastAPI:
     """The app without the fast path (its ctx never reached: each answer is refused first)."""
     settings = Settings(_env_file=None)
-    app = create_app(settings)
-    app.user_middleware = [m for m in app.user_middleware if m.cls is not SoldOutFastPath]
+    app = without_fast_path(create_app(settings))
     app.state.ctx = SimpleNamespace(settings=settings)
     return app
 

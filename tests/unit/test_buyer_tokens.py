@@ -33,7 +33,7 @@ def forged(buyer: str) -> str:
 
 def unsigned(buyer: str) -> str:
     """An `alg: none` token: no signature at all."""
-    return jwt.encode({"sub": buyer, "exp": int(time.time()) + 600}, None, algorithm="none")
+    return jwt.encode({"sub": buyer, "exp": int(time.time()) + 600}, "", algorithm="none")
 
 
 def expired(buyer: str) -> str:
