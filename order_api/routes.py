@@ -96,7 +96,8 @@ async def place_order(body: PlaceOrderRequest, ctx: Ctx, buyer: Buyer,
                       idempotency_key: Annotated[str | None, Header(
                           min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")] = None,
                       ) -> OrderResponse:
-    """Reserve stock for the token's buyer (order_api/fastpath.py answers most of these)."""
+    """Reserve stock and create a PENDING order for the token's buyer."""
+    # order_api/fastpath.py answers most of these before FastAPI, with the same bytes.
     order = await orders.place_order(ctx, orders.PlaceOrder(
         body.product_id, claimed(buyer, body.user_id), body.quantity, idempotency_key))
     return order_response(order)
