@@ -8,6 +8,7 @@
     hotdeal deal audit PRODUCT_ID
     hotdeal deal recover PRODUCT_ID
     hotdeal deal watch PRODUCT_ID [--api-url URL] [--interval 1s] [--audit-every 5s]
+    hotdeal buyer token USER_ID... [--stdin] [--ttl SECONDS]   (development tokens)
 
 Every command takes --json. Exit codes are listed in `hotdeal_cli.context`.
 """
@@ -25,6 +26,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
+from hotdeal_cli.buyer import buyer_app
 from hotdeal_cli.context import EXIT_REFUSED, CliFailure, run
 from hotdeal_cli.render import (
     audit_json,
@@ -86,6 +88,7 @@ deal_app = typer.Typer(no_args_is_help=True,
                        help="Start, stop, inspect, audit and recover a product's hot deal.")
 app.add_typer(product_app, name="product")
 app.add_typer(deal_app, name="deal")
+app.add_typer(buyer_app, name="buyer")
 
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 ProductId = Annotated[int, typer.Argument(help="The product's id.", show_default=False)]

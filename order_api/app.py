@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from hotdeal_core.bootstrap.resources import open_resources
+from hotdeal_core.identity import BuyerTokens
 from hotdeal_core.settings import Settings
 from order_api.errors import install_error_handlers
 from order_api.fastpath import SoldOutFastPath
@@ -34,6 +35,9 @@ def create_app(settings: Settings) -> FastAPI:
                   description="Flash-sale orders: stock reserved synchronously, "
                               "settled asynchronously through Kafka.")
     app.state.settings = settings
+    # One verifier per process: its cache spares a verified token a second signature check
+    # (order_api/buyers.py; built here, so a bad key file fails before anything listens).
+    app.state.buyer_tokens = BuyerTokens(settings)
     install_error_handlers(app)
     # Sold-out refusals from the memo, before routing and body validation (fastpath.py).
     app.add_middleware(SoldOutFastPath, state=app.state)

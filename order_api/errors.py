@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 ERROR_CODES: dict[str, str] = {
     "validation_error": "the body, a header or a path parameter is invalid",
     "unauthorized": "a valid admin bearer token is required",
+    "invalid_token": "a valid buyer bearer token (JWT) is required",
+    "token_expired": "the buyer token has expired; get a new one",
+    "buyer_mismatch": "the body's user_id is not the token's buyer",
     "bad_signature": "X-Payment-Signature is missing, stale or does not match",
     "product_not_found": "the product does not exist",
     "order_not_found": "the order does not exist (or is not this buyer's)",
@@ -43,6 +46,8 @@ ERROR_CODES: dict[str, str] = {
     "postgres_unavailable": "the order database is down; retry after Retry-After",
     "redis_unavailable": "the stock store is down; retry after Retry-After",
 }
+# A buyer route's 401s (hotdeal_core/identity.py), answered with WWW-Authenticate.
+BEARER_REFUSALS = ("invalid_token", "token_expired")
 # No route waits on Kafka (the outbox holds the events while it is down).
 UNAVAILABLE = ("postgres_unavailable", "redis_unavailable")
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
@@ -77,6 +82,8 @@ async def _hotdeal_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HotdealError)
     headers = {"Retry-After": "1"} if exc.retriable or exc.code == "idempotency_in_progress" \
         else None
+    if exc.code in BEARER_REFUSALS:  # RFC 6750: the client needs a (new) token
+        headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
     return error_response(exc.http_status, exc.code, exc.message, headers=headers)
 
 

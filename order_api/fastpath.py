@@ -6,14 +6,17 @@ target 3). This pure-ASGI middleware answers the same `409 sold_out` as the rout
 when the product is in this process's sold-out memo, and passes anything else through
 untouched (the body it read is replayed, message by message).
 
-It refuses only what the route would refuse with the same answer:
+First of all it checks the buyer's bearer token (order_api/buyers.py, the route's own
+check): without a valid one the answer is the route's 401, before the body is read and
+before any stock work. Then it answers only what the route would answer the same way:
 - a request with an `Idempotency-Key` only if the key holds no reservation (one Redis read,
   `orders.refused_by_memo`, the check `place_order` makes: a retry of an accepted order
   must get its order back), and only a key the route accepts (else FastAPI answers);
 - only a body the route would accept: a JSON content type, and a JSON object of exactly
-  `product_id`, `user_id` and `quantity` with the request model's types and bounds, checked
-  by hand (`schemas.http.PlaceOrderRequest`); anything else goes to FastAPI, so its 422s
-  stay identical;
+  `product_id`, `quantity` and optionally `user_id`, with the request model's types and
+  bounds, checked by hand (`schemas.http.PlaceOrderRequest`); anything else goes to
+  FastAPI, so its 422s stay identical; a `user_id` that is not the token's buyer is the
+  route's 403;
 - only while the memo says sold out, the very check `place_order` makes first. The memo
   only ever refuses more, never sells more.
 """
@@ -32,6 +35,7 @@ from hotdeal_core.observability.metrics import order_outcome
 from hotdeal_core.usecases import orders
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.orders import refused_by_memo
+from order_api.buyers import authenticate, claimed
 from order_api.errors import error_answer, error_response
 from order_api.observe import OUTCOME
 from order_api.routes import order_response
@@ -43,6 +47,7 @@ SOLD_OUT_MESSAGE = "the product is sold out"
 MAX_BODY = 4096
 _USER_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")  # schemas.http.UserId, anchored at both ends
 _FIELDS = frozenset({"product_id", "user_id", "quantity"})
+_REQUIRED = frozenset({"product_id", "quantity"})  # user_id is optional (the token names the buyer)
 _KEY = re.compile(rb"[\x21-\x7e]{1,128}")  # the route's Idempotency-Key, anchored
 
 
@@ -56,27 +61,29 @@ def order_product_id(body: bytes) -> int | None:
     return None if buyer is None else buyer[0]
 
 
-def order_buyer(body: bytes) -> tuple[int, str] | None:
-    """(product id, user id) of a body that `PlaceOrderRequest` would accept, else None."""
+def order_buyer(body: bytes) -> tuple[int, str | None] | None:
+    """(product id, user id or None) of a body that `PlaceOrderRequest` would accept."""
     order = parse_order(body)
     return None if order is None else (order[0], order[1])
 
 
-def parse_order(body: bytes) -> tuple[int, str, int] | None:
-    """(product id, user id, quantity) of a body `PlaceOrderRequest` accepts, else None."""
+def parse_order(body: bytes) -> tuple[int, str | None, int] | None:
+    """(product id, user id or None, quantity) of a body `PlaceOrderRequest` accepts,
+    else None."""
     try:
         data = json.loads(body)  # what Starlette's Request.json() does
     except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
         return None
-    if type(data) is not dict or data.keys() != _FIELDS:
+    if type(data) is not dict or not _REQUIRED <= data.keys() <= _FIELDS:
         return None
-    product_id, user_id, quantity = data["product_id"], data["user_id"], data["quantity"]
+    product_id, user_id, quantity = data["product_id"], data.get("user_id"), data["quantity"]
     # StrictInt: an int and not a bool (type() rather than isinstance for that reason).
     if type(product_id) is not int or not 1 <= product_id < BIGINT_LIMIT:
         return None
     if type(quantity) is not int or not 1 <= quantity <= MAX_ORDER_QUANTITY:
         return None
-    if type(user_id) is not str or _USER_ID.fullmatch(user_id) is None:
+    if user_id is not None and (type(user_id) is not str
+                                or _USER_ID.fullmatch(user_id) is None):
         return None
     return product_id, user_id, quantity
 
@@ -88,10 +95,15 @@ def _is_json(value: bytes) -> bool:
 _NO_KEY = ""  # an order request without an Idempotency-Key header
 
 
+def _is_order(scope: Scope) -> bool:
+    return bool(scope["type"] == "http" and scope["method"] == "POST"
+                and scope["path"] == "/orders")
+
+
 def _plain_order_request(scope: Scope) -> str | None:
     """For POST /orders with a JSON content type and no Idempotency-Key header or a valid
     one: the key (or _NO_KEY); None for anything else."""
-    if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/orders":
+    if not _is_order(scope):
         return None
     content_type, key = None, None
     for name, value in scope["headers"]:
@@ -117,8 +129,16 @@ class SoldOutFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: Context | None = getattr(self.state, "ctx", None)  # None before the lifespan
-        key = None if ctx is None else _plain_order_request(scope)
-        if ctx is None or key is None:
+        if ctx is None or not _is_order(scope):
+            await self.app(scope, receive, send)
+            return
+        try:  # the buyer first: no body read, no stock work without a valid token
+            buyer = authenticate(self.state, scope)
+        except Exception as exc:  # noqa: BLE001 - answered as FastAPI would
+            await _answer(scope, send, exc)
+            return
+        key = _plain_order_request(scope)
+        if key is None:
             await self.app(scope, receive, send)
             return
         read: list[Message] = []
@@ -138,17 +158,20 @@ class SoldOutFastPath:
         if complete and size <= MAX_BODY:
             order = parse_order(b"".join(chunks))
             if order is not None:
-                await self._place(scope, send, ctx, order, key or None)
+                await self._place(scope, send, ctx, buyer, order, key or None)
                 return
         await self.app(scope, _replay(read, receive), send)
 
-    async def _place(self, scope: Scope, send: Send, ctx: Context,
-                     order: tuple[int, str, int], key: str | None) -> None:
+    async def _place(self, scope: Scope, send: Send, ctx: Context, buyer: str,
+                     order: tuple[int, str | None, int], key: str | None) -> None:
         """The route's work and answer for a well-formed order: the same use case, the
         same response model and the same error handlers, without FastAPI's machinery."""
-        product_id, user_id, quantity = order
+        product_id, claimed_id, quantity = order
         response: Response
         try:  # the memo's key check reads Redis too: its failures are answered the same way
+            user_id = claimed(buyer, claimed_id)
+            # ---- The buyer is known and the body parsed: per-buyer checks (e.g. the
+            # ---- rate limit) go HERE, before any stock work. ----
             if await refused_by_memo(ctx, product_id, user_id, key):
                 response = _REFUSAL
                 scope[OUTCOME] = "sold_out"  # counted by order_api/observe.py
@@ -159,11 +182,22 @@ class SoldOutFastPath:
                                         status_code=202)
                 scope[OUTCOME] = "accepted"
         except Exception as exc:  # noqa: BLE001 - answered as FastAPI would
-            response = await error_answer(Request(scope), exc)
-            scope[OUTCOME] = order_outcome(response.status_code, getattr(exc, "code", None))
-        await send({"type": "http.response.start", "status": response.status_code,
-                    "headers": list(response.raw_headers)})
-        await send({"type": "http.response.body", "body": response.body})
+            await _answer(scope, send, exc)
+            return
+        await _send(send, response)
+
+
+async def _answer(scope: Scope, send: Send, exc: Exception) -> None:
+    """Send FastAPI's answer to `exc` (order_api/errors.py), counted as the route counts."""
+    response = await error_answer(Request(scope), exc)
+    scope[OUTCOME] = order_outcome(response.status_code, getattr(exc, "code", None))
+    await _send(send, response)
+
+
+async def _send(send: Send, response: Response) -> None:
+    await send({"type": "http.response.start", "status": response.status_code,
+                "headers": list(response.raw_headers)})
+    await send({"type": "http.response.body", "body": response.body})
 
 
 def _replay(read: list[Message], receive: Receive) -> Receive:

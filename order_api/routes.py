@@ -18,7 +18,8 @@ from hotdeal_core.errors import Unauthorized
 from hotdeal_core.usecases import deals, orders, payments, products
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.views import OrderView
-from order_api.errors import JsonBodyRoute, declared, error_response
+from order_api.buyers import Buyer, BuyerRoute, claimed
+from order_api.errors import BEARER_REFUSALS, JsonBodyRoute, declared, error_response
 from order_api.observe import metrics_response
 from schemas.http import (
     BIGINT_LIMIT,
@@ -36,6 +37,8 @@ from schemas.http import (
 
 router = APIRouter(route_class=JsonBodyRoute)
 _INVALID = ("validation_error",)
+# A buyer route: the token is checked before the body (order_api/buyers.py).
+_BUYER: dict[str, Any] = {"route_class_override": BuyerRoute}
 
 
 def _errors(**by_status: tuple[str, ...]) -> dict[int | str, dict[str, Any]]:
@@ -89,23 +92,34 @@ def order_response(order: OrderView) -> OrderResponse:
         created_at=order.created_at, updated_at=order.updated_at)
 
 
-@router.post("/orders", status_code=202, response_model=OrderResponse, responses=_errors(
-    e404=("product_not_found",), e422=_INVALID,
-    e409=("sold_out", "limit_exceeded", "deal_not_active", "idempotency_in_progress",
-          "already_entered")))
-async def place_order(body: PlaceOrderRequest, ctx: Ctx,
+async def place_order(body: PlaceOrderRequest, ctx: Ctx, buyer: Buyer,
                       idempotency_key: Annotated[str | None, Header(
                           min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")] = None,
                       ) -> OrderResponse:
+    """Reserve stock and create a PENDING order for the token's buyer."""
+    # order_api/fastpath.py answers most of these before FastAPI, with the same bytes.
     order = await orders.place_order(ctx, orders.PlaceOrder(
-        body.product_id, body.user_id, body.quantity, idempotency_key))
+        body.product_id, claimed(buyer, body.user_id), body.quantity, idempotency_key))
     return order_response(order)
 
 
-@router.get("/orders/{order_id}", response_model=OrderResponse,
-            responses=_errors(e404=("order_not_found",), e422=_INVALID))
-async def get_order(order_id: UUID, ctx: Ctx) -> OrderResponse:
-    return order_response(await orders.get_order(ctx, order_id))
+router.add_api_route(
+    "/orders", place_order, methods=["POST"], status_code=202, response_model=OrderResponse,
+    responses=_errors(e401=BEARER_REFUSALS, e403=("buyer_mismatch",),
+                      e404=("product_not_found",), e422=_INVALID,
+                      e409=("sold_out", "limit_exceeded", "deal_not_active",
+                            "idempotency_in_progress", "already_entered")), **_BUYER)
+
+
+async def get_order(order_id: UUID, ctx: Ctx, buyer: Buyer) -> OrderResponse:
+    """The buyer's own order (anyone else's is `order_not_found`)."""
+    return order_response(await orders.get_order(ctx, order_id, buyer))
+
+
+router.add_api_route("/orders/{order_id}", get_order, methods=["GET"],
+                     response_model=OrderResponse, responses=_errors(
+                         e401=BEARER_REFUSALS, e404=("order_not_found",), e422=_INVALID),
+                     **_BUYER)
 
 
 @router.post("/orders/{order_id}/confirm", status_code=202, response_model=OrderResponse,
@@ -117,12 +131,20 @@ async def confirm_order(order_id: UUID, ctx: Ctx) -> OrderResponse:
     return order_response(await orders.request_confirmation(ctx, order_id))
 
 
-@router.post("/orders/{order_id}/cancel", status_code=202, response_model=OrderResponse,
-             responses=_errors(e404=("order_not_found",), e409=("invalid_state",),
-                               e422=_INVALID))
-async def cancel_order(order_id: UUID, body: CancelOrderRequest, ctx: Ctx) -> OrderResponse:
-    """The buyer cancels a PENDING order. The stock worker applies it and frees the stock."""
-    return order_response(await orders.request_cancellation(ctx, order_id, body.user_id))
+async def cancel_order(order_id: UUID, ctx: Ctx, buyer: Buyer,
+                       body: CancelOrderRequest | None = None) -> OrderResponse:
+    """The buyer cancels their PENDING order (the body is optional). The stock worker
+    applies it and frees the stock."""
+    user_id = None if body is None else body.user_id
+    return order_response(await orders.request_cancellation(ctx, order_id,
+                                                            claimed(buyer, user_id)))
+
+
+router.add_api_route(
+    "/orders/{order_id}/cancel", cancel_order, methods=["POST"], status_code=202,
+    response_model=OrderResponse, responses=_errors(
+        e401=BEARER_REFUSALS, e403=("buyer_mismatch",), e404=("order_not_found",),
+        e409=("invalid_state",), e422=_INVALID), **_BUYER)
 
 
 # The webhook reads its body itself (the signature covers the raw bytes): its model is

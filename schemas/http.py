@@ -22,14 +22,16 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# The buyer is the bearer token's `sub`; a `user_id` in a body is optional and must name
+# the same buyer (403 `buyer_mismatch` otherwise, order_api/buyers.py).
 class PlaceOrderRequest(_Request):
     product_id: ProductId
-    user_id: UserId
+    user_id: UserId | None = None
     quantity: Annotated[StrictInt, Field(ge=1, le=MAX_ORDER_QUANTITY)]
 
 
 class CancelOrderRequest(_Request):
-    user_id: UserId
+    user_id: UserId | None = None
 
 
 class PaymentWebhookRequest(_Request):

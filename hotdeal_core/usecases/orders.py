@@ -257,10 +257,11 @@ async def _take_stock_in_postgres(conn: AsyncConnection, cmd: PlaceOrder) -> tup
     return int(row.id), int(row.price)
 
 
-async def get_order(ctx: Context, order_id: UUID) -> OrderView:
+async def get_order(ctx: Context, order_id: UUID, buyer: str) -> OrderView:
+    """The buyer's order; anyone else's is as unknown as one that does not exist."""
     async with ctx.engine.connect() as conn:
         order = await load_order(conn, order_id)
-    if order is None:
+    if order is None or order.user_id != buyer:
         raise NotFound("order_not_found", f"order {order_id} does not exist")
     return order
 

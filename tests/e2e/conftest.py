@@ -20,6 +20,7 @@ from devtools.procs import Proc
 from hotdeal_core.signature import sign
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.products import create_product
+from tests.buyers import buyer_headers
 from tests.random_refs import random_name
 from tests.waiting import eventually as eventually
 
@@ -94,10 +95,14 @@ async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-async def order_status(client: httpx.AsyncClient, order_id: str, status: str,
+async def order_status(client: httpx.AsyncClient, order: dict[str, Any], status: str,
                        timeout: float = 30) -> dict[str, Any]:
+    """Wait until `order` (an order answer: its id and buyer) reads `status`, as its buyer."""
+    order_id, as_buyer = order["order_id"], buyer_headers(order["user_id"])
+
     async def probe() -> dict[str, Any] | None:
-        body: dict[str, Any] = (await client.get(f"/orders/{order_id}")).json()
+        body: dict[str, Any] = (await client.get(f"/orders/{order_id}",
+                                                 headers=as_buyer)).json()
         return body if body.get("status") == status else None
     return await eventually(probe, timeout, f"order {order_id} to be {status}")
 

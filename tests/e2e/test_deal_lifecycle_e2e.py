@@ -24,6 +24,7 @@ from hotdeal_core.usecases.audit import audit_deal, latest_deal_id
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.flush import flush_deal
 from schemas.events import HotDealEnded
+from tests.buyers import buyer_headers
 from tests.e2e.conftest import (
     ADMIN,
     Stack,
@@ -39,8 +40,9 @@ ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
 
 
 async def _buy(client: httpx.AsyncClient, pid: int, user: str | None = None) -> httpx.Response:
+    user = user or random_user()
     return await client.post("/orders", json={"product_id": pid, "quantity": 1,
-                                              "user_id": user or random_user()})
+                                              "user_id": user}, headers=buyer_headers(user))
 
 
 async def _deal_status(ctx: Context, deal_id: int) -> str:
@@ -74,7 +76,7 @@ async def test_stop_flushes_back_exactly_what_was_not_sold(ctx: Context,
     await pay(client, placed[1])
     await pay(client, placed[2], status="failed")
     for order, status in zip(placed[:3], ["CONFIRMED", "CONFIRMED", "CANCELLED"], strict=True):
-        await order_status(client, order["order_id"], status)
+        await order_status(client, order, status)
     deal_id = await latest_deal_id(ctx, pid)
 
     ended = await client.post(f"/products/{pid}/hotdeal/end", headers=ADMIN_HEADERS)
@@ -88,7 +90,7 @@ async def test_stop_flushes_back_exactly_what_was_not_sold(ctx: Context,
 
     # A pending order cancelled after the flush gives its unit to Postgres.
     await pay(client, placed[3], status="failed")
-    await order_status(client, placed[3]["order_id"], "CANCELLED")
+    await order_status(client, placed[3], "CANCELLED")
 
     async def stock_is_7() -> bool:
         return await _product_stock(ctx, pid) == 7

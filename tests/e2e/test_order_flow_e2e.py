@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from hotdeal_core.db.tables import outbox
 from hotdeal_core.usecases.context import Context
+from tests.buyers import buyer_headers
 from tests.e2e.conftest import (
     ADMIN,
     Stack,
@@ -27,8 +28,9 @@ from tests.random_refs import random_user
 
 async def _order(client: httpx.AsyncClient, pid: int, user: str | None = None,
                  **headers: str) -> dict:
-    resp = await client.post("/orders", json={"product_id": pid, "user_id": user or random_user(),
-                                              "quantity": 1}, headers=headers)
+    user = user or random_user()
+    resp = await client.post("/orders", json={"product_id": pid, "user_id": user, "quantity": 1},
+                             headers=buyer_headers(user, **headers))
     assert resp.status_code == 202, resp.text
     return resp.json()
 
@@ -44,7 +46,7 @@ async def test_order_then_successful_payment_is_confirmed(ctx: Context,
     assert order["status"] == "PENDING" and order["total"] == 1000
     resp = await pay(client, order)
     assert resp.status_code == 200 and resp.json()["outcome"] == "accepted"
-    await order_status(client, order["order_id"], "CONFIRMED")
+    await order_status(client, order, "CONFIRMED")
     assert await _remaining(client, pid) == 2
 
 
@@ -52,11 +54,12 @@ async def test_failed_payment_cancels_and_puts_the_unit_back_on_sale(
         ctx: Context, client: httpx.AsyncClient) -> None:
     pid = await start_hot_deal(ctx, client, 1)
     order = await _order(client, pid)
-    sold_out = await client.post("/orders", json={"product_id": pid, "user_id": random_user(),
-                                                  "quantity": 1})
+    late = random_user()
+    sold_out = await client.post("/orders", json={"product_id": pid, "user_id": late,
+                                                  "quantity": 1}, headers=buyer_headers(late))
     assert sold_out.status_code == 409 and sold_out.json()["error"]["code"] == "sold_out"
     await pay(client, order, status="failed")
-    cancelled = await order_status(client, order["order_id"], "CANCELLED")
+    cancelled = await order_status(client, order, "CANCELLED")
     assert cancelled["cancel_reason"] == "payment_failed"
 
     async def back_on_sale() -> bool:
@@ -64,8 +67,8 @@ async def test_failed_payment_cancels_and_puts_the_unit_back_on_sale(
     await eventually(back_on_sale, what="the unit back on sale")
 
     async def bought() -> bool:  # the API's sold-out memo may refuse for up to 100 ms more
-        resp = await client.post("/orders", json={"product_id": pid, "quantity": 1,
-                                                  "user_id": random_user()})
+        resp = await client.post("/orders", json={"product_id": pid, "quantity": 1},
+                                 headers=buyer_headers(random_user()))
         return resp.status_code == 202
     await eventually(bought, what="somebody else to buy the unit")
 
@@ -75,7 +78,7 @@ async def test_unpaid_reservation_expires_and_the_unit_goes_back(
     pid = await start_hot_deal(ctx, client, 1)
     async with httpx.AsyncClient(base_url=stack.api_short_ttl.api_url) as short:
         order = await _order(short, pid)
-    expired = await order_status(client, order["order_id"], "CANCELLED", timeout=30)
+    expired = await order_status(client, order, "CANCELLED", timeout=30)
     assert expired["cancel_reason"] == "expired"
     await _order(client, pid)
     # A payment arriving after the expiry is recorded, not lost (a refund is requested).
@@ -93,7 +96,7 @@ async def test_webhook_replay_changes_nothing_and_bad_signatures_are_refused(
     declined = await pay(client, order, status="failed",
                          payment_id="pay-replay-" + order["order_id"])
     assert declined.status_code == 200 and declined.json()["duplicate"] is False
-    await order_status(client, order["order_id"], "CONFIRMED")
+    await order_status(client, order, "CONFIRMED")
 
     body = {"payment_id": f"p-{uuid4()}", "order_id": order["order_id"], "status": "failed",
             "amount": order["total"]}
@@ -108,7 +111,8 @@ async def test_webhook_replay_changes_nothing_and_bad_signatures_are_refused(
     mismatch = await client.post("/payments/webhook", content=raw, headers=headers)
     # Acknowledged (the provider would retry a 4xx for days) and refunded: nothing is lost.
     assert mismatch.status_code == 200 and mismatch.json()["outcome"] == "amount_mismatch"
-    assert (await client.get(f"/orders/{order['order_id']}")).json()["status"] == "CONFIRMED"
+    assert (await client.get(f"/orders/{order['order_id']}", headers=buyer_headers(
+        order["user_id"]))).json()["status"] == "CONFIRMED"
 
 
 async def test_admin_confirm_and_buyer_cancel(ctx: Context, client: httpx.AsyncClient) -> None:
@@ -121,10 +125,14 @@ async def test_admin_confirm_and_buyer_cancel(ctx: Context, client: httpx.AsyncC
     ok = await client.post(url, headers={"Authorization": f"Bearer {ADMIN}"})
     assert ok.status_code == 202
     cancel_url = f"/orders/{to_cancel['order_id']}/cancel"
-    assert (await client.post(cancel_url, json={"user_id": "someone-else"})).status_code == 404
-    assert (await client.post(cancel_url, json={"user_id": buyer})).status_code == 202
-    await order_status(client, to_confirm["order_id"], "CONFIRMED")
-    cancelled = await order_status(client, to_cancel["order_id"], "CANCELLED")
+    assert (await client.post(cancel_url)).status_code == 401  # no buyer token
+    assert (await client.post(cancel_url, headers=buyer_headers("someone-else"))
+            ).status_code == 404  # another buyer's order
+    assert (await client.post(cancel_url, json={"user_id": "someone-else"},
+                              headers=buyer_headers(buyer))).status_code == 403
+    assert (await client.post(cancel_url, headers=buyer_headers(buyer))).status_code == 202
+    await order_status(client, to_confirm, "CONFIRMED")
+    cancelled = await order_status(client, to_cancel, "CANCELLED")
     assert cancelled["cancel_reason"] == "user_cancelled"
 
 
@@ -148,28 +156,31 @@ async def test_idempotency_key_returns_the_first_answer(ctx: Context,
 ])
 async def test_invalid_order_bodies_are_422_with_an_error_code(client: httpx.AsyncClient,
                                                                body: dict) -> None:
-    resp = await client.post("/orders", json=body)
+    resp = await client.post("/orders", json=body, headers=buyer_headers("u"))
     assert resp.status_code == 422 and resp.json()["error"]["code"] == "validation_error"
 
 
 async def test_unknown_things_are_404_and_bad_ids_422(client: httpx.AsyncClient) -> None:
+    as_u = buyer_headers("u")
     missing = await client.post("/orders", json={"product_id": 10**12, "user_id": "u",
-                                                 "quantity": 1})
+                                                 "quantity": 1}, headers=as_u)
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "product_not_found"
-    assert (await client.get(f"/orders/{uuid4()}")).status_code == 404
-    assert (await client.get("/orders/not-a-uuid")).status_code == 422
+    assert (await client.get(f"/orders/{uuid4()}", headers=as_u)).status_code == 404
+    assert (await client.get("/orders/not-a-uuid", headers=as_u)).status_code == 422
     broken = await client.post("/orders", content=b"{not json",
-                               headers={"Content-Type": "application/json"})
+                               headers={**as_u, "Content-Type": "application/json"})
     assert broken.status_code == 422
 
 
 async def _accepted_of_1000(url: str, pid: int) -> tuple[int, dict[int, int]]:
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as c:
+        headers = [buyer_headers(f"crowd-{i}-{pid}") for i in range(1000)]
+
         async def buy(i: int) -> int:
-            resp = await c.post("/orders", json={"product_id": pid, "user_id": f"crowd-{i}-{pid}",
-                                                 "quantity": 1})
+            resp = await c.post("/orders", json={"product_id": pid, "quantity": 1},
+                                headers=headers[i])
             return resp.status_code
         codes = await asyncio.gather(*(buy(i) for i in range(1000)))
     return codes.count(202), {code: codes.count(code) for code in set(codes)}
@@ -193,7 +204,7 @@ async def test_every_outbox_row_gets_published(ctx: Context, client: httpx.Async
     pid = await start_hot_deal(ctx, client, 3)
     orders = [await _order(client, pid) for _ in range(3)]
     await pay(client, orders[0])
-    await order_status(client, orders[0]["order_id"], "CONFIRMED")
+    await order_status(client, orders[0], "CONFIRMED")
 
     async def all_published() -> bool:
         async with ctx.engine.connect() as conn:

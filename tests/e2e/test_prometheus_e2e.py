@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.procs import ROOT, Proc
 from hotdeal_core.usecases.context import Context
+from tests.buyers import buyer_headers
 from tests.e2e.conftest import Stack, api_proc, eventually, free_port, start_hot_deal
 from tests.random_refs import random_user
 
@@ -101,8 +102,10 @@ async def test_prometheus_scrapes_every_process_without_error(
     async with httpx.AsyncClient(base_url=two_workers.api_url, timeout=30) as api2:
         accepted = 0
         for pid in pids * 2:
+            buyer = random_user()
             placed = await api2.post("/orders", json={
-                "product_id": pid, "user_id": random_user(), "quantity": 1})
+                "product_id": pid, "user_id": buyer, "quantity": 1},
+                headers=buyer_headers(buyer))
             assert placed.status_code == 202, placed.text
             accepted += 1
         # Whichever worker answers a scrape, it reports the orders of both.

@@ -16,13 +16,15 @@ from sqlalchemy import func, select
 from hotdeal_core.db.tables import outbox
 from hotdeal_core.usecases.context import Context
 from schemas.events import PaymentFailed, PaymentSucceeded
+from tests.buyers import buyer_headers
 from tests.e2e.conftest import order_status, start_hot_deal
 from tests.random_refs import random_user
 
 
 async def _order(client: httpx.AsyncClient, pid: int) -> dict[str, Any]:
-    resp = await client.post("/orders", json={"product_id": pid, "user_id": random_user(),
-                                              "quantity": 1})
+    buyer = random_user()
+    resp = await client.post("/orders", json={"product_id": pid, "user_id": buyer,
+                                              "quantity": 1}, headers=buyer_headers(buyer))
     assert resp.status_code == 202, resp.text
     return dict(resp.json())
 
@@ -76,10 +78,10 @@ async def test_a_burst_of_payments_is_settled_once_each_in_the_order_written(
     records = [_record(e) for e in paid + failed + late + paid]  # + every payment again
     records.insert(20, (garbage.encode(), b"{not json"))
     await _publish(ctx, records)
-    for order_id in ids[:30]:
-        await order_status(client, str(order_id), "CONFIRMED")
-    for order_id in ids[30:]:
-        cancelled = await order_status(client, str(order_id), "CANCELLED")
+    for order in placed[:30]:
+        await order_status(client, order, "CONFIRMED")
+    for order in placed[30:]:
+        cancelled = await order_status(client, order, "CANCELLED")
         assert cancelled["cancel_reason"] == "payment_failed"
     async with ctx.engine.connect() as conn:
         rows = (await conn.execute(select(outbox.c.event_type, func.count()).where(

@@ -24,6 +24,7 @@ from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.settlement import GROUP
 from schemas.events import PaymentSucceeded
+from tests.buyers import buyer_headers
 from tests.e2e.conftest import base_env, eventually, start_hot_deal
 from tests.random_refs import random_user
 
@@ -43,8 +44,10 @@ async def _place(client: httpx.AsyncClient, pid: int, n: int) -> list[dict[str, 
 
     async def one() -> dict[str, Any]:
         async with sem:
+            buyer = random_user()
             resp = await client.post("/orders", json={"product_id": pid, "quantity": 1,
-                                                      "user_id": random_user()})
+                                                      "user_id": buyer},
+                                     headers=buyer_headers(buyer))
             assert resp.status_code == 202, resp.text
             return dict(resp.json())
     return list(await asyncio.gather(*(one() for _ in range(n))))

@@ -33,12 +33,14 @@ from hotdeal_core import signature
 from hotdeal_core.settings import Settings
 from hotdeal_core.usecases import deals, products
 from order_api.app import create_app
+from tests.buyers import buyer_token
 from tests.random_refs import random_name, random_user
 
 FUZZ = fuzz_settings(max_examples=150, deadline=None, database=None)
 SNAKE_CASE = re.compile(r"[a-z][a-z0-9_]*")
 PAYMENT_PREFIX = f"fuzz-{uuid.uuid4().hex[:8]}-"
 USERS = [random_user("fuzz") for _ in range(5)]
+BUYER_BEARERS = [f"Bearer {buyer_token(user)}".encode() for user in USERS]
 # An id another session's rows may have (sequences start at 1 and never get near 2**62).
 _FOREIGN_ID = TypeAdapter(Annotated[int, Field(ge=1, lt=2**62)])
 
@@ -157,8 +159,9 @@ def headers(api: Api) -> st.SearchStrategy[dict[bytes, bytes]]:
     return st.fixed_dictionaries({
         # Without a JSON content type FastAPI does not even parse the body.
         b"Content-Type": mostly(st.just(b"application/json"), HEADER_VALUES),
-        # Mostly the admin's, to get past require_admin on the admin routes.
-        b"Authorization": mostly(st.just(bearer), HEADER_VALUES
+        # Mostly the admin's or a buyer's, to get past require_admin on the admin routes
+        # and the buyer check on the buyer routes.
+        b"Authorization": mostly(st.sampled_from([bearer, *BUYER_BEARERS]), HEADER_VALUES
                                  | HEADER_VALUES.map(lambda b: b"Bearer " + b)),
     }, optional={
         b"Idempotency-Key": mostly(st.uuids().map(lambda u: u.hex.encode()), HEADER_VALUES),

@@ -15,6 +15,7 @@ from hotdeal_core.signature import sign
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, start_deal
 from order_api.app import create_app
+from tests.buyers import buyer_headers
 from tests.conftest import ProductFactory
 from tests.random_refs import random_user
 
@@ -30,8 +31,9 @@ async def test_without_kafka_the_api_is_ready_and_takes_orders_and_payments(
                               base_url="http://test") as client:
         ready = await client.get("/readyz")
         metrics = (await client.get("/metrics")).text
-        order = await client.post("/orders", json={"product_id": pid, "user_id": random_user(),
-                                                   "quantity": 1})
+        buyer = random_user()
+        order = await client.post("/orders", json={"product_id": pid, "user_id": buyer,
+                                                   "quantity": 1}, headers=buyer_headers(buyer))
         body = (b'{"payment_id":"p-%s","order_id":"%s","status":"succeeded","amount":700}'
                 % (random_user().encode(), order.json()["order_id"].encode()))
         secret = settings.payment_webhook_secret.get_secret_value()

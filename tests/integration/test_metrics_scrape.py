@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hotdeal_core.settings import Settings
 from hotdeal_core.usecases import deals, products
 from hotdeal_core.usecases.context import Context
+from tests.buyers import buyer_headers
 from tests.random_refs import random_name, random_user
 
 pytestmark = pytest.mark.integration
@@ -66,8 +67,9 @@ async def test_a_scrape_with_three_live_deals_is_valid_and_has_each_deals_terms(
     ctx: Context = app.state.ctx
     pids = [await _deal(ctx, 5) for _ in range(3)]
     for pid in pids:
-        placed = await client.post("/orders", json={"product_id": pid, "user_id": random_user(),
-                                                    "quantity": 1})
+        buyer = random_user()
+        placed = await client.post("/orders", json={"product_id": pid, "user_id": buyer,
+                                                    "quantity": 1}, headers=buyer_headers(buyer))
         assert placed.status_code == 202, placed.text
     answer = await client.get("/metrics")
     assert answer.status_code == 200
@@ -96,18 +98,26 @@ async def test_each_order_outcome_is_counted_once_by_whoever_answered(
     pid = await _deal(ctx, 2)
     buyer = random_user()
     body = {"product_id": pid, "user_id": buyer, "quantity": 1}
-    codes = [(await client.post("/orders", json=body)).status_code]  # accepted (fast path)
-    codes.append((await client.post("/orders", json=body)).status_code)  # limit (fast path)
-    codes.append((await client.post("/orders", json={**body, "user_id": random_user()})
-                  ).status_code)  # the last unit
-    other = {"product_id": pid, "user_id": random_user(), "quantity": 1}
-    codes.append((await client.post("/orders", json=other)).status_code)  # sold out
-    codes.append((await client.post("/orders", json=other)).status_code)  # memo'd sold out
+    as_buyer, last = buyer_headers(buyer), random_user()
+    codes = [(await client.post("/orders", json=body, headers=as_buyer)
+              ).status_code]  # accepted (fast path)
+    codes.append((await client.post("/orders", json=body, headers=as_buyer)
+                  ).status_code)  # limit (fast path)
+    codes.append((await client.post("/orders", json={**body, "user_id": last},
+                                    headers=buyer_headers(last))).status_code)  # the last unit
+    someone = random_user()
+    other, as_other = {"product_id": pid, "user_id": someone, "quantity": 1}, \
+        buyer_headers(someone)
+    codes.append((await client.post("/orders", json=other, headers=as_other)
+                  ).status_code)  # sold out
+    codes.append((await client.post("/orders", json=other, headers=as_other)
+                  ).status_code)  # memo'd sold out
     # A JSON content type the fast path leaves to FastAPI: the route answers (409 sold out);
     # a bad body gets FastAPI's 422.
     codes.append((await client.post("/orders", content=json.dumps(other), headers={
-        "Content-Type": "application/vnd.hotdeal+json"})).status_code)
-    codes.append((await client.post("/orders", json={"product_id": "x"})).status_code)
+        **as_other, "Content-Type": "application/vnd.hotdeal+json"})).status_code)
+    codes.append((await client.post("/orders", json={"product_id": "x"}, headers=as_other)
+                  ).status_code)
     assert codes == [202, 409, 202, 409, 409, 409, 422], codes
     after = _scrape((await client.get("/metrics")).text)
     deltas = {o: _orders(after, o) - _orders(before, o)

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.redis_store import RedisStockStore, deal_keys
 from order_api.app import create_app
+from tests.buyers import buyer_headers
 from tests.random_refs import random_user
 
 SSL_REQUEST = 80877103
@@ -82,10 +83,10 @@ async def test_an_order_while_postgres_starts_up_is_a_503_and_frees_its_stock(
         async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30), \
                 httpx.AsyncClient(transport=httpx.ASGITransport(app),
                                   base_url="http://test") as client:
+            buyer = random_user()
             response = await client.post(
-                "/orders", json={"product_id": product_id, "user_id": random_user(),
-                                 "quantity": 2},
-                headers={"Idempotency-Key": uuid.uuid4().hex})
+                "/orders", json={"product_id": product_id, "user_id": buyer, "quantity": 2},
+                headers=buyer_headers(buyer, **{"Idempotency-Key": uuid.uuid4().hex}))
         # open_resources closes its Redis client but not the pool it was given (redis-py
         # closes only a pool it made itself): close it, or its sockets outlive the loop.
         await app.state.resources.redis.connection_pool.aclose()

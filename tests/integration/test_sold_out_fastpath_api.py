@@ -19,6 +19,7 @@ from hotdeal_core.usecases import deals, products
 from hotdeal_core.usecases.context import Context
 from order_api.app import create_app
 from order_api.routes import ctx_of
+from tests.buyers import buyer_headers
 from tests.random_refs import random_name, random_user
 
 
@@ -41,9 +42,10 @@ class Api:
 
     async def order(self, product_id: int, user: str | None = None,
                     key: str | None = None) -> httpx.Response:
-        headers = {"Idempotency-Key": key} if key is not None else {}
+        user = user or random_user()
+        headers = buyer_headers(user, **({"Idempotency-Key": key} if key is not None else {}))
         return await self.client.post("/orders", headers=headers, json={
-            "product_id": product_id, "user_id": user or random_user(), "quantity": 1})
+            "product_id": product_id, "user_id": user, "quantity": 1})
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +114,7 @@ async def test_a_bad_body_gets_the_same_answer_as_without_the_memo(
         api: Api, content: bytes, content_type: str | None) -> None:
     pid = await api.sold_out_deal()
     body = content.replace(b"PID", str(pid).encode())
-    headers = {"Content-Type": content_type} if content_type else {}
+    headers = buyer_headers("u-1", **({"Content-Type": content_type} if content_type else {}))
 
     async def send() -> httpx.Response:
         request = api.client.build_request("POST", "/orders", content=body, headers=headers)
@@ -131,8 +133,8 @@ async def _through_fastapi(api: Api, product_id: int, user: str) -> httpx.Respon
     """The same order through FastAPI's route: a JSON media type the fast path leaves alone
     (FastAPI parses any +json body as JSON)."""
     body = json.dumps({"product_id": product_id, "user_id": user, "quantity": 1})
-    return await api.client.post("/orders", content=body,
-                                 headers={"Content-Type": "application/vnd.hotdeal+json"})
+    return await api.client.post("/orders", content=body, headers=buyer_headers(
+        user, **{"Content-Type": "application/vnd.hotdeal+json"}))
 
 
 async def test_an_order_is_placed_without_fastapi_with_the_routes_answer(api: Api) -> None:

@@ -24,6 +24,7 @@ from hotdeal_core.stock.client import ReplicaAckTimeout
 from hotdeal_core.usecases.order_writes import CommitUnknown
 from order_api.app import create_app
 from order_api.errors import install_error_handlers
+from tests.buyers import buyer_headers
 
 BEYOND_INT64 = 2**63
 
@@ -111,7 +112,7 @@ def _admin(settings: Settings) -> dict[str, str]:
 async def test_an_order_for_a_product_id_outside_int64_ids_is_refused(
         edge: tuple[FastAPI, Settings], product_id: int) -> None:
     app, _ = edge
-    response = await _call(app, "POST", "/orders",
+    response = await _call(app, "POST", "/orders", headers=buyer_headers("u-1"),
                            json={"product_id": product_id, "user_id": "u-1", "quantity": 1})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "validation_error"
@@ -162,7 +163,8 @@ async def test_a_body_that_is_no_json_is_a_422_validation_error(
     # What the OpenAPI document promises for invalid input (FastAPI alone answers 400 for
     # a body that is not UTF-8 or nests too deep).
     app, settings = edge
+    who = buyer_headers("u-1") if path.startswith("/orders") else _admin(settings)
     response = await _call(app, "POST", path, content=body, headers={
-        "Content-Type": "application/json", **_admin(settings)})
+        "Content-Type": "application/json", **who})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "validation_error"

@@ -59,14 +59,18 @@ def test_readme_http_table_is_the_openapi_document_both_ways() -> None:
         assert readme[route][1] == codes, f"{route}: README {readme[route][1]} vs {codes}"
 
 
-def test_admin_routes_declare_the_bearer_scheme_and_the_others_do_not() -> None:
+def test_admin_and_buyer_routes_declare_their_bearer_schemes_and_the_others_do_not() -> None:
     doc = documents()["openapi.json"]
-    assert doc["components"]["securitySchemes"]["adminBearer"]["scheme"] == "bearer"
-    secured = {(m.upper(), p) for p, ops in doc["paths"].items() for m, op in ops.items()
-               if op.get("security") == [{"adminBearer": []}]}
-    assert secured == {("POST", "/orders/{order_id}/confirm"),
-                       ("POST", "/products/{product_id}/hotdeal/start"),
-                       ("POST", "/products/{product_id}/hotdeal/end")}
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["adminBearer"]["scheme"] == schemes["buyerBearer"]["scheme"] == "bearer"
+    secured = {(m.upper(), p): op.get("security") for p, ops in doc["paths"].items()
+               for m, op in ops.items() if op.get("security")}
+    assert secured == {("POST", "/orders/{order_id}/confirm"): [{"adminBearer": []}],
+                       ("POST", "/products/{product_id}/hotdeal/start"): [{"adminBearer": []}],
+                       ("POST", "/products/{product_id}/hotdeal/end"): [{"adminBearer": []}],
+                       ("POST", "/orders"): [{"buyerBearer": []}],
+                       ("GET", "/orders/{order_id}"): [{"buyerBearer": []}],
+                       ("POST", "/orders/{order_id}/cancel"): [{"buyerBearer": []}]}
     for path, operations in doc["paths"].items():
         for method, op in operations.items():
             answers_401 = "401" in op["responses"]

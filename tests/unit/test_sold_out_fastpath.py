@@ -14,10 +14,13 @@ from pydantic import ValidationError
 from starlette.datastructures import State
 from starlette.types import Message, Receive, Scope, Send
 
+from hotdeal_core.identity import BuyerTokens
+from hotdeal_core.settings import Settings
 from hotdeal_core.stock.fake import FakeStockStore, _Deal
 from hotdeal_core.stock.sold_out import SoldOutMemo
 from order_api.fastpath import MAX_BODY, SoldOutFastPath, order_product_id
 from schemas.http import PlaceOrderRequest
+from tests.buyers import buyer_token
 from tests.closed_ports import store_on_a_closed_port
 
 
@@ -88,9 +91,12 @@ async def _through(app: SoldOutFastPath, scope: Scope, messages: list[Message]
     return sent
 
 
+AUTH = (b"authorization", f"Bearer {buyer_token('u-1')}".encode())  # buyer u-1
+
+
 def _scope(*headers: tuple[bytes, bytes]) -> Scope:
     return {"type": "http", "method": "POST", "path": "/orders",
-            "headers": [(b"content-type", b"application/json"), *headers]}
+            "headers": [(b"content-type", b"application/json"), AUTH, *headers]}
 
 
 class _Downstream:
@@ -119,6 +125,7 @@ def _state(*sold_out: int) -> State:
     stock.deals[7] = _Deal(1, 0, 1, 1, 100, idem={("u-1", "k-1"): uuid.uuid4()})
     state = State()
     state.ctx = type("Ctx", (), {"sold_out": memo, "stock": stock})()
+    state.buyer_tokens = BuyerTokens(Settings(_env_file=None))
     return state
 
 
@@ -147,8 +154,8 @@ async def test_a_new_idempotency_key_on_a_memod_product_is_refused(scope: Scope)
     (_scope((b"idempotency-key", b"")), 7),  # an invalid key: FastAPI answers it
     (_scope((b"idempotency-key", b"k 1")), 7),
     (_scope((b"idempotency-key", b"k-2"), (b"idempotency-key", b"k-3")), 7),
-    ({**_scope(), "headers": [(b"content-type", b"text/plain")]}, 7),
-    ({**_scope(), "headers": []}, 7),  # no content type: the route's strict parse refuses it
+    ({**_scope(), "headers": [(b"content-type", b"text/plain"), AUTH]}, 7),
+    ({**_scope(), "headers": [AUTH]}, 7),  # no content type: the route's strict parse refuses it
     ({**_scope(), "path": "/orders/"}, 7),
     ({**_scope(), "method": "PUT"}, 7),
 ], ids=["empty-key", "spaced-key", "two-keys", "text-plain",
@@ -184,6 +191,7 @@ async def test_a_keyed_order_while_redis_is_down_is_a_503_with_retry_after() -> 
     store, redis = store_on_a_closed_port()
     state = State()
     state.ctx = type("Ctx", (), {"sold_out": memo, "stock": store})()
+    state.buyer_tokens = BuyerTokens(Settings(_env_file=None))
     downstream = _Downstream()
     try:
         sent = await _through(SoldOutFastPath(downstream, state),
