@@ -12,6 +12,7 @@ from hotdeal_core.bootstrap.resources import open_resources
 from hotdeal_core.settings import Settings
 from order_api.errors import install_error_handlers
 from order_api.fastpath import SoldOutFastPath
+from order_api.limits import OrderLimits
 from order_api.observe import ObservedApp
 from order_api.routes import router
 
@@ -34,8 +35,11 @@ def create_app(settings: Settings) -> FastAPI:
                   description="Flash-sale orders: stock reserved synchronously, "
                               "settled asynchronously through Kafka.")
     app.state.settings = settings
+    # Per-process rate limits of POST /orders (order_api/limits.py): memory only, no I/O.
+    app.state.order_limits = OrderLimits.from_settings(settings)
     install_error_handlers(app)
-    # Sold-out refusals from the memo, before routing and body validation (fastpath.py).
+    # Rate limits and sold-out refusals from the memo, before routing and body validation
+    # (fastpath.py).
     app.add_middleware(SoldOutFastPath, state=app.state)
     # Outside the fast path, so its answers are timed and counted too (order_api/observe.py).
     app.add_middleware(ObservedApp, log_requests=settings.log_requests)

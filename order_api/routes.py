@@ -19,6 +19,7 @@ from hotdeal_core.usecases import deals, orders, payments, products
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.views import OrderView
 from order_api.errors import JsonBodyRoute, declared, error_response
+from order_api.limits import order_limits
 from order_api.observe import metrics_response
 from schemas.http import (
     BIGINT_LIMIT,
@@ -90,12 +91,15 @@ def order_response(order: OrderView) -> OrderResponse:
 
 
 @router.post("/orders", status_code=202, response_model=OrderResponse, responses=_errors(
-    e404=("product_not_found",), e422=_INVALID,
+    e404=("product_not_found",), e422=_INVALID, e429=("rate_limited",),
     e409=("sold_out", "limit_exceeded", "deal_not_active", "idempotency_in_progress")))
-async def place_order(body: PlaceOrderRequest, ctx: Ctx,
+async def place_order(request: Request, body: PlaceOrderRequest, ctx: Ctx,
                       idempotency_key: Annotated[str | None, Header(
                           min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")] = None,
                       ) -> OrderResponse:
+    # RATE LIMIT (buyer): the one call on this path, as the fast path makes it. Keyed on the
+    # body's user_id until the buyer comes from the token. (Per address: fastpath.py.)
+    order_limits(request.app.state).check_buyer(body.user_id)
     order = await orders.place_order(ctx, orders.PlaceOrder(
         body.product_id, body.user_id, body.quantity, idempotency_key))
     return order_response(order)
