@@ -34,7 +34,9 @@ CLUSTER_REPLICAS = 2
 #: over the environment: their whole swarm sends from 127.0.0.1 as a few thousand buyers,
 #: which per-address and per-buyer limits meant for real shoppers must not shape. `make up`
 #: and the tests do not read it.
-LOAD_API_ENV: dict[str, str] = {}
+# Their buyers reuse each id without pause (locust) or in rotation (wrk): the per-buyer limit
+# is off, the per-address one is off by default.
+LOAD_API_ENV: dict[str, str] = {"ORDER_RATE_PER_BUYER": "0"}
 
 
 class ProcessFailed(RuntimeError):

@@ -58,6 +58,20 @@ class Settings(BaseSettings):
     # 3 s: people click 0.2-3 s after a deal opens; a window that covers them all makes a
     # script's head start worthless (docs/scenarios/deal-opening-fairness.md).
     deal_opening_window_seconds: float = Field(default=3.0, ge=0, le=60)
+    # Rate limits of POST /orders (order_api/limits.py), per API process: orders a second
+    # and how many at once; over them a request is answered 429 + Retry-After before any
+    # stock work. 0 disables a limit. Per buyer: a person clicks a few times a second at
+    # most. Per client address: off, as one address can be a whole office, a mobile
+    # carrier's NAT, or (without TRUSTED_CLIENT_IP_HEADER behind a proxy) every buyer.
+    order_rate_per_buyer: float = Field(default=2.0, ge=0)
+    order_burst_per_buyer: int = Field(default=5, ge=1)
+    order_rate_per_address: float = Field(default=0.0, ge=0)
+    order_burst_per_address: int = Field(default=100, ge=1)
+    # Unset: a client's address is the socket peer's. Set (e.g. X-Forwarded-For) only when
+    # every request comes through proxies that append to it: the client's address is the
+    # entry TRUSTED_PROXY_HOPS from its right (1: the right-most, what the nearest proxy saw).
+    trusted_client_ip_header: str | None = None
+    trusted_proxy_hops: int = Field(default=1, ge=1)
 
     order_api_host: str = "127.0.0.1"
     order_api_port: int = 58000

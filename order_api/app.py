@@ -13,6 +13,7 @@ from hotdeal_core.identity import BuyerTokens
 from hotdeal_core.settings import Settings
 from order_api.errors import install_error_handlers
 from order_api.fastpath import SoldOutFastPath
+from order_api.limits import OrderLimits
 from order_api.observe import ObservedApp
 from order_api.routes import router
 
@@ -38,8 +39,11 @@ def create_app(settings: Settings) -> FastAPI:
     # One verifier per process: its cache spares a verified token a second signature check
     # (order_api/buyers.py; built here, so a bad key file fails before anything listens).
     app.state.buyer_tokens = BuyerTokens(settings)
+    # Per-process rate limits of POST /orders (order_api/limits.py): memory only, no I/O.
+    app.state.order_limits = OrderLimits.from_settings(settings)
     install_error_handlers(app)
-    # Sold-out refusals from the memo, before routing and body validation (fastpath.py).
+    # Rate limits and sold-out refusals from the memo, before routing and body validation
+    # (fastpath.py).
     app.add_middleware(SoldOutFastPath, state=app.state)
     # Outside the fast path, so its answers are timed and counted too (order_api/observe.py).
     app.add_middleware(ObservedApp, log_requests=settings.log_requests)

@@ -19,7 +19,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from hotdeal_core.errors import HotdealError, retriable_error
+from hotdeal_core.errors import HotdealError, TooManyRequests, retriable_error
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ ERROR_CODES: dict[str, str] = {
     "invalid_state": "the order cannot go there from its status",
     "deal_already_active": "the product already has a live deal",
     "insufficient_stock": "the product has fewer units than the deal asks for",
+    "rate_limited": "too many order requests from this buyer or address; retry after "
+                    "Retry-After",
     "postgres_unavailable": "the order database is down; retry after Retry-After",
     "redis_unavailable": "the stock store is down; retry after Retry-After",
 }
@@ -57,14 +59,15 @@ _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying"
 def declared(errors: dict[int, tuple[str, ...]],
              model: type[Any]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` of a route: each error status with its codes as named examples
-    (and a 503 with Retry-After, which every route that reads a dependency can answer)."""
+    (and a 503 with Retry-After, which every route that reads a dependency can answer; a
+    429 has Retry-After too)."""
     out: dict[int | str, dict[str, Any]] = {}
     for status, codes in {**errors, 503: UNAVAILABLE}.items():
         examples = {code: {"summary": ERROR_CODES[code], "value": {
             "error": {"code": code, "message": ERROR_CODES[code]}}} for code in codes}
         out[status] = {"model": model, "description": "; ".join(f"`{c}`" for c in codes),
                        "content": {"application/json": {"examples": examples}}}
-        if status == 503:
+        if status in (429, 503):
             out[status]["headers"] = _RETRY_AFTER
     return out
 
@@ -80,9 +83,12 @@ def error_response(status: int, code: str, message: str,
 
 async def _hotdeal_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HotdealError)
-    headers = {"Retry-After": "1"} if exc.retriable or exc.code == "idempotency_in_progress" \
-        else None
-    if exc.code in BEARER_REFUSALS:  # RFC 6750: the client needs a (new) token
+    headers: dict[str, str] | None = None
+    if isinstance(exc, TooManyRequests):  # the limiter's wait, in whole seconds
+        headers = {"Retry-After": str(exc.retry_after)}
+    elif exc.retriable or exc.code == "idempotency_in_progress":
+        headers = {"Retry-After": "1"}
+    elif exc.code in BEARER_REFUSALS:  # RFC 6750: the client needs a (new) token
         headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
     return error_response(exc.http_status, exc.code, exc.message, headers=headers)
 

@@ -1,5 +1,8 @@
 """A sold-out refusal answered before FastAPI: routing, dependencies and body validation.
 
+Every `POST /orders` first passes the per-address rate limit here, before its body is read;
+a well-formed one then the per-buyer limit, as the route checks it (order_api/limits.py).
+
 Once a deal sells out, nearly every `POST /orders` of a flash sale is refused, and most of
 the refusal's cost is framework work per request (docs/scenarios/deal-order-latency.md,
 target 3). This pure-ASGI middleware answers the same `409 sold_out` as the route would
@@ -31,12 +34,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hotdeal_core.errors import TooManyRequests
 from hotdeal_core.observability.metrics import order_outcome
 from hotdeal_core.usecases import orders
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.orders import refused_by_memo
 from order_api.buyers import authenticate, claimed
 from order_api.errors import error_answer, error_response
+from order_api.limits import order_limits
 from order_api.observe import OUTCOME
 from order_api.routes import order_response
 from schemas.http import BIGINT_LIMIT, MAX_ORDER_QUANTITY
@@ -128,6 +133,15 @@ class SoldOutFastPath:
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/orders":
+            await self.app(scope, receive, send)
+            return
+        try:  # RATE LIMIT (address): any order request, before its body is read
+            order_limits(self.state).check_address(scope)
+        except TooManyRequests as exc:
+            scope[OUTCOME] = "rate_limited"
+            await _send(send, await _rate_limited(scope, exc))
+            return
         ctx: Context | None = getattr(self.state, "ctx", None)  # None before the lifespan
         if ctx is None or not _is_order(scope):
             await self.app(scope, receive, send)
@@ -168,10 +182,18 @@ class SoldOutFastPath:
         same response model and the same error handlers, without FastAPI's machinery."""
         product_id, claimed_id, quantity = order
         response: Response
-        try:  # the memo's key check reads Redis too: its failures are answered the same way
+        try:
             user_id = claimed(buyer, claimed_id)
-            # ---- The buyer is known and the body parsed: per-buyer checks (e.g. the
-            # ---- rate limit) go HERE, before any stock work. ----
+        except Exception as exc:  # noqa: BLE001 - answered as FastAPI would
+            await _answer(scope, send, exc)
+            return
+        try:  # RATE LIMIT (buyer): the one call on this path, as the route makes it
+            order_limits(self.state).check_buyer(user_id)
+        except TooManyRequests as exc:
+            scope[OUTCOME] = "rate_limited"
+            await _send(send, await _rate_limited(scope, exc))
+            return
+        try:  # the memo's key check reads Redis too: its failures are answered the same way
             if await refused_by_memo(ctx, product_id, user_id, key):
                 response = _REFUSAL
                 scope[OUTCOME] = "sold_out"  # counted by order_api/observe.py
@@ -192,6 +214,21 @@ async def _answer(scope: Scope, send: Send, exc: Exception) -> None:
     response = await error_answer(Request(scope), exc)
     scope[OUTCOME] = order_outcome(response.status_code, getattr(exc, "code", None))
     await _send(send, response)
+
+
+_RATE_LIMITED: dict[tuple[str, str, int], Response] = {}  # the error handler's 429s, by content
+
+
+async def _rate_limited(scope: Scope, exc: TooManyRequests) -> Response:
+    """The error handler's answer to `exc`, built once per message and Retry-After, as the
+    sold-out refusal is: built each time it cost ~12 us more (benchmarks/refusals.py)."""
+    key = (exc.code, exc.message, exc.retry_after)
+    response = _RATE_LIMITED.get(key)
+    if response is None:
+        if len(_RATE_LIMITED) >= 256:  # as many Retry-After values as a limit has seconds
+            _RATE_LIMITED.clear()
+        response = _RATE_LIMITED[key] = await error_answer(Request(scope), exc)
+    return response
 
 
 async def _send(send: Send, response: Response) -> None:

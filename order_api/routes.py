@@ -20,6 +20,7 @@ from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.views import OrderView
 from order_api.buyers import Buyer, BuyerRoute, claimed
 from order_api.errors import BEARER_REFUSALS, JsonBodyRoute, declared, error_response
+from order_api.limits import order_limits
 from order_api.observe import metrics_response
 from schemas.http import (
     BIGINT_LIMIT,
@@ -92,21 +93,25 @@ def order_response(order: OrderView) -> OrderResponse:
         created_at=order.created_at, updated_at=order.updated_at)
 
 
-async def place_order(body: PlaceOrderRequest, ctx: Ctx, buyer: Buyer,
+async def place_order(request: Request, body: PlaceOrderRequest, ctx: Ctx, buyer: Buyer,
                       idempotency_key: Annotated[str | None, Header(
                           min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")] = None,
                       ) -> OrderResponse:
     """Reserve stock and create a PENDING order for the token's buyer."""
     # order_api/fastpath.py answers most of these before FastAPI, with the same bytes.
+    buyer = claimed(buyer, body.user_id)
+    # RATE LIMIT (buyer): the one call on this path, as the fast path makes it (per address:
+    # fastpath.py, for every POST /orders).
+    order_limits(request.app.state).check_buyer(buyer)
     order = await orders.place_order(ctx, orders.PlaceOrder(
-        body.product_id, claimed(buyer, body.user_id), body.quantity, idempotency_key))
+        body.product_id, buyer, body.quantity, idempotency_key))
     return order_response(order)
 
 
 router.add_api_route(
     "/orders", place_order, methods=["POST"], status_code=202, response_model=OrderResponse,
     responses=_errors(e401=BEARER_REFUSALS, e403=("buyer_mismatch",),
-                      e404=("product_not_found",), e422=_INVALID,
+                      e404=("product_not_found",), e422=_INVALID, e429=("rate_limited",),
                       e409=("sold_out", "limit_exceeded", "deal_not_active",
                             "idempotency_in_progress", "already_entered")), **_BUYER)
 

@@ -81,8 +81,11 @@ def serve(server: str, target: str, build: Callable[[], Any], *, host: str, port
 
     app: Any = target if workers > 1 else build()
     # log_config=None: the logs keep our set-up (LOG_FORMAT); no access log (LOG_REQUESTS).
+    # proxy_headers=False: the client address is the socket peer's; only the app reads a
+    # forwarded header, when TRUSTED_CLIENT_IP_HEADER says so (order_api/limits.py). Else
+    # uvicorn takes X-Forwarded-For from any client on 127.0.0.1, its default trusted host.
     uvicorn.run(app, host=host, port=port, workers=workers, loop="uvloop", http="httptools",
-                log_level="warning", log_config=None, access_log=False,
+                log_level="warning", log_config=None, access_log=False, proxy_headers=False,
                 timeout_graceful_shutdown=GRACEFUL_SECONDS)
 
 

@@ -31,14 +31,15 @@ DELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
                  300.0, 600.0)
 
 # What a POST /orders came to (`hotdeal deal watch` reads these names and values).
-ORDER_OUTCOMES = ("accepted", "sold_out", "limit_exceeded", "deal_not_active", "rejected",
-                  "error")
+ORDER_OUTCOMES = ("accepted", "sold_out", "limit_exceeded", "deal_not_active",
+                  "rate_limited", "rejected", "error")
 # The error codes that are an outcome of their own; any other 4xx is `rejected` (invalid,
 # unknown product, a retry still in progress), a 5xx `error` (e.g. a dependency down).
-_CODED_OUTCOMES = frozenset({"sold_out", "limit_exceeded", "deal_not_active"})
+_CODED_OUTCOMES = frozenset({"sold_out", "limit_exceeded", "deal_not_active", "rate_limited"})
 
 ORDERS = Counter("hotdeal_orders", "POST /orders answers by outcome (accepted, sold_out, "
-                 "limit_exceeded, deal_not_active, rejected, error)", ["outcome"])
+                 "limit_exceeded, deal_not_active, rate_limited, rejected, error)",
+                 ["outcome"])
 HTTP_DURATION = Histogram("hotdeal_http_request_duration_seconds",
                           "Order API request duration, by route template and status code",
                           ["route", "status"], buckets=LATENCY_BUCKETS)

@@ -41,7 +41,10 @@ def base_env() -> dict[str, str]:
             "RECONCILE_INTERVAL_SECONDS": "0.3", "ORPHAN_GRACE_SECONDS": "10",
             "OUTBOX_POLL_INTERVAL_MS": "20",
             # The old design queues 1,000 buyers on one row: let them wait, not shed them.
-            "DB_POOL_TIMEOUT": "60"}
+            "DB_POOL_TIMEOUT": "60",
+            # The swarm (locust) reuses each buyer id without pause from one address: no
+            # per-buyer rate limit (tests/integration/test_rate_limits_api.py tests it).
+            "ORDER_RATE_PER_BUYER": "0"}
 
 
 @dataclass

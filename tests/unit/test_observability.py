@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(("status", "code", "outcome"), [
     (202, None, "accepted"), (409, "sold_out", "sold_out"),
     (409, "limit_exceeded", "limit_exceeded"), (409, "deal_not_active", "deal_not_active"),
+    (429, "rate_limited", "rate_limited"),
     (409, "idempotency_in_progress", "rejected"), (422, "validation_error", "rejected"),
     (404, "product_not_found", "rejected"), (503, "redis_unavailable", "error"),
     (500, None, "error")])

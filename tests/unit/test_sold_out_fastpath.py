@@ -19,6 +19,7 @@ from hotdeal_core.settings import Settings
 from hotdeal_core.stock.fake import FakeStockStore, _Deal
 from hotdeal_core.stock.sold_out import SoldOutMemo
 from order_api.fastpath import MAX_BODY, SoldOutFastPath, order_product_id
+from order_api.limits import OrderLimits
 from schemas.http import PlaceOrderRequest
 from tests.buyers import buyer_token
 from tests.closed_ports import store_on_a_closed_port
@@ -115,6 +116,14 @@ class _Downstream:
         await send({"type": "http.response.body", "body": b""})
 
 
+def _app_state() -> State:
+    """What create_app puts in its state before the lifespan: no rate limits here (they
+    are tests/unit/test_order_limits.py's)."""
+    state = State()
+    state.order_limits = OrderLimits(None, None)
+    return state
+
+
 def _state(*sold_out: int) -> State:
     """A ctx whose memo holds `sold_out`, and whose stock store knows that buyer u-1's key
     k-1 reserved on product 7 (its first answer exists)."""
@@ -123,7 +132,7 @@ def _state(*sold_out: int) -> State:
         memo.remember(product_id)
     stock = FakeStockStore()
     stock.deals[7] = _Deal(1, 0, 1, 1, 100, idem={("u-1", "k-1"): uuid.uuid4()})
-    state = State()
+    state = _app_state()
     state.ctx = type("Ctx", (), {"sold_out": memo, "stock": stock})()
     state.buyer_tokens = BuyerTokens(Settings(_env_file=None))
     return state
@@ -179,7 +188,7 @@ async def test_a_body_too_large_for_an_order_is_passed_on_whole() -> None:
 
 async def test_before_the_lifespan_ran_everything_reaches_fastapi() -> None:
     downstream = _Downstream()
-    sent = await _through(SoldOutFastPath(downstream, State()), _scope(), CHUNKS)
+    sent = await _through(SoldOutFastPath(downstream, _app_state()), _scope(), CHUNKS)
     assert sent[0]["status"] == 204 and downstream.received == CHUNKS
 
 
@@ -189,7 +198,7 @@ async def test_a_keyed_order_while_redis_is_down_is_a_503_with_retry_after() -> 
     memo = SoldOutMemo(3600)
     memo.remember(7)
     store, redis = store_on_a_closed_port()
-    state = State()
+    state = _app_state()
     state.ctx = type("Ctx", (), {"sold_out": memo, "stock": store})()
     state.buyer_tokens = BuyerTokens(Settings(_env_file=None))
     downstream = _Downstream()
