@@ -20,6 +20,7 @@ from hotdeal_core.usecases import deals, products
 from hotdeal_core.usecases.context import Context
 from order_api.app import create_app
 from order_api.limits import OrderLimits
+from tests.buyers import buyer_headers
 from tests.random_refs import random_name, random_user
 
 # A rate no test outlives: one order per 1,000 s after the burst, so nothing is timing-bound.
@@ -52,8 +53,8 @@ class Api:
         """POST /orders; `routed`: with a JSON media type the fast path leaves to FastAPI."""
         body = json.dumps({"product_id": product_id, "user_id": user, "quantity": 1})
         content_type = "application/vnd.hotdeal+json" if routed else "application/json"
-        return await self.client.post("/orders", content=body, headers={
-            "Content-Type": content_type, **(headers or {})})
+        return await self.client.post("/orders", content=body, headers=buyer_headers(
+            user, **{"Content-Type": content_type, **(headers or {})}))
 
 
 @pytest.fixture(scope="module")
