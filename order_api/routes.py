@@ -113,7 +113,8 @@ router.add_api_route(
     responses=_errors(e401=BEARER_REFUSALS, e403=("buyer_mismatch",),
                       e404=("product_not_found",), e422=_INVALID, e429=("rate_limited",),
                       e409=("sold_out", "limit_exceeded", "deal_not_active",
-                            "idempotency_in_progress", "already_entered")), **_BUYER)
+                            "idempotency_in_progress", "already_entered")),
+    tags=["orders"], **_BUYER)
 
 
 async def get_order(order_id: UUID, ctx: Ctx, buyer: Buyer) -> OrderResponse:
@@ -121,7 +122,7 @@ async def get_order(order_id: UUID, ctx: Ctx, buyer: Buyer) -> OrderResponse:
     return order_response(await orders.get_order(ctx, order_id, buyer))
 
 
-router.add_api_route("/orders/{order_id}", get_order, methods=["GET"],
+router.add_api_route("/orders/{order_id}", get_order, methods=["GET"], tags=["orders"],
                      response_model=OrderResponse, responses=_errors(
                          e401=BEARER_REFUSALS, e404=("order_not_found",), e422=_INVALID),
                      **_BUYER)
@@ -130,7 +131,7 @@ router.add_api_route("/orders/{order_id}", get_order, methods=["GET"],
 @router.post("/orders/{order_id}/confirm", status_code=202, response_model=OrderResponse,
              responses=_errors(e401=("unauthorized",), e404=("order_not_found",),
                                e409=("invalid_state",), e422=_INVALID),
-             dependencies=[Depends(require_admin)])
+             dependencies=[Depends(require_admin)], tags=["orders"])
 async def confirm_order(order_id: UUID, ctx: Ctx) -> OrderResponse:
     """Confirm without a payment callback (trusted callers). The stock worker applies it."""
     return order_response(await orders.request_confirmation(ctx, order_id))
@@ -149,7 +150,7 @@ router.add_api_route(
     "/orders/{order_id}/cancel", cancel_order, methods=["POST"], status_code=202,
     response_model=OrderResponse, responses=_errors(
         e401=BEARER_REFUSALS, e403=("buyer_mismatch",), e404=("order_not_found",),
-        e409=("invalid_state",), e422=_INVALID), **_BUYER)
+        e409=("invalid_state",), e422=_INVALID), tags=["orders"], **_BUYER)
 
 
 # The webhook reads its body itself (the signature covers the raw bytes): its model is
@@ -159,7 +160,8 @@ _WEBHOOK_BODY = {"requestBody": {"required": True, "content": {"application/json
 
 
 @router.post("/payments/webhook", response_model=PaymentWebhookResponse, responses=_errors(
-    e401=("bad_signature",), e422=("validation_error",)), openapi_extra=_WEBHOOK_BODY)
+    e401=("bad_signature",), e422=("validation_error",)), openapi_extra=_WEBHOOK_BODY,
+             tags=["payments"])
 async def payment_webhook(request: Request, ctx: Ctx,
                           x_payment_signature: Annotated[str | None, Header()] = None,
                           ) -> PaymentWebhookResponse | JSONResponse:
@@ -182,7 +184,7 @@ async def payment_webhook(request: Request, ctx: Ctx,
                                   duplicate=receipt.duplicate)
 
 
-@router.get("/products/{product_id}", response_model=ProductResponse,
+@router.get("/products/{product_id}", response_model=ProductResponse, tags=["products"],
             responses=_errors(e404=("product_not_found",), e422=_INVALID))
 async def get_product(product_id: ProductIdPath, ctx: Ctx) -> ProductResponse:
     p = await products.get_product(ctx, product_id)
@@ -196,7 +198,7 @@ async def get_product(product_id: ProductIdPath, ctx: Ctx) -> ProductResponse:
                                            "stock": p.stock, "deal": deal})
 
 
-@router.post("/products/{product_id}/hotdeal/start", status_code=201,
+@router.post("/products/{product_id}/hotdeal/start", status_code=201, tags=["deals"],
              response_model=StartDealResponse, responses=_errors(
                  e401=("unauthorized",), e404=("product_not_found",),
                  e409=("deal_already_active", "insufficient_stock"), e422=_INVALID),
@@ -213,6 +215,7 @@ async def start_hotdeal(product_id: ProductIdPath, body: StartDealRequest,
 
 
 @router.post("/products/{product_id}/hotdeal/end", response_model=EndDealResponse,
+             tags=["deals"],
              responses=_errors(e401=("unauthorized",), e404=("deal_not_found",),
                                e422=_INVALID),
              dependencies=[Depends(require_admin)])
@@ -222,12 +225,12 @@ async def end_hotdeal(product_id: ProductIdPath, ctx: Ctx) -> EndDealResponse:
     return EndDealResponse(hot_deal_id=deal_id, product_id=product_id, ended_now=ended_now)
 
 
-@router.get("/healthz")
+@router.get("/healthz", tags=["operations"])
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {
+@router.get("/readyz", tags=["operations"], responses={503: {
     "description": "Postgres or Redis does not answer (the body says which); Retry-After",
     "headers": {"Retry-After": {"schema": {"type": "integer"}}}}})
 async def readyz(request: Request, response: Response) -> dict[str, object]:
@@ -242,7 +245,7 @@ async def readyz(request: Request, response: Response) -> dict[str, object]:
     return {"status": "ready" if ready else "not_ready", "checks": checks}
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
 async def metrics(request: Request) -> Response:
     """Prometheus: every metric of this API (all its workers), the outbox, the live deals'
     stock terms (docs/observability.md)."""
