@@ -53,62 +53,52 @@ TEST_ENV := DATABASE_URL=postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:$(HOTDEA
 
 .PHONY: help venv infra-up infra-down infra-status migrate test test-unit check clean up down status api-docs demo swarm compare bench
 
-help:
-	@echo "make demo         the main job: infra + processes + deal + swarm + report"
-	@echo "make test         set up everything and run every test tier"
-	@echo "make check        ruff + mypy"
-	@echo "make infra-up / infra-down / infra-status   local Postgres, Redis, Kafka"
-	@echo "make migrate      migrate the app database"
-	@echo "make up / down    start / stop the order API, stock worker and reconciler"
-	@echo "make up CLUSTER=1 the same with a Redis Cluster, 3 Kafka brokers, 2 of each process"
-	@echo "make test-cluster / test-cluster-e2e   the Redis Cluster tier / the cluster swarms under faults (CI runs both)"
-	@echo "make test-cluster-e2e   cluster mode while a Kafka broker, then a Redis master, is killed"
-	@echo "make api-docs     regenerate docs/api (OpenAPI, AsyncAPI)"
-	@echo "make bench        wrk: trivial endpoint, orders, webhook, sold-out refusals (BENCH_ARGS=...)"
-	@echo "make chaos        faults under load: each component killed in turn (SHORT=1: the CI version)"
+help: ## this list (every target; `make <target>`)
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z][a-zA-Z0-9_.-]*:[^=]*## / \
+		{printf "make %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed ## the virtualenv (.venv) with the project and its dev tools
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-infra-up: venv
+infra-up: venv ## start local Postgres, Redis, Kafka (CLUSTER=1: the cluster set)
 	scripts/infra.sh up
-infra-down:
+infra-down: ## stop them
 	scripts/infra.sh down
-infra-status:
+infra-status: ## what runs, where
 	scripts/infra.sh status
 
-migrate: venv infra-up
+migrate: venv infra-up ## migrate the app database
 	$(PY) -m hotdeal_core.db.migrate
 
-test: venv infra-up
+test: venv infra-up ## set up everything and run every test tier (CI runs it)
 	scripts/ensure-prometheus.sh
 	$(TEST_ENV) $(PY) -m devtools.testenv
 	$(TEST_ENV) $(PY) -m pytest
 
-test-unit: venv
+test-unit: venv ## the unit tier only (no services)
 	$(PY) -m pytest -m unit
 
-check: venv
+check: venv ## ruff + mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy .
 
 # The three processes in the background (logs and pids in .run/); `make down` stops them.
-up: venv infra-up migrate
+up: venv infra-up migrate ## start the order API, stock worker and reconciler (CLUSTER=1: two of each)
 	$(PY) -m devtools.procs up
-down:
+down: ## stop them
 	@test -x $(PY) && $(PY) -m devtools.procs down || true
-status: venv
+status: venv ## the services and processes
 	@scripts/infra.sh status
 	@$(PY) -m devtools.procs status
 
-api-docs: venv
+api-docs: venv ## regenerate docs/api (OpenAPI, AsyncAPI)
 	$(PY) -m devtools.apidocs
 
-clean: down infra-down
+clean: down infra-down ## stop everything, delete .infra, .run, reports
 	rm -rf .infra .run reports
 
 # Load swarms against the app database (reports in reports/). `make swarm MODE=db USERS=200`.
@@ -125,25 +115,37 @@ SWARM_VARS = USERS=$(USERS) DURATION=$(DURATION) SHAPE=$(SHAPE) STOCK=$(STOCK) L
 	PROCESSES=$(PROCESSES)
 
 # The main job: infra (if not running) + processes + a hot deal + a swarm + the report.
-demo: venv
+demo: venv ## the main job: infra + processes + deal + swarm + report
 	$(PY) -m devtools.demo --command "make demo"
 
 # One swarm in one stock mode; restarts the processes in that mode and leaves them running.
-swarm: venv infra-up
+swarm: venv infra-up ## one locust swarm in one stock mode (MODE=redis|db USERS= DURATION= ...)
 	$(PY) -m hotdeal_core.db.migrate
 	$(PY) -m devtools.swarm --mode $(MODE) $(SWARM_ARGS) \
 		--command "make swarm MODE=$(MODE) $(SWARM_VARS)"
 
 # Redis vs Postgres stock under identical load, plus the trivial-endpoint and sold-out references.
-compare: venv infra-up
+compare: venv infra-up ## Redis vs Postgres stock under identical load, with references
 	$(PY) -m hotdeal_core.db.migrate
 	$(PY) -m devtools.compare $(SWARM_ARGS) --command "make compare $(SWARM_VARS)"
+
+# The seed scenario's load under its own name (docs/scenarios/deal-order-latency.md): MAX_VUS
+# virtual users ordering as NUM_USERS distinct buyers, stock in Postgres then in Redis, side
+# by side (`make compare` with those two knobs). `make load-order-overload MAX_VUS=100 NUM_USERS=100`.
+MAX_VUS ?= 100
+NUM_USERS ?= 100
+.PHONY: load-order-overload
+load-order-overload: venv infra-up ## the seed scenario: MAX_VUS= users as NUM_USERS= buyers, DB vs Redis
+	$(PY) -m hotdeal_core.db.migrate
+	$(PY) -m devtools.compare --users $(MAX_VUS) --buyers $(NUM_USERS) --duration $(DURATION) \
+		--stock $(STOCK) --limit $(LIMIT) \
+		--command "make load-order-overload MAX_VUS=$(MAX_VUS) NUM_USERS=$(NUM_USERS)"
 
 # Plain-HTTP benchmark with wrk (installed by scripts/ensure-wrk.sh): the trivial endpoint,
 # POST /orders, the payment webhook and sold-out refusals side by side; starts and stops its
 # own API on a free port. `make bench BENCH_ARGS="--server uvicorn,granian --workers 1,2"`.
 BENCH_ARGS ?=
-bench: venv infra-up
+bench: venv infra-up ## wrk: trivial endpoint, orders, webhook, sold-out refusals (BENCH_ARGS=...)
 	scripts/ensure-wrk.sh
 	$(PY) -m hotdeal_core.db.migrate
 	$(PY) -m benchmarks.http $(BENCH_ARGS)
@@ -153,18 +155,18 @@ bench: venv infra-up
 # needed; a swarm while a Kafka broker is killed, another while the deal's Redis master is.
 # The test database and topic prefixes, as `make test`.
 .PHONY: test-cluster-e2e
-test-cluster-e2e: venv
+test-cluster-e2e: venv ## cluster swarms while a Kafka broker, then a Redis master, is killed (CI)
 	HOTDEAL_CLUSTER=1 HOTDEAL_REDIS_CLUSTER_PORT=$(REDIS_CLUSTER_TEST_PORT) scripts/infra.sh up
 	$(TEST_CLUSTER_ENV) KAFKA_BOOTSTRAP_SERVERS=$(CLUSTER_KAFKA) $(PY) -m devtools.testenv
 	$(TEST_CLUSTER_ENV) KAFKA_BOOTSTRAP_SERVERS=$(CLUSTER_KAFKA) $(PY) -m pytest tests/cluster
 
 # The Redis Cluster alone (scripts/cluster/redis.sh; ports HOTDEAL_REDIS_CLUSTER_PORT..+5).
 .PHONY: redis-cluster-up redis-cluster-down redis-cluster-status test-cluster
-redis-cluster-up:
+redis-cluster-up: ## the local Redis Cluster alone
 	scripts/cluster/redis.sh up
-redis-cluster-down:
+redis-cluster-down: ## stop it and delete its data
 	scripts/cluster/redis.sh down
-redis-cluster-status:
+redis-cluster-status: ## its nodes
 	scripts/cluster/redis.sh status
 
 # The stock store's contract, the order use cases, lost-write recovery and a master killed
@@ -174,7 +176,7 @@ REDIS_CLUSTER_TEST_PORT ?= 57101
 export REDIS_CLUSTER_TEST_PORT  # scripts/infra.sh reserves its ports too
 TEST_CLUSTER_ENV := $(TEST_ENV) REDIS_URL=redis://127.0.0.1:$(REDIS_CLUSTER_TEST_PORT)/0 \
 	REDIS_CLUSTER=true HOTDEAL_REDIS_CLUSTER_PORT=$(REDIS_CLUSTER_TEST_PORT)
-test-cluster: venv infra-up
+test-cluster: venv infra-up ## the Redis Cluster tier (CI runs it)
 	HOTDEAL_REDIS_CLUSTER_PORT=$(REDIS_CLUSTER_TEST_PORT) scripts/cluster/redis.sh up
 	$(TEST_CLUSTER_ENV) $(PY) -m devtools.testenv
 	$(TEST_CLUSTER_ENV) $(PY) -m pytest tests/integration/test_stock_contract.py \
@@ -187,11 +189,11 @@ test-cluster: venv infra-up
 # `make chaos SHORT=1`: small load, short holds (the version `make test` runs).
 SHORT ?=
 .PHONY: chaos
-chaos: venv
+chaos: venv ## faults under load: each component killed in turn (SHORT=1: the CI version)
 	$(PY) -m devtools.chaos $(if $(SHORT),--short) --command "make chaos$(if $(SHORT), SHORT=1)"
 
 # The runtime image's lock files (requirements/*.lock, installed by the Dockerfile), refreshed
 # from pyproject.toml in a fresh venv; commit them.
 .PHONY: lock
-lock:
+lock: ## refresh requirements/*.lock from pyproject.toml
 	scripts/lock-requirements.sh

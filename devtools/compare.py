@@ -199,8 +199,8 @@ def main() -> None:
     p.add_argument("--command", default="python -m devtools.compare")
     a = p.parse_args()
     out = ROOT / "reports" / f"compare-{stamp()}"
-    base = SwarmConfig(out, users=a.users, duration=a.duration, shape=a.shape, stock=a.stock,
-                       per_user_limit=a.limit, processes=a.processes)
+    base = SwarmConfig(out, users=a.users, buyers=a.buyers, duration=a.duration, shape=a.shape,
+                       stock=a.stock, per_user_limit=a.limit, processes=a.processes)
     were_running = any(Proc(n, RUN_DIR).alive() for n in MODULES)
     runs: dict[str, dict[str, Any]] = {}
     try:

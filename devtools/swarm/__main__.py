@@ -29,7 +29,7 @@ def main() -> None:
     procs("down")
     procs("up", mode_env(a.mode))
     run = run_swarm(SwarmConfig(out, f"swarm-{a.mode}", a.mode, users=a.users,
-                                duration=a.duration, shape=a.shape, stock=a.stock,
+                                buyers=a.buyers, duration=a.duration, shape=a.shape, stock=a.stock,
                                 per_user_limit=a.limit, processes=a.processes))
     settings = load_settings()
     machine = asyncio.run(report.machine_info(settings.database_url, settings.redis_url))

@@ -38,6 +38,8 @@ def stamp() -> str:
 def add_load_arguments(p: argparse.ArgumentParser) -> None:
     """The load knobs shared by `make swarm` and `make compare`."""
     p.add_argument("--users", type=int, default=100)
+    p.add_argument("--buyers", type=int, default=0,
+                   help="distinct buyer ids (default: as many as --users)")
     p.add_argument("--duration", default="30s")
     p.add_argument("--shape", choices=["constant", "spike", "step"], default="constant")
     p.add_argument("--stock", type=int, default=1000)
