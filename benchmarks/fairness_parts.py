@@ -1,0 +1,234 @@
+"""The five measurements of benchmarks/fairness.py, each printing and returning its figures."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.fairness_figures import (
+    Latency,
+    arrivals,
+    mean_and_max,
+    ratio_ceiling,
+    share_ratio,
+    wrk_delay_ms,
+)
+from benchmarks.fairness_rig import (
+    Accounts,
+    Api,
+    Click,
+    Deals,
+    forged_token,
+    people_client,
+    person,
+    token_args,
+    wrk,
+)
+from hotdeal_core.identity import TokenMinter
+
+BIG = 1_000_000  # stock of a deal that never sells out in a run
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def _say(line: str) -> None:
+    print(f"[fairness] {line}", flush=True)
+
+
+def _latency_ms(clicks: list[Click]) -> dict[str, float]:
+    lat = Latency.of([1000 * c.seconds for c in clicks])
+    return {k: round(v, 1) for k, v in asdict(lat).items()}
+
+
+def _wrk_figures(r: dict[str, Any]) -> dict[str, Any]:
+    lat, e = r["latency_us"], r["errors"]
+    seconds = r["duration_us"] / 1e6
+    return {"requests": r["requests"], "seconds": round(seconds, 2), "rps": round(r["rps"], 1),
+            "statuses": r["statuses"],
+            "per_s": {k: round(v / seconds, 1) for k, v in r["statuses"].items()},
+            "latency_ms": {k: round(lat[k] / 1000, 1) for k in ("mean", "p50", "p99", "max")},
+            "timeouts": e["timeout"], "socket_errors": e["connect"] + e["read"] + e["write"],
+            "command": r["command"]}
+
+
+class Bench:
+    def __init__(self, a: argparse.Namespace, api: Api, deals: Deals, minter: TokenMinter,
+                 out: Path, tag: str) -> None:
+        self.a, self.api, self.deals, self.minter, self.out, self.tag = \
+            a, api, deals, minter, out, tag
+        self.sql = deals.sql
+
+    async def _people(self, product: int, accounts: Accounts, at: list[float],
+                      timeout: float) -> list[Click]:
+        """Each account clicks once at its moment (seconds from now), concurrently."""
+        t0 = asyncio.get_running_loop().time()
+        async with people_client(timeout) as client:
+            return list(await asyncio.gather(*(
+                person(client, self.api.url, product, user, {"Authorization": f"Bearer {tok}"},
+                       self.a.body_user, t0 + when)
+                for user, tok, when in zip(accounts.users, accounts.tokens, at, strict=True))))
+
+    # ------------------------------------------------------------ a. fairness
+    async def fairness(self) -> dict[str, Any]:
+        a, runs = self.a, list[dict[str, Any]]()
+        ceiling = ratio_ceiling(a.stock, a.scripts, a.people)
+        for i in range(a.runs):
+            tag = f"{self.tag}r{i}"
+            bots = Accounts.mint(self.minter, f"{tag}-bot", a.scripts, self.out)
+            people = Accounts.mint(self.minter, f"{tag}-hum", a.people, self.out)
+            at = arrivals(a.people, a.earliest, a.latest, random.Random(a.seed + i))
+            product = await self.deals.start(a.stock, 1, a.window)  # the opening
+            seconds = math.ceil((a.window or 0) + a.script_seconds)
+            scripts = asyncio.create_task(wrk(
+                self.api.url, "tokens.lua", token_args(bots, product, a.threads, a.body_user),
+                connections=a.script_connections, seconds=seconds, threads=a.threads))
+            clicks = await self._people(product, people, at, (a.window or 0) + 30)
+            flood = await scripts
+            deal = await self.deals.deal_of(product)
+            bot_units, people_units = await self.sql.units(deal, f"{tag}-bot-", f"{tag}-hum-")
+            ratio = share_ratio(bot_units, people_units, a.scripts, a.people)
+            run: dict[str, Any] = {"ratio": round(ratio, 3), "script_units": bot_units,
+                   "people_units": people_units,
+                   "people_statuses": dict(Counter(str(c.status) for c in clicks)),
+                   "people_retries": sum(c.attempts - 1 for c in clicks),
+                   "people_latency_ms": _latency_ms(clicks), "scripts": _wrk_figures(flood)}
+            runs.append(run)
+            _say(f"fairness run {i + 1}: scripts {bot_units} units, people {people_units}; "
+                 f"ratio {ratio:.2f} (fair 1.00, ceiling {ceiling:.2f}); scripts "
+                 f"{flood['rps']:,.0f} req/s; people {run['people_statuses']}, p95 "
+                 f"{run['people_latency_ms']['p95']:,.0f} ms")
+        mean, worst = mean_and_max([r["ratio"] for r in runs])
+        _say(f"fairness: ratio mean {mean:.2f}, max {worst:.2f} over {len(runs)} runs")
+        return {"stock": a.stock, "script_accounts": a.scripts, "people_accounts": a.people,
+                "ceiling": round(ceiling, 3), "ratio_mean": round(mean, 3),
+                "ratio_max": round(worst, 3), "runs": runs}
+
+    # ------------------------------------------------------------ b. auth
+    async def auth(self) -> dict[str, Any]:
+        n, tag = self.a.auth_requests, f"{self.tag}a"
+        product = await self.deals.start(10 * n, 1)
+        deal = await self.deals.deal_of(product)
+        kinds = {"forged": forged_token, "expired": lambda u: self.minter.token(u, -600),
+                 "none": None, "valid (control)": self.minter.token}
+        out: dict[str, Any] = {}
+        async with httpx.AsyncClient(timeout=30) as client:
+            for i, (kind, make) in enumerate(kinds.items()):
+                users = [f"{tag}{i}-{j}" for j in range(n)]
+
+                async def one(user: str, make: Any = make) -> int:
+                    headers = {"Authorization": f"Bearer {make(user)}"} if make else {}
+                    body: dict[str, Any] = {"product_id": product, "quantity": 1}
+                    if self.a.body_user:
+                        body["user_id"] = user
+                    resp = await client.post(f"{self.api.url}/orders", json=body,
+                                             headers=headers)
+                    return resp.status_code
+                statuses = Counter(str(s) for s in await asyncio.gather(*map(one, users)))
+                (rows,) = await self.sql.units(deal, f"{tag}{i}-")
+                out[kind] = {"sent": n, "statuses": dict(statuses),
+                             "accepted_202": statuses.get("202", 0), "orders_in_postgres": rows}
+                _say(f"auth {kind}: {n} sent, {statuses.get('202', 0)} x 202, {rows} orders "
+                     f"in Postgres; {dict(statuses)}")
+        return out
+
+    # ------------------------------------------------------------ c. identity on / off
+    async def identity(self, off: Api, off_deals: Deals) -> dict[str, Any]:
+        a, out = self.a, dict[str, Any]()
+        for side, api, deals, body_user in (("on", self.api, self.deals, a.body_user),
+                                            ("off", off, off_deals, True)):
+            tag = f"{self.tag}i{side}"
+            buyers = Accounts.mint(self.minter, f"{tag}-o", a.identity_tokens, self.out)
+            refused = Accounts.mint(self.minter, f"{tag}-s", a.identity_tokens, self.out)
+            big = await deals.start(BIG, 1)
+            orders = await wrk(api.url, "tokens.lua", token_args(buyers, big, a.threads,
+                                                                  body_user),
+                               connections=a.connections, seconds=a.duration,
+                               threads=a.threads)
+            one = await deals.start(1, 1)
+            async with people_client(30) as client:
+                first = await person(client, api.url, one, f"{tag}-first",
+                                     self.minter.header(f"{tag}-first"), body_user, 0.0)
+            if first.status != 202:
+                raise RuntimeError(f"the sold-out deal's one unit answered {first.status}")
+            sold_out = await wrk(api.url, "tokens.lua", token_args(refused, one, a.threads,
+                                                                    body_user),
+                                 connections=a.connections, seconds=a.duration,
+                                 threads=a.threads)
+            out[side] = {"api": api.name, "orders": _wrk_figures(orders),
+                         "sold_out": _wrk_figures(sold_out)}
+            o, s = out[side]["orders"], out[side]["sold_out"]
+            _say(f"identity {side} ({api.name}): {o['per_s'].get('202', 0):,.0f} accepted/s "
+                 f"(p99 {o['latency_ms']['p99']} ms), {s['per_s'].get('409', 0):,.0f} sold-out "
+                 f"refusals/s (p99 {s['latency_ms']['p99']} ms); {o['statuses']} / "
+                 f"{s['statuses']}")
+        for target, code in (("orders", "202"), ("sold_out", "409")):
+            off_rate = out["off"][target]["per_s"].get(code, 0)
+            out[f"{target}_on_over_off"] = round(
+                out["on"][target]["per_s"].get(code, 0) / off_rate, 3) if off_rate else None
+        _say(f"identity on/off: orders x{out['orders_on_over_off']}, sold-out "
+             f"x{out['sold_out_on_over_off']}")
+        return out
+
+    # ------------------------------------------------------------ d. people under a flood
+    async def flood(self) -> dict[str, Any]:
+        a, tag = self.a, f"{self.tag}f"
+        product = await self.deals.start(BIG, 1)
+        n = max(1, round(a.people_rate * a.flood_seconds))
+        at = [0.2 + k / a.people_rate for k in range(n)]
+        calm_people = Accounts.mint(self.minter, f"{tag}-calm", n, self.out)
+        calm = await self._people(product, calm_people, at, 30)
+        bots = Accounts.mint(self.minter, f"{tag}-bot", a.scripts, self.out)
+        rate = a.flood_factor * a.people_rate
+        pause = wrk_delay_ms(rate, a.flood_connections)
+        scripts = asyncio.create_task(wrk(
+            self.api.url, "tokens_paced.lua",
+            [*token_args(bots, product, a.threads, a.body_user), str(pause)],
+            connections=a.flood_connections, seconds=a.flood_seconds + 2, threads=a.threads))
+        await asyncio.sleep(0.5)  # the flood running before the first person clicks
+        flooded_people = Accounts.mint(self.minter, f"{tag}-flooded", n, self.out)
+        flooded = await self._people(product, flooded_people, at, 30)
+        flood = _wrk_figures(await scripts)
+        calm_ms, flooded_ms = _latency_ms(calm), _latency_ms(flooded)
+        ratio = flooded_ms["p95"] / calm_ms["p95"] if calm_ms["p95"] else None
+        _say(f"flood: people p95 {calm_ms['p95']:,.0f} ms calm, {flooded_ms['p95']:,.0f} ms "
+             f"under {flood['rps']:,.0f} script req/s (asked {rate:,.0f}); x{ratio or 0:.2f}")
+        return {"people_rate": a.people_rate, "people_per_phase": n, "asked_flood_rate": rate,
+                "calm": {"latency_ms": calm_ms,
+                         "statuses": dict(Counter(str(c.status) for c in calm))},
+                "flooded": {"latency_ms": flooded_ms,
+                            "statuses": dict(Counter(str(c.status) for c in flooded))},
+                "scripts": flood, "p95_flooded_over_calm": round(ratio, 3) if ratio else None}
+
+    # ------------------------------------------------------------ e. the opening burst
+    async def burst(self) -> dict[str, Any]:
+        a, out = self.a, dict[str, Any]()
+        for n in (int(x) for x in a.burst.split(",") if x):
+            tag = f"{self.tag}b{n}"
+            buyers = Accounts.mint(self.minter, f"{tag}", max(2 * n, a.burst_tokens),
+                                   self.out)
+            product = await self.deals.start(BIG, 1, a.window)
+            threads = 2 if n >= 2 else 1
+            result = _wrk_figures(await wrk(
+                self.api.url, "tokens.lua", token_args(buyers, product, threads, a.body_user),
+                connections=n, seconds=a.burst_seconds, threads=threads,
+                timeout=a.burst_timeout))
+            lat = result["latency_ms"]
+            result["target_met"] = result["timeouts"] == 0 and lat["p99"] <= 3 * lat["mean"]
+            out[str(n)] = result
+            _say(f"burst {n:,} connections: mean {lat['mean']:,.0f} ms, p50 {lat['p50']:,.0f}, "
+                 f"p99 {lat['p99']:,.0f}, max {lat['max']:,.0f}; {result['timeouts']:,} "
+                 f"timeouts, {result['socket_errors']:,} socket errors; {result['rps']:,.0f} "
+                 f"req/s {result['statuses']}; target "
+                 f"{'met' if result['target_met'] else 'NOT met'}")
+        return out
