@@ -28,7 +28,6 @@ from benchmarks.fairness_rig import (
     Click,
     Deals,
     forged_token,
-    people_client,
     person,
     token_args,
     wrk,
@@ -47,8 +46,10 @@ def _say(line: str) -> None:
 
 
 def _latency_ms(clicks: list[Click]) -> dict[str, float]:
+    """Latency figures of the clicks, plus how late the latest one left this client."""
     lat = Latency.of([1000 * c.seconds for c in clicks])
-    return {k: round(v, 1) for k, v in asdict(lat).items()}
+    return {**{k: round(v, 1) for k, v in asdict(lat).items()},
+            "client_late_max": round(1000 * max(c.late for c in clicks), 1)}
 
 
 def _wrk_figures(r: dict[str, Any]) -> dict[str, Any]:
@@ -73,11 +74,10 @@ class Bench:
                       timeout: float) -> list[Click]:
         """Each account clicks once at its moment (seconds from now), concurrently."""
         t0 = asyncio.get_running_loop().time()
-        async with people_client(timeout) as client:
-            return list(await asyncio.gather(*(
-                person(client, self.api.url, product, user, {"Authorization": f"Bearer {tok}"},
-                       self.a.body_user, t0 + when)
-                for user, tok, when in zip(accounts.users, accounts.tokens, at, strict=True))))
+        return list(await asyncio.gather(*(
+            person(self.api.url, product, user, {"Authorization": f"Bearer {tok}"},
+                   self.a.body_user, t0 + when, timeout)
+            for user, tok, when in zip(accounts.users, accounts.tokens, at, strict=True))))
 
     # ------------------------------------------------------------ a. fairness
     async def fairness(self) -> dict[str, Any]:
@@ -107,7 +107,8 @@ class Bench:
             _say(f"fairness run {i + 1}: scripts {bot_units} units, people {people_units}; "
                  f"ratio {ratio:.2f} (fair 1.00, ceiling {ceiling:.2f}); scripts "
                  f"{flood['rps']:,.0f} req/s; people {run['people_statuses']}, p95 "
-                 f"{run['people_latency_ms']['p95']:,.0f} ms")
+                 f"{run['people_latency_ms']['p95']:,.0f} ms (latest click left "
+                 f"{run['people_latency_ms']['client_late_max']:,.0f} ms late)")
         mean, worst = mean_and_max([r["ratio"] for r in runs])
         _say(f"fairness: ratio mean {mean:.2f}, max {worst:.2f} over {len(runs)} runs")
         return {"stock": a.stock, "script_accounts": a.scripts, "people_accounts": a.people,
@@ -156,9 +157,8 @@ class Bench:
                                connections=a.connections, seconds=a.duration,
                                threads=a.threads)
             one = await deals.start(1, 1)
-            async with people_client(30) as client:
-                first = await person(client, api.url, one, f"{tag}-first",
-                                     self.minter.header(f"{tag}-first"), body_user, 0.0)
+            first = await person(api.url, one, f"{tag}-first",
+                                 self.minter.header(f"{tag}-first"), body_user, 0.0)
             if first.status != 202:
                 raise RuntimeError(f"the sold-out deal's one unit answered {first.status}")
             sold_out = await wrk(api.url, "tokens.lua", token_args(refused, one, a.threads,
