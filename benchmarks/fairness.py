@@ -19,7 +19,8 @@ body unless --no-body-user. Parts, each on deals of its own (ended and flushed a
   control) a valid token: 202s and Postgres rows of each.
 - identity: accepted orders/s and sold-out refusals/s (wrk, new buyer per request) on this
   API ("on") and on an API without identity ("off", --identity-off: `commit:<rev>`, that
-  commit's API from `git archive`, or `env:KEY=VALUE,...`, this API with those settings).
+  commit's API from `git archive`, or `env:KEY=VALUE,...`, this API with those settings),
+  --identity-rounds pairs in ABBA order; the mean rate of each side and their ratio.
 - flood: people's latency (first click to final answer) at --people-rate/s with no scripts,
   then with scripts at --flood-factor times that rate (wrk paced by benchmarks/wrk/
   tokens_paced.lua), same deal; p95 of each and their ratio.
@@ -177,6 +178,8 @@ def main() -> None:
     p.add_argument("--identity-off", default=f"commit:{PRE_IDENTITY_COMMIT}",
                    help="the API without identity: commit:<rev> or env:KEY=VALUE,...")
     p.add_argument("--duration", type=int, default=5, help="identity: wrk seconds")
+    p.add_argument("--identity-rounds", type=int, default=2,
+                   help="identity: on/off pairs, in ABBA order")
     p.add_argument("--connections", type=int, default=64, help="identity: wrk connections")
     p.add_argument("--identity-tokens", type=int, default=40_000,
                    help="identity: buyers per wrk run (rotated over; more than it sends)")

@@ -146,40 +146,52 @@ class Bench:
 
     # ------------------------------------------------------------ c. identity on / off
     async def identity(self, off: Api, off_deals: Deals) -> dict[str, Any]:
-        a, out = self.a, dict[str, Any]()
-        for side, api, deals, body_user in (("on", self.api, self.deals, a.body_user),
-                                            ("off", off, off_deals, True)):
-            tag = f"{self.tag}i{side}"
-            buyers = Accounts.mint(self.minter, f"{tag}-o", a.identity_tokens, self.out)
-            refused = Accounts.mint(self.minter, f"{tag}-s", a.identity_tokens, self.out)
-            big = await deals.start(BIG, 1)
-            orders = await wrk(api.url, "tokens.lua", token_args(buyers, big, a.threads,
-                                                                  body_user),
-                               connections=a.connections, seconds=a.duration,
-                               threads=a.threads)
-            one = await deals.start(1, 1)
-            first = await person(api.url, one, f"{tag}-first",
-                                 self.minter.header(f"{tag}-first"), body_user, 0.0)
-            if first.status != 202:
-                raise RuntimeError(f"the sold-out deal's one unit answered {first.status}")
-            sold_out = await wrk(api.url, "tokens.lua", token_args(refused, one, a.threads,
-                                                                    body_user),
-                                 connections=a.connections, seconds=a.duration,
-                                 threads=a.threads)
-            out[side] = {"api": api.name, "orders": _wrk_figures(orders),
-                         "sold_out": _wrk_figures(sold_out)}
-            o, s = out[side]["orders"], out[side]["sold_out"]
+        """Both sides --identity-rounds times in ABBA order (on, off, off, on, ...), so a
+        drift of the shared machine's load weighs on both; the mean rate of each side."""
+        a = self.a
+        sides = {"on": (self.api, self.deals, a.body_user), "off": (off, off_deals, True)}
+        order = [x for r in range(a.identity_rounds)
+                 for x in (("on", "off") if r % 2 == 0 else ("off", "on"))]
+        rounds: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+        for k, side in enumerate(order):
+            api, deals, body_user = sides[side]
+            figures = await self._identity_side(f"{self.tag}i{k}", api, deals, body_user)
+            rounds[side].append(figures)
+            o, s = figures["orders"], figures["sold_out"]
             _say(f"identity {side} ({api.name}): {o['per_s'].get('202', 0):,.0f} accepted/s "
                  f"(p99 {o['latency_ms']['p99']} ms), {s['per_s'].get('409', 0):,.0f} sold-out "
                  f"refusals/s (p99 {s['latency_ms']['p99']} ms); {o['statuses']} / "
                  f"{s['statuses']}")
+        out: dict[str, Any] = {"order": order, "rounds": rounds}
         for target, code in (("orders", "202"), ("sold_out", "409")):
-            off_rate = out["off"][target]["per_s"].get(code, 0)
-            out[f"{target}_on_over_off"] = round(
-                out["on"][target]["per_s"].get(code, 0) / off_rate, 3) if off_rate else None
-        _say(f"identity on/off: orders x{out['orders_on_over_off']}, sold-out "
+            mean = {side: sum(r[target]["per_s"].get(code, 0) for r in runs) / len(runs)
+                    for side, runs in rounds.items()}
+            out[f"{target}_per_s"] = {side: round(v, 1) for side, v in mean.items()}
+            out[f"{target}_on_over_off"] = round(mean["on"] / mean["off"], 3) \
+                if mean["off"] else None
+        _say(f"identity (means of {a.identity_rounds}): accepted/s {out['orders_per_s']}, "
+             f"x{out['orders_on_over_off']}; sold-out refusals/s {out['sold_out_per_s']}, "
              f"x{out['sold_out_on_over_off']}")
         return out
+
+    async def _identity_side(self, tag: str, api: Api, deals: Deals,
+                             body_user: bool) -> dict[str, Any]:
+        a = self.a
+        buyers = Accounts.mint(self.minter, f"{tag}-o", a.identity_tokens, self.out)
+        refused = Accounts.mint(self.minter, f"{tag}-s", a.identity_tokens, self.out)
+        big = await deals.start(BIG, 1)
+        orders = await wrk(api.url, "tokens.lua", token_args(buyers, big, a.threads, body_user),
+                           connections=a.connections, seconds=a.duration, threads=a.threads)
+        one = await deals.start(1, 1)
+        first = await person(api.url, one, f"{tag}-first", self.minter.header(f"{tag}-first"),
+                             body_user, 0.0)
+        if first.status != 202:
+            raise RuntimeError(f"the sold-out deal's one unit answered {first.status}")
+        sold_out = await wrk(api.url, "tokens.lua", token_args(refused, one, a.threads,
+                                                                body_user),
+                             connections=a.connections, seconds=a.duration, threads=a.threads)
+        return {"api": api.name, "orders": _wrk_figures(orders),
+                "sold_out": _wrk_figures(sold_out)}
 
     # ------------------------------------------------------------ d. people under a flood
     async def flood(self) -> dict[str, Any]:
