@@ -31,6 +31,7 @@ body unless --no-body-user. Parts, each on deals of its own (ended and flushed a
   (wrk and the API inherit it); --backlog sets the API's ORDER_API_BACKLOG (the kernel caps it at
   net.core.somaxconn: warned).
 --window is sent as opening_window_seconds for the fairness and burst deals only when given.
+Before each measurement the API settles: the outbox published and /readyz quick again.
 Figures printed and written as JSON (default docs/scenarios/results/).
 """
 
@@ -203,13 +204,14 @@ def main() -> None:
                    "deal-opening-fairness-<label>-<time>.json")
     a = p.parse_args()
     a.parts = [x for x in a.parts.split(",") if x]
+    a.topic_prefix = os.environ.get("KAFKA_TOPIC_PREFIX") or "bench."
     if unknown := set(a.parts) - set(PARTS):
         sys.exit(f"unknown parts: {', '.join(sorted(unknown))}")
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: run scripts/ensure-wrk.sh (make bench-fairness does)")
     files = _raise_open_files()
     env = {"ORDER_API_PORT": str(_free_port()),
-           "KAFKA_TOPIC_PREFIX": os.environ.get("KAFKA_TOPIC_PREFIX") or "bench.",
+           "KAFKA_TOPIC_PREFIX": a.topic_prefix,
            "ALLOW_DEV_SECRETS": os.environ.get("ALLOW_DEV_SECRETS", "true"),
            **_env_pairs(a.api_env)}
     if a.backlog:

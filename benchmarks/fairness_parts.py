@@ -71,6 +71,24 @@ class Bench:
             a, api, deals, minter, out, tag
         self.sql = deals.sql
 
+    async def _settle(self, api: Api | None = None, deadline: float = 60.0) -> None:
+        """Before a measurement: the previous one's outbox rows published and the API
+        answering /readyz within 50 ms three times running (its queued work done)."""
+        url, loop = (api or self.api).url, asyncio.get_running_loop()
+        end, quick = loop.time() + deadline, 0
+        async with httpx.AsyncClient(timeout=10) as client:
+            while quick < 3 and loop.time() < end:
+                (pending,) = (await self.sql.rows(
+                    "SELECT count(*) FROM outbox WHERE published_at IS NULL AND topic LIKE :p",
+                    p=self.a.topic_prefix + "%"))[0]
+                t = loop.time()
+                try:
+                    ok = (await client.get(f"{url}/readyz")).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                quick = quick + 1 if ok and not pending and loop.time() - t < 0.05 else 0
+                await asyncio.sleep(0.2)
+
     async def _people(self, product: int, accounts: Accounts, at: list[float],
                       timeout: float) -> list[Click]:
         """Each account clicks once at its moment (seconds from now), concurrently."""
@@ -89,6 +107,7 @@ class Bench:
             bots = Accounts.mint(self.minter, f"{tag}-bot", a.scripts, self.out)
             people = Accounts.mint(self.minter, f"{tag}-hum", a.people, self.out)
             at = arrivals(a.people, a.earliest, a.latest, random.Random(a.seed + i))
+            await self._settle()
             product = await self.deals.start(a.stock, 1, a.window)  # the opening
             seconds = math.ceil((a.window or 0) + a.script_seconds)
             scripts = asyncio.create_task(wrk(
@@ -179,6 +198,7 @@ class Bench:
         a = self.a
         buyers = Accounts.mint(self.minter, f"{tag}-o", a.identity_tokens, self.out)
         refused = Accounts.mint(self.minter, f"{tag}-s", a.identity_tokens, self.out)
+        await self._settle(api)
         big = await deals.start(BIG, 1)
         orders = await wrk(api.url, "tokens.lua", token_args(buyers, big, a.threads, body_user),
                            connections=a.connections, seconds=a.duration, threads=a.threads)
@@ -187,6 +207,7 @@ class Bench:
                              body_user, 0.0)
         if first.status != 202:
             raise RuntimeError(f"the sold-out deal's one unit answered {first.status}")
+        await self._settle(api)
         sold_out = await wrk(api.url, "tokens.lua", token_args(refused, one, a.threads,
                                                                 body_user),
                              connections=a.connections, seconds=a.duration, threads=a.threads)
@@ -200,6 +221,7 @@ class Bench:
         n = max(1, round(a.people_rate * a.flood_seconds))
         at = [0.2 + k / a.people_rate for k in range(n)]
         calm_people = Accounts.mint(self.minter, f"{tag}-calm", n, self.out)
+        await self._settle()
         calm = await self._people(product, calm_people, at, 30)
         bots = Accounts.mint(self.minter, f"{tag}-bot", a.scripts, self.out)
         rate = a.flood_factor * a.people_rate
@@ -233,6 +255,7 @@ class Bench:
             tag = f"{self.tag}b{n}"
             buyers = Accounts.mint(self.minter, f"{tag}", max(2 * n, a.burst_tokens),
                                    self.out)
+            await self._settle()
             product = await self.deals.start(BIG, 1, a.window)
             threads = 2 if n >= 2 else 1
             result = _wrk_figures(await wrk(
@@ -253,6 +276,7 @@ class Bench:
     async def _one_shot(self, n: int) -> dict[str, Any]:
         a, loop = self.a, asyncio.get_running_loop()
         buyers = Accounts.mint(self.minter, f"{self.tag}o{n}", n, self.out)
+        await self._settle()
         product = await self.deals.start(BIG, 1, a.window)
 
         async def one(user: str, token: str) -> tuple[str, float]:
