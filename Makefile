@@ -51,7 +51,7 @@ export ALLOW_DEV_SECRETS
 TEST_ENV := DATABASE_URL=postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:$(HOTDEAL_PG_PORT)/hotdeal_test \
 	REDIS_URL=redis://127.0.0.1:$(HOTDEAL_REDIS_PORT)/1 KAFKA_TOPIC_PREFIX=test.
 
-.PHONY: help venv infra-up infra-down infra-status migrate test test-unit check clean up down status api-docs demo swarm compare bench
+.PHONY: help venv infra-up infra-down infra-status migrate test test-unit check clean up down status api-docs demo swarm compare bench bench-fairness
 
 help: ## this list (every target; `make <target>`)
 	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z][a-zA-Z0-9_.-]*:[^=]*## / \
@@ -149,6 +149,16 @@ bench: venv infra-up ## wrk: trivial endpoint, orders, webhook, sold-out refusal
 	scripts/ensure-wrk.sh
 	$(PY) -m hotdeal_core.db.migrate
 	$(PY) -m benchmarks.http $(BENCH_ARGS)
+
+# The fairness of a deal's opening (docs/scenarios/deal-opening-fairness.md): scripts vs
+# people, forged / expired / missing tokens, identity's cost, people under a flood, 10,000
+# connections at once; its own API on a free port; figures in docs/scenarios/results/.
+# `make bench-fairness FAIRNESS_ARGS="--runs 5 --window 3 --label after"`.
+FAIRNESS_ARGS ?=
+bench-fairness: venv infra-up ## a deal opening: scripts vs people, tokens, floods, bursts (FAIRNESS_ARGS=...)
+	scripts/ensure-wrk.sh
+	$(PY) -m hotdeal_core.db.migrate
+	$(PY) -m benchmarks.fairness $(FAIRNESS_ARGS)
 
 # Cluster mode under failure (tests/cluster): two of each process on the 3-broker Kafka and
 # the tests' own Redis Cluster (REDIS_CLUSTER_TEST_PORT, as `make test-cluster`), started if

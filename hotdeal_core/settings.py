@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     order_api_workers: int = Field(default=1, ge=1)
     # uvicorn (measured faster here: benchmarks/http.py) or granian (an optional package).
     order_api_server: Literal["uvicorn", "granian"] = "uvicorn"
+    # Connections the kernel holds for the API's listening socket before it accepts them (a
+    # deal's opening: thousands at once); the kernel caps it at net.core.somaxconn.
+    order_api_backlog: int = Field(default=2048, ge=1, le=65535)
 
     db_pool_size: int = Field(default=20, ge=1)
     redis_max_connections: int = Field(default=64, ge=1)

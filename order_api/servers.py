@@ -69,13 +69,14 @@ def server_from_env() -> str:
 
 
 def serve(server: str, target: str, build: Callable[[], Any], *, host: str, port: int,
-          workers: int) -> None:
+          workers: int, backlog: int = 2048) -> None:
     """Serve the ASGI app `target` ("module:attribute", imported by worker processes) or,
-    where the server runs it in this process, the app `build()` returns."""
+    where the server runs it in this process, the app `build()` returns. `backlog`: the
+    listening socket's accept queue (ORDER_API_BACKLOG)."""
     if server == "granian" or workers > 1:
         multiprocess_metrics()  # before the first worker imports prometheus-client
     if server == "granian":
-        _granian(target, host=host, port=port, workers=workers)
+        _granian(target, host=host, port=port, workers=workers, backlog=backlog)
         return
     import uvicorn
 
@@ -86,10 +87,11 @@ def serve(server: str, target: str, build: Callable[[], Any], *, host: str, port
     # uvicorn takes X-Forwarded-For from any client on 127.0.0.1, its default trusted host.
     uvicorn.run(app, host=host, port=port, workers=workers, loop="uvloop", http="httptools",
                 log_level="warning", log_config=None, access_log=False, proxy_headers=False,
+                backlog=backlog,
                 timeout_graceful_shutdown=GRACEFUL_SECONDS)
 
 
-def _granian(target: str, *, host: str, port: int, workers: int) -> None:
+def _granian(target: str, *, host: str, port: int, workers: int, backlog: int) -> None:
     try:  # imported by name: an optional package, absent from a fresh install
         granian = importlib.import_module("granian")
         const = importlib.import_module("granian.constants")
@@ -100,8 +102,8 @@ def _granian(target: str, *, host: str, port: int, workers: int) -> None:
     granian.Granian(
         target, address=host, port=port, interface=const.Interfaces.ASGI, workers=workers,
         loop=const.Loops.uvloop, http=const.HTTPModes.http1, websockets=False,
-        # Connections held by the kernel per worker socket; a spike of 1,000 buyers waits
-        # there rather than being refused.
-        backlog=2048, log_level=log_levels.warning,
+        # Connections held by the kernel per worker socket; a spike of buyers waits there
+        # rather than being refused.
+        backlog=backlog, log_level=log_levels.warning,
         # A worker that has not stopped by then (a stuck shutdown) is killed.
         workers_kill_timeout=GRACEFUL_SECONDS + 20).serve()

@@ -22,3 +22,21 @@ def test_an_unknown_server_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("ORDER_API_SERVER", "gunicorn")
     with pytest.raises(SystemExit, match="ORDER_API_SERVER='gunicorn' is not one of"):
         server_from_env()
+
+
+
+def test_the_listen_backlog_setting_reaches_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    import order_api.__main__ as entry
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    monkeypatch.setattr(entry, "configure_logging", lambda settings: None)
+    monkeypatch.setattr("sys.argv", ["order_api"])
+    monkeypatch.setenv("ALLOW_DEV_SECRETS", "true")
+    monkeypatch.setenv("ORDER_API_WORKERS", "1")
+    monkeypatch.setenv("ORDER_API_SERVER", "uvicorn")
+    monkeypatch.setenv("ORDER_API_BACKLOG", "16384")
+    entry.main()
+    assert seen["backlog"] == 16384
