@@ -172,7 +172,10 @@ def main() -> None:
     p.add_argument("--latest", type=float, default=3.0, help="people click until (s)")
     p.add_argument("--script-seconds", type=float, default=4.0,
                    help="scripts fire this long after the window (if any)")
-    p.add_argument("--script-connections", type=int, default=32)
+    # Two connections per script account: a script holds one open per account at least (with
+    # fewer, an account whose request waits for the draw would block its connection, and wrk
+    # could not even ask for the others: the scripts would look weaker than they are).
+    p.add_argument("--script-connections", type=int, default=400)
     p.add_argument("--threads", type=int, default=1, help="wrk threads (not burst)")
     p.add_argument("--seed", type=int, default=18)
     p.add_argument("--auth-requests", type=int, default=50)

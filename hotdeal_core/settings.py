@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     order_api_workers: int = Field(default=1, ge=1)
     # uvicorn (measured faster here: benchmarks/http.py) or granian (an optional package).
     order_api_server: Literal["uvicorn", "granian"] = "uvicorn"
+    # The API's event loop. asyncio, not uvloop: under a flood of keep-alive requests uvloop
+    # stops accepting new connections (measured: 683 in the listen queue for 4 s while 400
+    # connections were served; the buyers who open a connection at a deal's opening missed
+    # its window), asyncio keeps accepting them; the throughput cost is within this
+    # machine's noise (docs/scenarios/deal-opening-fairness.md).
+    order_api_loop: Literal["asyncio", "uvloop"] = "asyncio"
     # Connections the kernel holds for the API's listening socket before it accepts them (a
     # deal's opening: thousands at once); the kernel caps it at net.core.somaxconn.
     order_api_backlog: int = Field(default=2048, ge=1, le=65535)

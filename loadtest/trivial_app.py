@@ -27,7 +27,8 @@ def main() -> None:
     settings = load_settings()
     serve(server_from_env(), "loadtest.trivial_app:app", lambda: app,
           host=settings.order_api_host, port=settings.order_api_port,
-          workers=settings.order_api_workers, backlog=settings.order_api_backlog)
+          workers=settings.order_api_workers, backlog=settings.order_api_backlog,
+          loop=settings.order_api_loop)
 
 
 if __name__ == "__main__":

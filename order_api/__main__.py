@@ -21,7 +21,8 @@ def main() -> None:
     configure_logging(settings)
     serve(settings.order_api_server, "order_api.asgi:app", lambda: create_app(settings),
           host=settings.order_api_host, port=settings.order_api_port,
-          workers=settings.order_api_workers, backlog=settings.order_api_backlog)
+          workers=settings.order_api_workers, backlog=settings.order_api_backlog,
+          loop=settings.order_api_loop)
 
 
 if __name__ == "__main__":

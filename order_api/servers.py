@@ -69,14 +69,15 @@ def server_from_env() -> str:
 
 
 def serve(server: str, target: str, build: Callable[[], Any], *, host: str, port: int,
-          workers: int, backlog: int = 2048) -> None:
+          workers: int, backlog: int = 2048, loop: str = "asyncio") -> None:
     """Serve the ASGI app `target` ("module:attribute", imported by worker processes) or,
     where the server runs it in this process, the app `build()` returns. `backlog`: the
-    listening socket's accept queue (ORDER_API_BACKLOG)."""
+    listening socket's accept queue (ORDER_API_BACKLOG); `loop`: asyncio or uvloop
+    (ORDER_API_LOOP)."""
     if server == "granian" or workers > 1:
         multiprocess_metrics()  # before the first worker imports prometheus-client
     if server == "granian":
-        _granian(target, host=host, port=port, workers=workers, backlog=backlog)
+        _granian(target, host=host, port=port, workers=workers, backlog=backlog, loop=loop)
         return
     import uvicorn
 
@@ -85,13 +86,14 @@ def serve(server: str, target: str, build: Callable[[], Any], *, host: str, port
     # proxy_headers=False: the client address is the socket peer's; only the app reads a
     # forwarded header, when TRUSTED_CLIENT_IP_HEADER says so (order_api/limits.py). Else
     # uvicorn takes X-Forwarded-For from any client on 127.0.0.1, its default trusted host.
-    uvicorn.run(app, host=host, port=port, workers=workers, loop="uvloop", http="httptools",
+    uvicorn.run(app, host=host, port=port, workers=workers, loop=loop, http="httptools",
                 log_level="warning", log_config=None, access_log=False, proxy_headers=False,
                 backlog=backlog,
                 timeout_graceful_shutdown=GRACEFUL_SECONDS)
 
 
-def _granian(target: str, *, host: str, port: int, workers: int, backlog: int) -> None:
+def _granian(target: str, *, host: str, port: int, workers: int, backlog: int,
+             loop: str) -> None:
     try:  # imported by name: an optional package, absent from a fresh install
         granian = importlib.import_module("granian")
         const = importlib.import_module("granian.constants")
@@ -101,7 +103,7 @@ def _granian(target: str, *, host: str, port: int, workers: int, backlog: int) -
                          "granian package (pip install granian)") from None
     granian.Granian(
         target, address=host, port=port, interface=const.Interfaces.ASGI, workers=workers,
-        loop=const.Loops.uvloop, http=const.HTTPModes.http1, websockets=False,
+        loop=const.Loops(loop), http=const.HTTPModes.http1, websockets=False,
         # Connections held by the kernel per worker socket; a spike of buyers waits there
         # rather than being refused.
         backlog=backlog, log_level=log_levels.warning,
