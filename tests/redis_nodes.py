@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
@@ -74,3 +75,17 @@ async def promoted(redis: RedisCluster, key: str, dead_port: int) -> ClusterNode
         master = redis.get_node_from_key(key)
         return master if master is not None and int(master.port) != dead_port else None
     return await eventually(other, timeout=60, what=f"a replica of :{dead_port} promoted")
+
+
+async def replicas_per_master(redis: RedisCluster) -> dict[int, int]:
+    """Each live master's port -> its live replicas (CLUSTER NODES as a live node sees it)."""
+    await redis.nodes_manager.initialize()
+    nodes: dict[str, dict[str, Any]] = await redis.cluster_nodes()
+    masters = {n["node_id"]: int(a.rsplit(":", 1)[1]) for a, n in nodes.items()
+               if "master" in str(n["flags"]) and "fail" not in str(n["flags"]) and n["slots"]}
+    counts = dict.fromkeys(masters.values(), 0)
+    for node in nodes.values():
+        flags = str(node["flags"])
+        if "slave" in flags and "fail" not in flags and node["master_id"] in masters:
+            counts[masters[node["master_id"]]] += 1
+    return counts
