@@ -4,8 +4,10 @@
 # nodes.conf, the append-only file, redis.log, redis.pid.
 #
 #   scripts/cluster/redis.sh up       start the nodes that are not running, create the cluster
-#                                     if it does not exist, wait for cluster_state:ok on every
-#                                     node and for every replica to be in sync with its master
+#                                     if it does not exist (else join to it the nodes that know
+#                                     only themselves), wait for cluster_state:ok on every
+#                                     node and for every replica to be in sync with its master,
+#                                     moving replicas until every master has two
 #   scripts/cluster/redis.sh down     stop the nodes this script started and delete their data
 #                                     (the next `up` creates a fresh cluster; the logs stay)
 #   scripts/cluster/redis.sh status   one line per node (role, pid, replication) + cluster_state
@@ -110,6 +112,19 @@ healthy() {
   [ "$masters" = 3 ] && [ "$replicas" = 6 ]
 }
 
+# Nodes that know only themselves beside a formed cluster (started for a layout with more
+# nodes than the cluster was created with, e.g. the six of one replica per master; or a
+# node whose nodes.conf was lost) join it as replicas; `balanced` then places them.
+join_loners() {
+  local port
+  for port in "${PORTS[@]}"; do
+    [ "$(field "$port" cluster_known_nodes cluster info)" = 1 ] || continue
+    log "node :$port joins the cluster as a replica"
+    redis-cli --cluster add-node "127.0.0.1:$port" "127.0.0.1:${PORTS[0]}" --cluster-slave \
+      >"$DIR/join.log" 2>&1 || fail_with_log "node :$port could not join the cluster" "$DIR/join.log"
+  done
+}
+
 # One move towards two replicas per master: a replica of a master with more than two follows
 # (CLUSTER REPLICATE) a master with fewer. Failures leave them uneven (a master left without
 # replica is given a spare one by replica migration; the dead nodes come back as replicas of
@@ -140,7 +155,7 @@ up() {
   local port
   for port in "${PORTS[@]}"; do reserve_ports "$port" "$((port - 10000))"; done
   for port in "${PORTS[@]}"; do node_up "$port"; done
-  formed || create
+  if formed; then join_loners; else create; fi
   local deadline=$((SECONDS + 60))
   until healthy && balanced; do
     [ $SECONDS -lt $deadline ] || { status >&2; die "cluster not healthy within 60 s (see $DIR/<port>/redis.log)"; }
