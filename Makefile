@@ -170,7 +170,7 @@ test-cluster-e2e: venv ## cluster swarms while a Kafka broker, then a Redis mast
 	$(TEST_CLUSTER_ENV) KAFKA_BOOTSTRAP_SERVERS=$(CLUSTER_KAFKA) $(PY) -m devtools.testenv
 	$(TEST_CLUSTER_ENV) KAFKA_BOOTSTRAP_SERVERS=$(CLUSTER_KAFKA) $(PY) -m pytest tests/cluster
 
-# The Redis Cluster alone (scripts/cluster/redis.sh; ports HOTDEAL_REDIS_CLUSTER_PORT..+5).
+# The Redis Cluster alone (scripts/cluster/redis.sh; ports HOTDEAL_REDIS_CLUSTER_PORT..+8).
 .PHONY: redis-cluster-up redis-cluster-down redis-cluster-status test-cluster
 redis-cluster-up: ## the local Redis Cluster alone
 	scripts/cluster/redis.sh up
@@ -180,7 +180,7 @@ redis-cluster-status: ## its nodes
 	scripts/cluster/redis.sh status
 
 # The stock store's contract, the order use cases, lost-write recovery and a master killed
-# mid-sale, against a Redis Cluster of the tests' own (ports 57101-57106, emptied first:
+# mid-sale, against a Redis Cluster of the tests' own (ports 57101-57109, emptied first:
 # never the app's cluster of `make up CLUSTER=1`), with replica acks (WAIT) on.
 REDIS_CLUSTER_TEST_PORT ?= 57101
 export REDIS_CLUSTER_TEST_PORT  # scripts/infra.sh reserves its ports too

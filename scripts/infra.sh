@@ -12,7 +12,7 @@
 #   HOTDEAL_PG_PORT=55432  HOTDEAL_REDIS_PORT=56379  HOTDEAL_KAFKA_PORT=59092
 #   HOTDEAL_KAFKA_CONTROLLER_PORT=59093
 # HOTDEAL_CLUSTER=1 (`make infra-up CLUSTER=1`): Postgres as above, a Redis Cluster
-# (scripts/cluster/redis.sh, ports 57001-57006) and a 3-broker Kafka (scripts/cluster/kafka.sh,
+# (scripts/cluster/redis.sh, ports 57001-57009) and a 3-broker Kafka (scripts/cluster/kafka.sh,
 # ports 59192-59194) instead of the single Redis and Kafka; `down` then stops those two and
 # leaves Postgres (shared by both modes) running.
 set -euo pipefail
@@ -267,9 +267,9 @@ project_ports() {
   local base p
   echo "$PG_PORT $REDIS_PORT $KAFKA_PORT $KAFKA_CPORT ${ORDER_API_PORT:-58000} $((${ORDER_API_PORT:-58000} + 1))"
   # The Redis Clusters of `make up CLUSTER=1` and of the tests (Makefile: REDIS_CLUSTER_TEST_PORT),
-  # six nodes each, with their bus ports 10000 below.
+  # nine nodes each, with their bus ports 10000 below.
   for base in "${HOTDEAL_REDIS_CLUSTER_PORT:-57001}" "${REDIS_CLUSTER_TEST_PORT:-57101}"; do
-    for p in 0 1 2 3 4 5; do echo "$((base + p)) $((base + p - 10000))"; done
+    for p in 0 1 2 3 4 5 6 7 8; do echo "$((base + p)) $((base + p - 10000))"; done
   done
   echo "${HOTDEAL_KAFKA_CLUSTER_PORTS:-59192 59193 59194}" | tr ',' ' '
   echo "${HOTDEAL_KAFKA_CLUSTER_CONTROLLER_PORTS:-59195 59196 59197}" | tr ',' ' '

@@ -1,7 +1,7 @@
 """Shared fixtures. Tests run against the real Postgres, Redis and Kafka started by
 `make test` (scripts/infra.sh); the test database, Redis db 1 and the "test." topic prefix
 keep them apart from the demo's data. `make test-cluster` runs the Redis tiers against a
-Redis Cluster of their own instead (REDIS_CLUSTER=true, ports 57101-57106: a cluster has
+Redis Cluster of their own instead (REDIS_CLUSTER=true, ports 57101-57109: a cluster has
 only db 0, so a dedicated cluster is what keeps the tests' keys apart)."""
 
 from __future__ import annotations

@@ -106,8 +106,9 @@ class ReplicaAcks:
 
 def replica_acks(settings: Settings) -> ReplicaAcks:
     """`REDIS_REPLICA_ACK_TIMEOUT_MS` set: always that (0: never). Unset: 100 ms, always in
-    cluster mode (every master has a replica), and on a single node whenever its primary has
-    replicas (a managed primary/replica, Sentinel: a failover would lose unacked writes)."""
+    cluster mode (every master has two replicas: one left after a failover still acks), and
+    on a single node whenever its primary has replicas (a managed primary/replica, Sentinel:
+    a failover would lose unacked writes)."""
     if settings.redis_replica_ack_timeout_ms is not None:
         return ReplicaAcks(settings.redis_replica_ack_timeout_ms)
     return ReplicaAcks(100, if_replicated=not settings.redis_cluster)

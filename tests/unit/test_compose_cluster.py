@@ -1,4 +1,5 @@
-"""compose.yaml's profile "cluster" matches scripts/cluster/kafka.sh and `make up CLUSTER=1`."""
+"""compose.yaml's profile "cluster" matches scripts/cluster/kafka.sh, scripts/cluster/redis.sh
+and `make up CLUSTER=1`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SCRIPT = (ROOT / "scripts" / "cluster" / "kafka.sh").read_text()
+REDIS_SCRIPT = (ROOT / "scripts" / "cluster" / "redis.sh").read_text()
 
 
 def _cluster_services() -> dict[str, dict[str, Any]]:
@@ -25,7 +27,7 @@ def _script_setting(name: str) -> str:
 
 def test_the_cluster_profile_runs_three_brokers_and_two_of_each_process() -> None:
     services = _cluster_services()
-    for group, count in (("kafka", 3), ("redis-c", 6), ("order-api", 2),
+    for group, count in (("kafka", 3), ("redis-c", 9), ("order-api", 2),
                          ("stock-worker", 2), ("reconciler", 2)):
         assert len([n for n in services if re.fullmatch(rf"{group}-?\d", n)]) == count, group
 
@@ -49,3 +51,24 @@ def test_the_cluster_processes_use_every_broker_and_the_redis_cluster() -> None:
             env = service["environment"]
             assert env["KAFKA_BOOTSTRAP_SERVERS"].count(",") == 2, name
             assert env["REDIS_CLUSTER"] == "true", name
+
+
+def _option(args: list[str], name: str) -> str:
+    assert name in args, name
+    return args[args.index(name) + 1]
+
+
+def test_the_compose_redis_nodes_are_configured_as_the_scripts_nodes() -> None:
+    services = _cluster_services()
+    timeout = re.search(r'^NODE_TIMEOUT="\$\{\w+:-(\d+)\}"$', REDIS_SCRIPT, re.MULTILINE)
+    assert timeout, "NODE_TIMEOUT"
+    for name, service in services.items():
+        if re.fullmatch(r"redis-c\d", name):
+            args = [str(a) for a in service["command"]]
+            assert _option(args, "--cluster-node-timeout") == timeout.group(1), name
+            assert _option(args, "--cluster-replica-validity-factor") == "0", name
+            assert _option(args, "--cluster-require-full-coverage") == "no", name
+    # Two replicas per master: the promoted one still has a replica to acknowledge writes.
+    init = " ".join(services["redis-cluster-init"]["command"])
+    assert "--cluster-replicas 2" in init and "--cluster-replicas 2" in REDIS_SCRIPT
+    assert all(f"redis-c{n}" in init for n in range(1, 10))
