@@ -26,7 +26,8 @@ KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(HOTDEAL_KAFKA_PORT)
 export DATABASE_URL REDIS_URL KAFKA_BOOTSTRAP_SERVERS
 # CLUSTER=1 (make up / down / status / infra-up / infra-down / infra-status CLUSTER=1): a
 # Redis Cluster (scripts/cluster/redis.sh), a 3-broker Kafka (scripts/cluster/kafka.sh) and
-# two replicas of each process (devtools/procs.py); Postgres as in single mode. docs/scaling.md
+# two replicas of each process (devtools/procs.py), the order APIs behind HAProxy on the one
+# buyer address ORDER_API_PORT (scripts/ensure-haproxy.sh); Postgres as in single mode. docs/scaling.md
 CLUSTER ?=
 HOTDEAL_CLUSTER := $(CLUSTER)
 HOTDEAL_KAFKA_CLUSTER_PORTS ?= 59192 59193 59194
@@ -60,7 +61,7 @@ help:
 	@echo "make infra-up / infra-down / infra-status   local Postgres, Redis, Kafka"
 	@echo "make migrate      migrate the app database"
 	@echo "make up / down    start / stop the order API, stock worker and reconciler"
-	@echo "make up CLUSTER=1 the same with a Redis Cluster, 3 Kafka brokers, 2 of each process"
+	@echo "make up CLUSTER=1 the same with a Redis Cluster, 3 Kafka brokers, 2 of each process behind HAProxy"
 	@echo "make test-cluster / test-cluster-e2e   the Redis Cluster tier / the cluster swarms under faults (CI runs both)"
 	@echo "make test-cluster-e2e   cluster mode while a Kafka broker, then a Redis master, is killed"
 	@echo "make api-docs     regenerate docs/api (OpenAPI, AsyncAPI)"
@@ -98,6 +99,7 @@ check: venv
 
 # The three processes in the background (logs and pids in .run/); `make down` stops them.
 up: venv infra-up migrate
+	@if [ "$(CLUSTER)" = 1 ]; then scripts/ensure-haproxy.sh; fi
 	$(PY) -m devtools.procs up
 down:
 	@test -x $(PY) && $(PY) -m devtools.procs down || true
@@ -155,6 +157,7 @@ bench: venv infra-up
 .PHONY: test-cluster-e2e
 test-cluster-e2e: venv
 	HOTDEAL_CLUSTER=1 HOTDEAL_REDIS_CLUSTER_PORT=$(REDIS_CLUSTER_TEST_PORT) scripts/infra.sh up
+	scripts/ensure-haproxy.sh
 	$(TEST_CLUSTER_ENV) KAFKA_BOOTSTRAP_SERVERS=$(CLUSTER_KAFKA) $(PY) -m devtools.testenv
 	$(TEST_CLUSTER_ENV) KAFKA_BOOTSTRAP_SERVERS=$(CLUSTER_KAFKA) $(PY) -m pytest tests/cluster
 
