@@ -17,7 +17,7 @@ def test_with_an_instance_id_each_subscriber_is_a_static_member_of_its_own() -> 
                         kafka_session_timeout_ms=9000)
     assert membership(settings, "payments") == {"group_instance_id": "stock-worker-1.payments",
                                                  "session_timeout_ms": 9000,
-                                                 "heartbeat_interval_ms": 3000}
+                                                 "heartbeat_interval_ms": 1000}
     # The stock worker's two subscribers are two consumers in one group: one id would fence.
     assert membership(settings, "order-requests")["group_instance_id"] \
         != membership(settings, "payments")["group_instance_id"]
@@ -48,3 +48,11 @@ def test_every_subscriber_of_the_consumer_processes_joins_as_a_static_member(
               for s in app.broker.subscribers]
     assert joined and len({i for i, _ in joined}) == len(joined)
     assert all(i.startswith("proc-1.") and ms == 7000 for i, ms in joined), joined
+
+
+@pytest.mark.parametrize(("session_ms", "heartbeat_ms"), [(10_000, 1000), (6000, 1000),
+                                                          (1500, 500)])
+def test_heartbeats_go_every_second_or_a_third_of_a_shorter_session(
+        session_ms: int, heartbeat_ms: int) -> None:
+    found = membership(Settings(_env_file=None, kafka_session_timeout_ms=session_ms), "x")
+    assert found["heartbeat_interval_ms"] == heartbeat_ms
