@@ -26,7 +26,8 @@ KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(HOTDEAL_KAFKA_PORT)
 export DATABASE_URL REDIS_URL KAFKA_BOOTSTRAP_SERVERS
 # CLUSTER=1 (make up / down / status / infra-up / infra-down / infra-status CLUSTER=1): a
 # Redis Cluster (scripts/cluster/redis.sh), a 3-broker Kafka (scripts/cluster/kafka.sh) and
-# two replicas of each process (devtools/procs.py); Postgres as in single mode. docs/scaling.md
+# two replicas of each process (devtools/procs.py), the order APIs behind HAProxy on the one
+# buyer address ORDER_API_PORT (scripts/ensure-haproxy.sh); Postgres as in single mode. docs/scaling.md
 CLUSTER ?=
 HOTDEAL_CLUSTER := $(CLUSTER)
 HOTDEAL_KAFKA_CLUSTER_PORTS ?= 59192 59193 59194
@@ -87,7 +88,8 @@ check: venv ## ruff + mypy
 	$(VENV)/bin/mypy .
 
 # The three processes in the background (logs and pids in .run/); `make down` stops them.
-up: venv infra-up migrate ## start the order API, stock worker and reconciler (CLUSTER=1: two of each)
+up: venv infra-up migrate ## start the order API, stock worker and reconciler (CLUSTER=1: two of each behind HAProxy)
+	@if [ "$(CLUSTER)" = 1 ]; then scripts/ensure-haproxy.sh; fi
 	$(PY) -m devtools.procs up
 down: ## stop them
 	@test -x $(PY) && $(PY) -m devtools.procs down || true
@@ -167,6 +169,7 @@ bench-fairness: venv infra-up ## a deal opening: scripts vs people, tokens, floo
 .PHONY: test-cluster-e2e
 test-cluster-e2e: venv ## cluster swarms while a Kafka broker, then a Redis master, is killed (CI)
 	HOTDEAL_CLUSTER=1 HOTDEAL_REDIS_CLUSTER_PORT=$(REDIS_CLUSTER_TEST_PORT) scripts/infra.sh up
+	scripts/ensure-haproxy.sh
 	$(TEST_CLUSTER_ENV) KAFKA_BOOTSTRAP_SERVERS=$(CLUSTER_KAFKA) $(PY) -m devtools.testenv
 	$(TEST_CLUSTER_ENV) KAFKA_BOOTSTRAP_SERVERS=$(CLUSTER_KAFKA) $(PY) -m pytest tests/cluster
 

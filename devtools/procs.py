@@ -3,9 +3,11 @@
     python -m devtools.procs up [--run-dir .run]     start order-api, stock-worker, reconciler
     python -m devtools.procs down                     SIGTERM them (graceful), SIGKILL after 45 s
     python -m devtools.procs status
-    python -m devtools.procs up --cluster             two of each (`make up CLUSTER=1`): order
-        APIs on ORDER_API_PORT and the port after it, stock workers and reconcilers in their
-        consumer groups; --cluster is the default when HOTDEAL_CLUSTER=1. `down` stops both sets.
+    python -m devtools.procs up --cluster             two of each (`make up CLUSTER=1`): buyers
+        use one address, ORDER_API_PORT, where HAProxy (devtools/haproxy.py) balances over
+        the two order APIs on the two ports after it; stock workers and reconcilers in their
+        consumer groups, each with its static member id (stock-worker-1, ...); --cluster is
+        the default when HOTDEAL_CLUSTER=1. `down` stops both sets.
 
 Logs and pid files go to the run directory (git-ignored). `up` waits until each process is
 ready (the API's /readyz answers 200; a consumer writes its ready file) and fails with the
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +28,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from devtools.haproxy import config as haproxy_config
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = {"order-api": "order_api", "stock-worker": "stock_worker", "reconciler": "reconciler"}
@@ -57,9 +62,22 @@ class Proc:
     env: dict[str, str] = field(default_factory=dict)
     module: str = ""  # defaults to the module of the process named `name`
     popen: subprocess.Popen[bytes] | None = None
+    # Not a Python module: the program and its arguments (the load balancer).
+    argv: tuple[str, ...] = ()
+    files: dict[Path, str] = field(default_factory=dict)  # written on start (its config)
 
     def __post_init__(self) -> None:
-        self.module = self.module or MODULES[self.name]
+        if not self.argv:
+            self.module = self.module or MODULES[self.name]
+
+    @property
+    def command(self) -> list[str]:
+        return list(self.argv) or [sys.executable, "-m", self.module]
+
+    @property
+    def serves_http(self) -> bool:
+        """Ready when GET /readyz answers 200 (the API and the LB), else by its ready file."""
+        return self.module == "order_api" or bool(self.argv)
 
     @property
     def log(self) -> Path:
@@ -81,18 +99,20 @@ class Proc:
     def start(self) -> Proc:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ready_file.unlink(missing_ok=True)
+        for path, text in self.files.items():
+            path.write_text(text)
         env = {**os.environ, **self.env, "READY_FILE": str(self.ready_file),
                "PYTHONUNBUFFERED": "1"}
         with self.log.open("ab") as log:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", self.module], cwd=ROOT, env=env,
+                self.command, cwd=ROOT, env=env,
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
         self.pid_file.write_text(f"{self.popen.pid}\n")
         return self
 
     def is_ready(self) -> bool:
-        if self.module != "order_api":
+        if not self.serves_http:
             return self.ready_file.exists()
         try:
             with urllib.request.urlopen(f"{self.api_url}/readyz", timeout=2) as resp:
@@ -126,7 +146,7 @@ class Proc:
             return False
         if self.popen is not None:
             return self.popen.poll() is None
-        return process_runs(pid, self.module)
+        return process_runs(pid, self.command[-1])
 
     def signal(self, sig: signal.Signals) -> None:
         pid = self.pid()
@@ -155,8 +175,9 @@ class Proc:
 
 
 def process_runs(pid: int, module: str) -> bool:
-    """The pid is a live (not zombie) `python -m <module>`: `kill -0` alone is fooled by a
-    killed process that is not reaped yet, and by a pid reused by another program."""
+    """The pid is a live (not zombie) process whose command line has `module` (`python -m
+    <module>`, or the LB's configuration file): `kill -0` alone is fooled by a killed
+    process that is not reaped yet, and by a pid reused by another program."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -166,15 +187,32 @@ def process_runs(pid: int, module: str) -> bool:
     return state not in ("Z", "X") and module.encode() in cmdline
 
 
+def load_balancer(run_dir: Path, port: int, apis: list[Proc], name: str = "load-balancer",
+                  ) -> Proc:
+    """HAProxy on `port` (ORDER_API_HOST), balancing over `apis` and health-checking
+    their /readyz (devtools/haproxy.py); it runs in the foreground (-db) under procs."""
+    cfg = run_dir / f"{name}.cfg"
+    host = os.environ.get("ORDER_API_HOST", "127.0.0.1")
+    text = haproxy_config(f"{host}:{port}", [(p.name, p.api_url.removeprefix("http://"))
+                                             for p in apis])
+    return Proc(name, run_dir, {"ORDER_API_PORT": str(port)},
+                argv=(shutil.which("haproxy") or "haproxy", "-db", "-f", str(cfg)),
+                files={cfg: text})
+
+
 def _procs(run_dir: Path, cluster: bool = False) -> list[Proc]:
+    """Single mode: one of each. Cluster mode: the replicas (APIs on the ports after
+    ORDER_API_PORT, consumers with their static member ids), then the LB on ORDER_API_PORT."""
     if not cluster:
         return [Proc(name, run_dir) for name in MODULES]
     base = int(os.environ.get("ORDER_API_PORT", "58000"))
     replicas = range(1, CLUSTER_REPLICAS + 1)
-    procs = [Proc(f"order-api-{i}", run_dir, {"ORDER_API_PORT": str(base + i - 1)},
-                  module="order_api") for i in replicas]
-    return procs + [Proc(f"{name}-{i}", run_dir, module=MODULES[name])
-                    for name in ("stock-worker", "reconciler") for i in replicas]
+    apis = [Proc(f"order-api-{i}", run_dir, {"ORDER_API_PORT": str(base + i)},
+                 module="order_api") for i in replicas]
+    consumers = [Proc(f"{name}-{i}", run_dir, {"CONSUMER_INSTANCE_ID": f"{name}-{i}"},
+                      module=MODULES[name])
+                 for name in ("stock-worker", "reconciler") for i in replicas]
+    return [*apis, *consumers, load_balancer(run_dir, base, apis)]
 
 
 def up(run_dir: Path, cluster: bool = False) -> None:
@@ -185,6 +223,9 @@ def up(run_dir: Path, cluster: bool = False) -> None:
     if others:  # the same ports and groups: one set at a time
         raise ProcessFailed(f"{', '.join(others)} running ({'single' if cluster else 'cluster'}"
                             " mode): stop them first (make down)")
+    if cluster and shutil.which("haproxy") is None:
+        raise ProcessFailed("haproxy (the buyers' load balancer) is not installed: run "
+                            "scripts/ensure-haproxy.sh (make up CLUSTER=1 does)")
     try:
         for proc in procs:
             if proc.alive():
@@ -202,6 +243,9 @@ def up(run_dir: Path, cluster: bool = False) -> None:
     for proc in procs:
         if proc.module == "order_api":
             print(f"[procs] order API: {proc.api_url}  (docs: {proc.api_url}/docs)")
+    if cluster:
+        lb = procs[-1].api_url
+        print(f"[procs] buyers' address (load balancer): {lb}  (docs: {lb}/docs)")
 
 
 def down(run_dir: Path, cluster: bool = False) -> None:

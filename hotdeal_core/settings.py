@@ -112,6 +112,15 @@ class Settings(BaseSettings):
     # more once it has some (larger batches: fewer commits; see stock_worker/app.py).
     settle_batch_max_records: int = Field(default=500, ge=1)
     settle_batch_timeout_ms: int = Field(default=20, ge=1)
+    # Kafka consumer-group membership of the stock worker and the reconciler
+    # (hotdeal_core/messaging/membership.py, docs/scaling.md). CONSUMER_INSTANCE_ID set:
+    # static membership (KIP-345), a process restarted under the same id gets its partitions
+    # back at once, without a rebalance; it must be unique per process of a role (two live
+    # processes under one id fence each other). Unset: dynamic membership.
+    consumer_instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    # A member silent this long leaves the group and its partitions go to the others (the
+    # brokers allow 6-1800 s by default); heartbeats every third of it.
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000, le=1_800_000)
     sweep_interval_seconds: float = Field(default=1.0, gt=0)
     sweep_batch_size: int = Field(default=200, ge=1)
     orphan_grace_seconds: float = Field(default=30.0, gt=0)

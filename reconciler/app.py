@@ -42,6 +42,7 @@ from hotdeal_core.bootstrap.consumer_process import ConsumerProcess, Duty
 from hotdeal_core.db.tables import hot_deals
 from hotdeal_core.messaging.admin import server_list
 from hotdeal_core.messaging.consumer import RetryPolicy, handle
+from hotdeal_core.messaging.membership import membership
 from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.observability.logs import bind_ids
 from hotdeal_core.settings import Settings
@@ -110,7 +111,8 @@ def create_app(settings: Settings) -> FastStream:
                 log.info("HotDealEnded %s: %s", event.hot_deal_id, report)
 
     @broker.subscriber(topics.hotdeals, group_id=group, ack_policy=AckPolicy.NACK_ON_ERROR,
-                       auto_offset_reset="earliest", title=f"{GROUP}:hotdeals")
+                       auto_offset_reset="earliest", title=f"{GROUP}:hotdeals",
+                       **membership(settings, "hotdeals"))
     async def hotdeals_handler(body: Any, msg: KafkaMessage) -> None:
         await handle(broker, topics, msg, GROUP, hotdeal_event_adapter, on_hotdeal,
                      retry=retry)

@@ -30,6 +30,7 @@ from hotdeal_core.bootstrap.consumer_process import ConsumerProcess, Duty
 from hotdeal_core.domain import CancelReason, OrderStatus
 from hotdeal_core.messaging.admin import server_list
 from hotdeal_core.messaging.consumer import RetryPolicy, handle_batch
+from hotdeal_core.messaging.membership import membership
 from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.observability.metrics import observe_settled
 from hotdeal_core.settings import Settings
@@ -131,7 +132,7 @@ def create_app(settings: Settings) -> FastStream:
                        batch_timeout_ms=settings.settle_batch_timeout_ms,
                        ack_policy=AckPolicy.MANUAL,
                        decoder=raw_bodies, auto_offset_reset="earliest",
-                       title=f"{GROUP}:payments")
+                       title=f"{GROUP}:payments", **membership(settings, "payments"))
     async def payments_handler(body: Any, msg: KafkaMessage) -> None:
         await handle_batch(broker, topics, msg, GROUP, payment_event_adapter, on_payments,
                            retry=retry)
@@ -140,7 +141,8 @@ def create_app(settings: Settings) -> FastStream:
                        max_records=settings.settle_batch_max_records,
                        batch_timeout_ms=settings.settle_batch_timeout_ms,
                        ack_policy=AckPolicy.MANUAL, decoder=raw_bodies,
-                       auto_offset_reset="earliest", title=f"{GROUP}:order-requests")
+                       auto_offset_reset="earliest", title=f"{GROUP}:order-requests",
+                       **membership(settings, "order-requests"))
     async def requests_handler(body: Any, msg: KafkaMessage) -> None:
         await handle_batch(broker, topics, msg, GROUP, order_request_adapter, on_requests,
                            retry=retry)

@@ -23,8 +23,9 @@ from tests.cluster.conftest import ROOT, ClusterStack
 from tests.e2e.conftest import ADMIN, SECRET, eventually, start_hot_deal
 
 # Each virtual user is one buyer (buyer-1..buyer-20 in both swarms, so the per-user limit
-# is shared across the two APIs); a high limit keeps them buying through the fault.
-USERS = 20  # per API
+# is shared across the two APIs the LB spreads them over); a high limit keeps them buying
+# through the fault.
+USERS = 20  # per swarm
 LIMIT = 40
 SWARM_SECONDS = 15
 STOCK = 700
@@ -66,17 +67,17 @@ async def sale_with_fault(ctx: Context, stack: ClusterStack, tmp_path: Path,
                           fault: Callable[[int], Awaitable[Callable[[], Awaitable[None]]]],
                           *, failures_allowed: bool = False,
                           swarm_seconds: int = SWARM_SECONDS) -> SaleResult:
-    """Two swarms (one per API) on a new deal; `fault(product_id)` runs once
+    """Two swarms on a new deal, through the buyers' address (the LB in front of both
+    APIs); `fault(product_id)` runs once
     FAULT_AFTER_ORDERS orders exist and returns the repair, awaited after the swarms (or
     on failure). Then the deal is ended and reconciled, every payment settled, and checked."""
-    api = stack.apis[0].api_url
+    api = stack.lb_url
     async with httpx.AsyncClient(base_url=api, timeout=30) as client:
         product_id = await start_hot_deal(ctx, client, STOCK, limit=LIMIT)
     deal_id = await latest_deal_id(ctx, product_id)
     files = [tmp_path / f"accepted-{i}.txt" for i in range(len(stack.apis))]
-    swarms = [asyncio.create_task(_swarm(p.api_url, product_id, f, failures_allowed,
-                                         swarm_seconds))
-              for p, f in zip(stack.apis, files, strict=True)]
+    swarms = [asyncio.create_task(_swarm(api, product_id, f, failures_allowed, swarm_seconds))
+              for f in files]
     repair: Callable[[], Awaitable[None]] | None = None
     try:
         async def ordering() -> bool:

@@ -1,5 +1,6 @@
 """compose.yaml's profile "cluster" matches scripts/cluster/kafka.sh, scripts/cluster/redis.sh
-and `make up CLUSTER=1`."""
+and `make up CLUSTER=1` (the same brokers and Redis nodes, the same load balancer
+configuration, static consumer member ids)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from devtools.haproxy import compose_config
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SCRIPT = (ROOT / "scripts" / "cluster" / "kafka.sh").read_text()
@@ -72,3 +75,22 @@ def test_the_compose_redis_nodes_are_configured_as_the_scripts_nodes() -> None:
     init = " ".join(services["redis-cluster-init"]["command"])
     assert "--cluster-replicas 2" in init and "--cluster-replicas 2" in REDIS_SCRIPT
     assert all(f"redis-c{n}" in init for n in range(1, 10))
+
+
+def test_the_cluster_buyers_reach_both_apis_through_haproxy_health_checking_readyz() -> None:
+    lb = _cluster_services()["haproxy"]
+    assert lb["image"].startswith("haproxy:2.")
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in lb["volumes"]}
+    config = (ROOT / mounted["/usr/local/etc/haproxy/haproxy.cfg"]).read_text()
+    assert config == compose_config()  # the file is the generator's (`make up CLUSTER=1`'s)
+    assert "http-check send meth GET uri /readyz" in config
+    apis = {n for n in _cluster_services() if n.startswith("order-api-")}
+    assert {f"server {n} {n}:8000" for n in apis} <= {
+        line.strip().split(" resolvers")[0] for line in config.splitlines()}
+    assert set(lb["depends_on"]) == apis
+
+
+def test_each_cluster_consumer_has_its_own_static_member_id() -> None:
+    ids = [s["environment"]["CONSUMER_INSTANCE_ID"] for n, s in _cluster_services().items()
+           if n.startswith(("stock-worker-", "reconciler-"))]
+    assert sorted(ids) == ["reconciler-1", "reconciler-2", "stock-worker-1", "stock-worker-2"]
