@@ -1,0 +1,201 @@
+"""Tracing without services, on the SDK's in-memory exporter: off it builds nothing; on, a
+natural batch's span follows its first sampled caller and links the others, the relay's
+record carries its send span's context (child of the row's), and each record of a settled
+batch gets a settlement span in its own trace."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from aiokafka import ConsumerRecord
+from faststream.kafka.message import KafkaAckableMessage
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from hotdeal_core.batching import Batcher
+from hotdeal_core.messaging.consumer import RetryPolicy, handle_batch
+from hotdeal_core.messaging.outbox import OutboxRow
+from hotdeal_core.messaging.sending import send_all
+from hotdeal_core.messaging.topics import Topics
+from hotdeal_core.observability import tracing
+from hotdeal_core.settings import Settings
+from order_api.app import create_app
+from order_api.tracing import TracedApp
+from schemas.events import PaymentEvent, PaymentSucceeded, payment_event_adapter
+from tests.unit.test_consumer_batches import _Consumer
+
+TOPICS = Topics("unit-trace.")
+
+
+def _install(ratio: float) -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    provider = tracing.new_provider("unit", ratio)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    return exporter
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    yield _install(1.0)
+    tracing.uninstall()
+
+
+@pytest.fixture
+def unsampled() -> Iterator[InMemorySpanExporter]:
+    yield _install(0.0)
+    tracing.uninstall()
+
+
+def test_off_no_span_no_context_and_no_server_layer_is_built() -> None:
+    assert not tracing.enabled()
+    with tracing.span("reserve") as span:
+        assert span is None
+    assert tracing.headers() is None and tracing.current_link() is None
+    assert tracing.send_span("t", "k", {"traceparent": "x"}) is None
+    assert tracing.kafka_middlewares() == []
+    app = create_app(Settings(_env_file=None))
+    assert TracedApp not in [getattr(m, "cls", None) for m in app.user_middleware]
+
+
+def test_on_the_api_gets_its_server_layer(spans: InMemorySpanExporter) -> None:
+    app = create_app(Settings(_env_file=None))
+    assert TracedApp in [getattr(m, "cls", None) for m in app.user_middleware]
+
+
+async def _batched(batcher: Batcher[int, int], names: list[str]) -> list[int]:
+    async def caller(name: str, item: int) -> int:
+        with tracing.span(name):
+            return await batcher.submit(item)
+    return list(await asyncio.gather(*(caller(n, i) for i, n in enumerate(names))))
+
+
+async def test_a_batch_span_is_the_child_of_its_first_sampled_caller_and_links_the_others(
+        spans: InMemorySpanExporter) -> None:
+    sizes: list[int] = []
+
+    async def write(items: list[int]) -> list[int | BaseException]:
+        sizes.append(len(items))
+        return [i * 10 for i in items]
+
+    batcher: Batcher[int, int] = Batcher("orders", write)
+    batcher.start()
+    try:
+        assert await _batched(batcher, ["a", "b", "c"]) == [0, 10, 20]
+    finally:
+        await batcher.stop()
+    assert sizes == [3]
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    batch, callers = by_name["orders batch"], [by_name[n] for n in "abc"]
+    assert batch.parent is not None and batch.parent.span_id == callers[0].context.span_id
+    assert batch.context.trace_id == callers[0].context.trace_id
+    assert [link.context.span_id for link in batch.links] == [
+        c.context.span_id for c in callers[1:]]
+    assert batch.attributes is not None and batch.attributes["hotdeal.batch.size"] == 3
+
+
+async def test_a_batch_of_unsampled_callers_makes_no_span(
+        unsampled: InMemorySpanExporter) -> None:
+    async def write(items: list[int]) -> list[int | BaseException]:
+        return list(items)
+
+    batcher: Batcher[int, int] = Batcher("orders", write)
+    batcher.start()
+    try:
+        await _batched(batcher, ["a", "b"])
+    finally:
+        await batcher.stop()
+    assert unsampled.get_finished_spans() == ()
+
+
+class _Producer:
+    """aiokafka's send(), acknowledged at once; keeps each record's headers."""
+
+    def __init__(self) -> None:
+        self.headers: list[list[tuple[str, bytes]] | None] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes,
+                   headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
+        self.headers.append(headers)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def _row(row_id: int, headers: dict[str, str] | None) -> OutboxRow:
+    return OutboxRow(row_id, "orders.v1", f"k{row_id}", "{}", datetime.now(UTC), 0, headers)
+
+
+async def test_the_relay_sends_a_row_under_a_span_in_its_trace_and_the_record_carries_it(
+        spans: InMemorySpanExporter) -> None:
+    with tracing.span("POST /orders") as request:
+        written = tracing.headers()  # what the outbox row keeps
+    assert request is not None and written is not None
+    producer = _Producer()
+    outcome, broken = await send_all(producer, [_row(1, written), _row(2, None)])  # type: ignore[arg-type]
+    assert outcome == {1: None, 2: None} and not broken
+    sends = [s for s in spans.get_finished_spans() if s.name == "orders.v1 publish"]
+    traced = next(s for s in sends if s.context.trace_id == request.get_span_context().trace_id)
+    assert traced.kind is SpanKind.PRODUCER
+    assert traced.parent is not None
+    assert traced.parent.span_id == request.get_span_context().span_id
+    header = dict(producer.headers[0] or [])["traceparent"].decode()
+    assert header.split("-")[1:3] == [f"{traced.context.trace_id:032x}",
+                                      f"{traced.context.span_id:016x}"]
+
+
+async def test_off_the_relay_passes_a_rows_headers_on_unchanged() -> None:
+    producer = _Producer()
+    carried = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    await send_all(producer, [_row(1, carried), _row(2, None)])  # type: ignore[arg-type]
+    assert producer.headers == [[("traceparent", carried["traceparent"].encode())], None]
+
+
+def _traced_batch(events: list[PaymentEvent], carriers: list[dict[str, str] | None],
+                  ) -> KafkaAckableMessage:
+    records = tuple(ConsumerRecord(
+        TOPICS.payments, 0, offset, 0, 0, str(e.order_id).encode(),
+        e.model_dump_json().encode(), None, 0, 0,
+        [(k, v.encode()) for k, v in (carrier or {}).items()])
+        for offset, (e, carrier) in enumerate(zip(events, carriers, strict=True)))
+    return KafkaAckableMessage(raw_message=records, body=[r.value for r in records],
+                               consumer=_Consumer())
+
+
+async def test_each_record_of_a_settled_batch_gets_a_settle_span_in_its_own_trace(
+        spans: InMemorySpanExporter) -> None:
+    carriers: list[dict[str, str] | None] = []
+    roots = []
+    for name in ("order 1", "order 2"):
+        with tracing.span(name) as root:
+            assert root is not None
+            carriers.append(tracing.headers())
+            roots.append(root.get_span_context())
+    carriers.append(None)  # a record written while tracing was off
+    events: list[PaymentEvent] = [PaymentSucceeded(order_id=uuid4(), payment_id=f"p{i}",
+                                                   amount=1) for i in range(3)]
+    applied: list[PaymentEvent] = []
+
+    async def apply(batch: list[PaymentEvent]) -> None:
+        applied.extend(batch)
+
+    await handle_batch(None, TOPICS, _traced_batch(events, carriers), "stock-worker",  # type: ignore[arg-type]
+                       payment_event_adapter, apply, retry=RetryPolicy())
+    assert applied == events
+    settled = [s for s in spans.get_finished_spans() if s.name == "stock-worker settle"]
+    assert sorted(s.context.trace_id for s in settled) == sorted(r.trace_id for r in roots)
+    assert sorted(s.parent.span_id for s in settled if s.parent) == sorted(
+        r.span_id for r in roots)
+    # The batch's span: the child of its first traced record, linked to the other one.
+    batch = next(s for s in spans.get_finished_spans() if s.name == "stock-worker batch")
+    assert batch.parent is not None and batch.parent.span_id == roots[0].span_id
+    assert [link.context.span_id for link in batch.links] == [roots[1].span_id]
+    for span in settled:
+        assert span.kind is SpanKind.CONSUMER
+        assert [link.context.span_id for link in span.links] == [batch.context.span_id]
