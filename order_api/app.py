@@ -51,7 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(ObservedApp, log_requests=settings.log_requests)
     # Tracing (off by default): the outermost layer, so the span covers all of the above;
     # off, the layer is not there at all (hotdeal_core/observability/tracing.py).
-    tracing.configure(settings, "hotdeal-order-api")
+    tracing.configure(settings, "hotdeal-order-api", head_sampling=True)
     if tracing.enabled():
         app.add_middleware(TracedApp)
     app.include_router(router)

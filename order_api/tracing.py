@@ -27,6 +27,9 @@ class TracedApp:
             return
         carrier = {name.decode(): value.decode("latin-1") for name, value in scope["headers"]
                    if name in _PROPAGATED}
+        if not carrier and not tracing.head_sampled():  # not traced: no span at all
+            await self.app(scope, receive, send)
+            return
         status = 500  # unless a response starts
 
         async def traced_send(message: Message) -> None:
@@ -36,7 +39,7 @@ class TracedApp:
             await send(message)
 
         with tracing.span(scope["method"], kind=SpanKind.SERVER,
-                          parent=tracing.context_of(carrier)) as span:
+                          parent=tracing.context_of(carrier), root=True) as span:
             try:
                 await self.app(scope, receive, traced_send)
             finally:

@@ -15,6 +15,7 @@ tests can install the SDK's in-memory exporter and take it away again.
 from __future__ import annotations
 
 import contextlib
+import random
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
 
 _tracer: Tracer | None = None  # None: tracing is off
 _provider: TracerProvider | None = None
+# The share of the API's requests traced, decided before any span exists (`head_sampled`):
+# an unsampled span still costs the SDK ~15 us (ids, sampler, context), so a request left
+# out makes none. Its provider then keeps every root it is given (ratio 1).
+_head_ratio = 1.0
 _OFF: contextlib.nullcontext[None] = contextlib.nullcontext()
 Headers = dict[str, str]  # W3C trace context headers: traceparent (and tracestate)
 
@@ -39,10 +44,11 @@ def enabled() -> bool:
     return _tracer is not None
 
 
-def configure(settings: Settings, service: str) -> None:
-    """Turn tracing on for this process if TRACING_ENABLED: spans sampled at
+def configure(settings: Settings, service: str, *, head_sampling: bool = False) -> None:
+    """Turn tracing on for this process if TRACING_ENABLED: traces kept at
     TRACING_SAMPLE_RATIO (a sampled parent's children always follow it), sent in batches to
-    OTEL_EXPORTER_OTLP_ENDPOINT over OTLP/HTTP."""
+    OTEL_EXPORTER_OTLP_ENDPOINT over OTLP/HTTP. `head_sampling`: the process decides per
+    request itself (`head_sampled`, the API), the SDK keeps every root it then starts."""
     if not settings.tracing_enabled or _tracer is not None:
         return
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -51,9 +57,10 @@ def configure(settings: Settings, service: str) -> None:
     endpoint = settings.otel_exporter_otlp_endpoint
     exporter = OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces"
                                 if endpoint else None)
-    provider = new_provider(service, settings.tracing_sample_ratio)
+    ratio = settings.tracing_sample_ratio
+    provider = new_provider(service, 1.0 if head_sampling else ratio)
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    install(provider)
+    install(provider, head_ratio=ratio if head_sampling else 1.0)
 
 
 def new_provider(service: str, ratio: float) -> TracerProvider:
@@ -66,18 +73,23 @@ def new_provider(service: str, ratio: float) -> TracerProvider:
                           sampler=ParentBased(TraceIdRatioBased(ratio)))
 
 
-def install(provider: TracerProvider) -> None:
+def install(provider: TracerProvider, head_ratio: float = 1.0) -> None:
     """Trace with `provider` from now on (configure's, or a test's in-memory one)."""
-    global _tracer, _provider
-    _provider, _tracer = provider, provider.get_tracer("hotdeal")
+    global _tracer, _provider, _head_ratio
+    _provider, _tracer, _head_ratio = provider, provider.get_tracer("hotdeal"), head_ratio
 
 
 def uninstall() -> None:
     """Tracing off again (flushing what the provider holds)."""
-    global _tracer, _provider
+    global _tracer, _provider, _head_ratio
     if _provider is not None:
         _provider.shutdown()
-    _tracer = _provider = None
+    _tracer, _provider, _head_ratio = None, None, 1.0
+
+
+def head_sampled() -> bool:
+    """Whether to trace a request that comes without a trace context (on only)."""
+    return _tracer is not None and (_head_ratio >= 1.0 or random.random() < _head_ratio)
 
 
 def provider() -> TracerProvider | None:
@@ -86,10 +98,15 @@ def provider() -> TracerProvider | None:
 
 
 def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL,
-         parent: otel_context.Context | None = None,
+         parent: otel_context.Context | None = None, root: bool = False,
          links: Sequence[Link] | None = None) -> contextlib.AbstractContextManager[Span | None]:
-    """A span made current for the block; off: a shared no-op, and the block gets None."""
+    """A span made current for the block: the child of `parent`, else of the current span;
+    a new trace only if `root`. Off, outside a trace or inside one the sampler dropped: a
+    shared no-op, and the block gets None (an untraced request's steps cost nothing)."""
     if _tracer is None:
+        return _OFF
+    if parent is None and not root \
+            and not trace.get_current_span().get_span_context().trace_flags.sampled:
         return _OFF
     return _tracer.start_as_current_span(name, context=parent, kind=kind, links=links)
 
@@ -118,8 +135,10 @@ def batch_span(name: str, links: Sequence[Link | None],
 
 
 def headers() -> Headers | None:
-    """The current context as W3C headers (an outbox row keeps them); None when off."""
-    if _tracer is None:
+    """The current context as W3C headers (an outbox row keeps them); None when off or
+    outside a sampled trace: its row is then sent without a span or a header, so the
+    record's consumer never continues a trace whose start was dropped."""
+    if _tracer is None or not trace.get_current_span().get_span_context().trace_flags.sampled:
         return None
     carrier: Headers = {}
     inject(carrier)
@@ -168,7 +187,8 @@ class SendSpan:
 
 
 def send_span(topic: str, key: str, carrier: Mapping[str, str] | None) -> SendSpan | None:
-    return None if _tracer is None else SendSpan(topic, key, carrier)
+    """The send span of a row that carries a trace (none for one that does not)."""
+    return None if _tracer is None or not carrier else SendSpan(topic, key, carrier)
 
 
 def record_spans(name: str, carriers: Sequence[Headers | None], start_ns: int,

@@ -71,7 +71,7 @@ def test_on_the_api_gets_its_server_layer(spans: InMemorySpanExporter) -> None:
 
 async def _batched(batcher: Batcher[int, int], names: list[str]) -> list[int]:
     async def caller(name: str, item: int) -> int:
-        with tracing.span(name):
+        with tracing.span(name, root=True):
             return await batcher.submit(item)
     return list(await asyncio.gather(*(caller(n, i) for i, n in enumerate(names))))
 
@@ -134,11 +134,11 @@ def _row(row_id: int, headers: dict[str, str] | None) -> OutboxRow:
 
 async def test_the_relay_sends_a_row_under_a_span_in_its_trace_and_the_record_carries_it(
         spans: InMemorySpanExporter) -> None:
-    with tracing.span("POST /orders") as request:
+    with tracing.span("POST /orders", root=True) as request:
         written = tracing.headers()  # what the outbox row keeps
     assert request is not None and written is not None
     producer = _Producer()
-    outcome, broken = await send_all(producer, [_row(1, written), _row(2, None)])  # type: ignore[arg-type]
+    outcome, broken = await send_all(producer, [_row(1, written), _row(2, None)])
     assert outcome == {1: None, 2: None} and not broken
     sends = [s for s in spans.get_finished_spans() if s.name == "orders.v1 publish"]
     traced = next(s for s in sends if s.context.trace_id == request.get_span_context().trace_id)
@@ -153,7 +153,7 @@ async def test_the_relay_sends_a_row_under_a_span_in_its_trace_and_the_record_ca
 async def test_off_the_relay_passes_a_rows_headers_on_unchanged() -> None:
     producer = _Producer()
     carried = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
-    await send_all(producer, [_row(1, carried), _row(2, None)])  # type: ignore[arg-type]
+    await send_all(producer, [_row(1, carried), _row(2, None)])
     assert producer.headers == [[("traceparent", carried["traceparent"].encode())], None]
 
 
@@ -173,7 +173,7 @@ async def test_each_record_of_a_settled_batch_gets_a_settle_span_in_its_own_trac
     carriers: list[dict[str, str] | None] = []
     roots = []
     for name in ("order 1", "order 2"):
-        with tracing.span(name) as root:
+        with tracing.span(name, root=True) as root:
             assert root is not None
             carriers.append(tracing.headers())
             roots.append(root.get_span_context())
@@ -199,3 +199,61 @@ async def test_each_record_of_a_settled_batch_gets_a_settle_span_in_its_own_trac
     for span in settled:
         assert span.kind is SpanKind.CONSUMER
         assert [link.context.span_id for link in span.links] == [batch.context.span_id]
+
+
+async def _through_traced_app(headers: list[tuple[bytes, bytes]]) -> int:
+    """One request through `TracedApp` around an app that reserves (a child span);
+    returns the answer's status."""
+    statuses: list[int] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        with tracing.span("reserve"):
+            await send({"type": "http.response.start", "status": 202, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    await TracedApp(inner)({"type": "http", "method": "POST", "path": "/orders",
+                            "headers": headers}, receive, send)
+    return statuses[0]
+
+
+@pytest.fixture
+def none_sampled() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = tracing.new_provider("unit", 1.0)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider, head_ratio=0.0)  # as configure() sets the API up, at 0 %
+    yield exporter
+    tracing.uninstall()
+
+
+async def test_a_request_left_out_by_head_sampling_makes_no_span_at_all(
+        none_sampled: InMemorySpanExporter) -> None:
+    assert await _through_traced_app([]) == 202
+    assert none_sampled.get_finished_spans() == ()
+
+
+async def test_a_request_with_a_callers_traceparent_continues_that_trace(
+        none_sampled: InMemorySpanExporter) -> None:
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert await _through_traced_app([(b"traceparent", caller.encode())]) == 202
+    finished = none_sampled.get_finished_spans()
+    server = next(s for s in finished if s.kind is SpanKind.SERVER)
+    reserve = next(s for s in finished if s.name == "reserve")
+    assert f"{server.context.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
+    assert server.parent is not None and f"{server.parent.span_id:016x}" == "b7ad6b7169203331"
+    assert reserve.parent is not None
+    assert reserve.parent.span_id == server.context.span_id
+
+
+def test_a_step_outside_any_trace_makes_no_span(spans: InMemorySpanExporter) -> None:
+    with tracing.span("reserve") as span:
+        assert span is None
+    assert tracing.headers() is None
+    assert spans.get_finished_spans() == ()
