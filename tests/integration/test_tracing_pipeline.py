@@ -69,11 +69,12 @@ def _trace_ids(exporter: InMemorySpanExporter, name: str) -> dict[str, list[Read
     return found
 
 
-async def _row_headers(ctx: Context, key: str, event_type: str) -> dict[str, Any] | None:
+async def _published_row(ctx: Context, key: str, event_type: str) -> Any:
+    """The outbox row of `key`'s event once the relay published it, else None."""
     async with ctx.engine.connect() as conn:
         row = (await conn.execute(select(outbox.c.headers, outbox.c.published_at).where(
             outbox.c.key == key, outbox.c.event_type == event_type))).first()
-    return None if row is None or row.published_at is None else dict(row.headers)
+    return None if row is None or row.published_at is None else row
 
 
 async def _record_headers(settings: Settings, topic: str, key: str) -> dict[str, bytes]:
@@ -111,8 +112,10 @@ async def test_an_orders_trace_runs_from_its_request_to_its_settlement(
         assert trace_id in _trace_ids(spans, name), name
 
     # The outbox row carries the request's context; the relay sends it as a header.
-    row = await eventually(lambda: _row_headers(ctx, order_id, "OrderPlaced"),
-                           what="OrderPlaced published")
+    published = await eventually(lambda: _published_row(ctx, order_id, "OrderPlaced"),
+                                 what="OrderPlaced published")
+    row: dict[str, str] | None = published.headers
+    assert row is not None, "the outbox row carries no trace context"
     assert row["traceparent"].split("-")[1] == trace_id
     sent = await eventually(lambda: _async(_trace_ids(spans, "publish").get(trace_id)),
                             what="the relay's send span")

@@ -257,3 +257,19 @@ def test_a_step_outside_any_trace_makes_no_span(spans: InMemorySpanExporter) -> 
         assert span is None
     assert tracing.headers() is None
     assert spans.get_finished_spans() == ()
+
+
+def test_configure_turns_tracing_on_only_when_enabled_and_samples_in_the_api() -> None:
+    tracing.configure(Settings(_env_file=None), "hotdeal-order-api", head_sampling=True)
+    assert not tracing.enabled()
+    settings = Settings(_env_file=None, tracing_enabled=True, tracing_sample_ratio=0.0,
+                        otel_exporter_otlp_endpoint="http://127.0.0.1:4318")
+    tracing.configure(settings, "hotdeal-order-api", head_sampling=True)
+    try:
+        assert tracing.enabled()
+        assert not any(tracing.head_sampled() for _ in range(1000))  # 0 %: none
+        middlewares = tracing.kafka_middlewares()
+        assert [type(m).__name__ for m in middlewares] == ["KafkaTelemetryMiddleware"]
+    finally:
+        tracing.uninstall()
+    assert not tracing.enabled()
