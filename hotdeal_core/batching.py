@@ -24,9 +24,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from hotdeal_core.errors import DependencyUnavailable, is_retriable
+from hotdeal_core.observability import tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Link
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,7 +73,8 @@ class Batcher(Generic[T, R]):
     # API stops three writers within compose.yaml's stop_grace_period, after 10 s of HTTP).
     stop_timeout: float = 5.0
     stats: BatchStats = field(default_factory=BatchStats)
-    _queue: list[tuple[T, asyncio.Future[R]]] = field(default_factory=list)
+    # Each item with its caller's future and, when traced, a link to its caller's span.
+    _queue: list[tuple[T, asyncio.Future[R], Link | None]] = field(default_factory=list)
     _signal: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
@@ -104,7 +109,7 @@ class Batcher(Generic[T, R]):
                 raise outcome
             return outcome
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append((item, future))
+        self._queue.append((item, future, tracing.current_link()))
         self._signal.set()
         return await future
 
@@ -122,7 +127,7 @@ class Batcher(Generic[T, R]):
 
     def _fail_queued(self) -> None:
         """Items never handed to a write: nothing of theirs was written."""
-        for _, future in self._queue:
+        for _, future, _ in self._queue:
             if not future.done():
                 future.set_exception(DependencyUnavailable(self.dependency, "shutting down"))
         self._queue.clear()
@@ -131,16 +136,19 @@ class Batcher(Generic[T, R]):
         batch = self._queue[:self.max_batch]
         del self._queue[:self.max_batch]
         try:
-            outcomes = await self.write_isolated([item for item, _ in batch])
+            # One span per batch (with tracing on), linked to the spans of its callers.
+            with tracing.batch_span(f"{self.name} batch", [link for _, _, link in batch],
+                                    len(batch)):
+                outcomes = await self.write_isolated([item for item, _, _ in batch])
         except BaseException as exc:  # cut off mid-write: it may have landed
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(OutcomeUnknown(self.dependency))
             if isinstance(exc, asyncio.CancelledError):
                 raise
             log.exception("%s: batch writer failed", self.name)
             return
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
+        for (_, future, _), outcome in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
             if isinstance(outcome, BaseException):

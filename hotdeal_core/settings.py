@@ -145,6 +145,13 @@ class Settings(BaseSettings):
     # /metrics on its own port.
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # Traces of the order path (OpenTelemetry; hotdeal_core/observability/tracing.py): off by
+    # default. On: a trace is kept for this share of the requests (a kept one is kept
+    # through the outbox, Kafka and the stock worker), sent over OTLP/HTTP to
+    # OTEL_EXPORTER_OTLP_ENDPOINT (unset: the exporter's default, http://localhost:4318).
+    tracing_enabled: bool = False
+    tracing_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    otel_exporter_otlp_endpoint: str | None = None
 
     @field_validator("kafka_replication_factor")
     @classmethod

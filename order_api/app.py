@@ -10,12 +10,14 @@ from fastapi import FastAPI
 
 from hotdeal_core.bootstrap.resources import open_resources
 from hotdeal_core.identity import BuyerTokens
+from hotdeal_core.observability import tracing
 from hotdeal_core.settings import Settings
 from order_api.errors import install_error_handlers
 from order_api.fastpath import SoldOutFastPath
 from order_api.limits import OrderLimits
 from order_api.observe import ObservedApp
 from order_api.routes import router
+from order_api.tracing import TracedApp
 
 log = logging.getLogger(__name__)
 
@@ -60,5 +62,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(SoldOutFastPath, state=app.state)
     # Outside the fast path, so its answers are timed and counted too (order_api/observe.py).
     app.add_middleware(ObservedApp, log_requests=settings.log_requests)
+    # Tracing (off by default): the outermost layer, so the span covers all of the above;
+    # off, the layer is not there at all (hotdeal_core/observability/tracing.py).
+    tracing.configure(settings, "hotdeal-order-api", head_sampling=True)
+    if tracing.enabled():
+        app.add_middleware(TracedApp)
     app.include_router(router)
     return app

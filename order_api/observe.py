@@ -37,7 +37,8 @@ ORDERS_ROUTE = "/orders"
 UNMATCHED = "unmatched"  # no route: a 404 (any path a client makes up is one label)
 
 
-def _route(scope: Scope) -> str:
+def route_of(scope: Scope) -> str:
+    """The matched route's template (a label; also the server span's name)."""
     route = scope.get("route")
     path = getattr(route, "path", None)
     if isinstance(path, str):
@@ -79,7 +80,7 @@ class ObservedApp:
             await self.app(scope, receive, observed_send)
         finally:
             elapsed = time.perf_counter() - start
-            route = _route(scope)
+            route = route_of(scope)
             http_observer(route, status)(elapsed)
             if is_order:
                 outcome = scope.get(OUTCOME)

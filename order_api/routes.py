@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from hotdeal_core import signature
 from hotdeal_core.bootstrap.resources import Resources
 from hotdeal_core.errors import Unauthorized
+from hotdeal_core.observability import tracing
 from hotdeal_core.usecases import deals, orders, payments, products
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.views import OrderView
@@ -179,7 +180,7 @@ async def payment_webhook(request: Request, ctx: Ctx,
                    for e in exc.errors()]
         return error_response(422, "validation_error", "the request is invalid", details)
     receipt = await payments.record_payment(ctx, payments.PaymentCallback(
-        body.payment_id, body.order_id, body.status, body.amount))
+        body.payment_id, body.order_id, body.status, body.amount, tracing.headers()))
     return PaymentWebhookResponse(payment_id=receipt.payment_id, outcome=receipt.outcome,
                                   duplicate=receipt.duplicate)
 

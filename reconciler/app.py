@@ -44,6 +44,7 @@ from hotdeal_core.messaging.admin import server_list
 from hotdeal_core.messaging.consumer import RetryPolicy, handle
 from hotdeal_core.messaging.membership import membership
 from hotdeal_core.messaging.topics import Topics
+from hotdeal_core.observability import tracing
 from hotdeal_core.observability.logs import bind_ids
 from hotdeal_core.settings import Settings
 from hotdeal_core.usecases.context import Context
@@ -73,6 +74,7 @@ async def flush_stuck(ctx: Context) -> int:
 
 
 def create_app(settings: Settings) -> FastStream:
+    tracing.configure(settings, "hotdeal-reconciler")  # off by default (TRACING_ENABLED)
     topics = Topics(settings.kafka_topic_prefix)
     group = settings.kafka_topic_prefix + GROUP  # environments sharing a broker stay apart
     retry = RetryPolicy.from_settings(settings)  # a failing handler: bounded, then dead letter
@@ -84,7 +86,8 @@ def create_app(settings: Settings) -> FastStream:
                          logger=logging.getLogger("hotdeal.faststream.kafka"),
                          # FastStream's consumer metrics, served with ours (METRICS_PORT).
                          middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY,
-                                                                app_name=GROUP)])
+                                                                app_name=GROUP),
+                                      *tracing.kafka_middlewares()])
     every = settings.reconcile_interval_seconds
 
     async def orphans(ctx: Context) -> bool:

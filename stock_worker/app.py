@@ -32,6 +32,7 @@ from hotdeal_core.messaging.admin import server_list
 from hotdeal_core.messaging.consumer import RetryPolicy, handle_batch
 from hotdeal_core.messaging.membership import membership
 from hotdeal_core.messaging.topics import Topics
+from hotdeal_core.observability import tracing
 from hotdeal_core.observability.metrics import observe_settled
 from hotdeal_core.settings import Settings
 from hotdeal_core.usecases.context import Context
@@ -97,6 +98,7 @@ async def raw_bodies(msg: StreamMessage[Any]) -> Any:
 
 
 def create_app(settings: Settings) -> FastStream:
+    tracing.configure(settings, "hotdeal-stock-worker")  # off by default (TRACING_ENABLED)
     topics = Topics(settings.kafka_topic_prefix)
     group = settings.kafka_topic_prefix + GROUP  # environments sharing a broker stay apart
     retry = RetryPolicy.from_settings(settings)  # a failing handler: bounded, then dead letter
@@ -108,7 +110,8 @@ def create_app(settings: Settings) -> FastStream:
                          logger=logging.getLogger("hotdeal.faststream.kafka"),
                          # FastStream's consumer metrics, served with ours (METRICS_PORT).
                          middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY,
-                                                                app_name=GROUP)])
+                                                                app_name=GROUP),
+                                      *tracing.kafka_middlewares()])
 
     async def expire(ctx: Context) -> int:
         """Cancel reservations past RESERVATION_TTL_SECONDS, in batches."""

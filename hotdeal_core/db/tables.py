@@ -146,6 +146,9 @@ outbox = Table(
     # Failed publish attempts; a row past the relay's limit is set aside (see outbox.py).
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("last_error", Text, nullable=True),
+    # The W3C trace context the relay puts into the Kafka record's headers (NULL: none;
+    # hotdeal_core/observability/tracing.py).
+    Column("headers", JSONB, nullable=True),
 )
 Index("ix_outbox_unpublished", outbox.c.id, postgresql_where=text("published_at IS NULL"))
 

@@ -43,7 +43,7 @@ _CLAIM = text("""
         WHERE published_at IS NULL AND attempts < :max_attempts
           AND (claimed_until IS NULL OR claimed_until < now())
         ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED)
-    RETURNING id, topic, key, payload, created_at, attempts
+    RETURNING id, topic, key, payload, created_at, attempts, headers
 """)
 # Keep (or take back) the claim of rows this relay holds: owned by it, or born claimed and
 # not taken over since. The rows returned are this relay's to send.
@@ -94,7 +94,7 @@ async def claim(conn: AsyncConnection, *, limit: int, max_attempts: int, me: str
     """Claim up to `limit` unclaimed (or expired) rows for relay `me`, oldest first."""
     rows = (await conn.execute(_CLAIM, {"limit": limit, "max_attempts": max_attempts,
                                         "me": me, "lease": lease})).all()
-    return [OutboxRow(r.id, r.topic, r.key, r.payload, r.created_at, r.attempts)
+    return [OutboxRow(r.id, r.topic, r.key, r.payload, r.created_at, r.attempts, r.headers)
             for r in rows]
 
 

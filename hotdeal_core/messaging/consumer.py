@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -42,6 +43,7 @@ from pydantic import TypeAdapter, ValidationError
 from hotdeal_core.errors import is_retriable
 from hotdeal_core.messaging import sending
 from hotdeal_core.messaging.topics import Topics
+from hotdeal_core.observability import tracing
 from hotdeal_core.observability.metrics import DEAD_LETTERS
 from hotdeal_core.settings import Settings
 from schemas.events import DeadLetter
@@ -148,17 +150,25 @@ async def handle_batch(broker: KafkaBroker, topics: Topics, msg: KafkaMessage, c
     records already applied are then skipped by the handlers' idempotency."""
     raw: Any = msg.raw_message  # a tuple of records (a list in TestKafkaBroker)
     records: tuple[Any, ...] = tuple(raw) if isinstance(raw, tuple | list) else (raw,)
+    # Traced: the batch's span links to its records' traces, and each record's trace gets
+    # its own settlement span (FastStream's middleware gives a batch a trace of its own).
+    carriers = [tracing.record_headers(r) for r in records] if tracing.enabled() else []
+    start = time.time_ns()
     try:
-        parsed: list[tuple[Any, E]] = []
-        # Stable: records of one partition keep their offset order (and so do the events
-        # of one order, which share a key and therefore a partition).
-        for record in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
-            try:
-                parsed.append((record, adapter.validate_json(record.value or b"")))
-            except ValidationError as exc:
-                await dead_letter_record(broker, topics, record, consumer,
-                                         f"unparseable event: {exc}")
-        await _apply_split(broker, topics, consumer, parsed, apply, retry)
+        with tracing.batch_span(f"{consumer} batch", tracing.links_of(carriers),
+                                len(records)):
+            parsed: list[tuple[Any, E]] = []
+            # Stable: records of one partition keep their offset order (and so do the
+            # events of one order, which share a key and therefore a partition).
+            for record in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
+                try:
+                    parsed.append((record, adapter.validate_json(record.value or b"")))
+                except ValidationError as exc:
+                    await dead_letter_record(broker, topics, record, consumer,
+                                             f"unparseable event: {exc}")
+            await _apply_split(broker, topics, consumer, parsed, apply, retry)
+            tracing.record_spans(f"{consumer} settle", carriers, start,
+                                 {"messaging.consumer.group.name": consumer})
         await msg.ack()  # one commit for the batch
     except Exception as exc:
         _rewind(msg, records)

@@ -40,6 +40,7 @@ from aiokafka.errors import (
 
 from hotdeal_core.errors import DependencyUnavailable, is_retriable
 from hotdeal_core.messaging.outbox import OutboxRow
+from hotdeal_core.observability import tracing
 
 # The idempotent producer's own state is out of step with the broker's: not the row's fault.
 _PRODUCER_STATE_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch,
@@ -106,17 +107,21 @@ async def _send(producer: AIOKafkaProducer,
     """Send `rows` pipelined; each row's error (None: acknowledged), and whether the
     producer is now out of step with the broker."""
     sent: list[asyncio.Future[Any] | BaseException] = []
-    for r in rows:
+    # With tracing on, a span per row from its send to its ack, child of the row's context;
+    # the record carries the span's context (off: the row's headers, if it has any).
+    spans = [tracing.send_span(r.topic, r.key, r.headers) for r in rows]
+    for r, span in zip(rows, spans, strict=True):
         try:  # send() itself refuses some rows (too large, buffer full): no future then
             sent.append(await producer.send(
-                r.topic, value=_encode(r.payload), key=r.key.encode()))
+                r.topic, value=_encode(r.payload), key=r.key.encode(),
+                headers=tracing.kafka_headers(r.headers if span is None else span.headers)))
         except Exception as exc:  # noqa: BLE001 - recorded against the row
             sent.append(translated(exc))
     futures = [s for s in sent if isinstance(s, asyncio.Future)]
     acks = iter(await asyncio.gather(*futures, return_exceptions=True))
     errors: list[BaseException | None] = []
     broken = False
-    for s in sent:
+    for s, span in zip(sent, spans, strict=True):
         if isinstance(s, asyncio.Future):
             ack = next(acks)
             error = translated(ack) if isinstance(ack, BaseException) else None
@@ -126,6 +131,8 @@ async def _send(producer: AIOKafkaProducer,
             error = s
         broken = broken or isinstance(error, _PRODUCER_STATE_ERRORS)
         errors.append(error)
+        if span is not None:
+            span.end(error)
     return errors, broken
 
 

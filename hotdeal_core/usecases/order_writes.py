@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hotdeal_core.batching import OutcomeUnknown
 from hotdeal_core.db.fence import share_deal
 from hotdeal_core.domain import OrderStatus
-from hotdeal_core.messaging.outbox import LEASE_SECONDS, OutboxRow
+from hotdeal_core.messaging.outbox import LEASE_SECONDS, OutboxRow, json_headers
 from hotdeal_core.usecases.views import OrderView
 from schemas.events import OrderPlaced
 
@@ -45,6 +45,7 @@ class ReservedOrder:
     idempotency_key: str | None
     ttl_seconds: int  # the order expires this long after its transaction's now()
     topic: str  # of its OrderPlaced event
+    headers: dict[str, str] | None = None  # its request's trace context, for its outbox row
 
 
 class Fenced(Exception):
@@ -74,9 +75,10 @@ _INSERT = text(f"""
                              CAST(:deal_ids AS bigint[]), CAST(:users AS text[]),
                              CAST(:quantities AS int[]), CAST(:prices AS bigint[]),
                              CAST(:keys AS text[]), CAST(:expires AS timestamptz[]),
-                             CAST(:topics AS text[]), CAST(:payloads AS jsonb[]))
+                             CAST(:topics AS text[]), CAST(:payloads AS jsonb[]),
+                             CAST(:headers AS jsonb[]))
             AS t(id, product_id, hot_deal_id, user_id, quantity, unit_price,
-                 idempotency_key, expires_at, topic, payload)),
+                 idempotency_key, expires_at, topic, payload, headers)),
     placed AS (
         INSERT INTO orders (id, product_id, hot_deal_id, user_id, quantity, unit_price,
                             status, idempotency_key, expires_at)
@@ -85,14 +87,15 @@ _INSERT = text(f"""
         ON CONFLICT DO NOTHING
         RETURNING id, created_at, expires_at),
     event AS (
-        INSERT INTO outbox (topic, key, event_type, payload, claimed_until)
+        INSERT INTO outbox (topic, key, event_type, payload, claimed_until, headers)
         SELECT input.topic, input.id::text, 'OrderPlaced', input.payload,
-               CASE WHEN :claim THEN now() + interval '{LEASE_SECONDS} seconds' END
+               CASE WHEN :claim THEN now() + interval '{LEASE_SECONDS} seconds' END,
+               input.headers
         FROM placed JOIN input USING (id)
-        RETURNING id, topic, key, payload, created_at)
+        RETURNING id, topic, key, payload, created_at, headers)
     SELECT placed.id AS order_id, placed.created_at AS order_created_at,
            placed.expires_at, event.id,
-           event.topic, event.key, event.payload, event.created_at
+           event.topic, event.key, event.payload, event.created_at, event.headers
     FROM placed JOIN event ON event.key = placed.id::text
 """)
 
@@ -126,7 +129,8 @@ async def write_reserved_orders(
             raise CommitUnknown() from exc
     written = {row.order_id: row for row in rows}
     if publish_now is not None and rows:
-        publish_now([OutboxRow(r.id, r.topic, r.key, r.payload, r.created_at) for r in rows])
+        publish_now([OutboxRow(r.id, r.topic, r.key, r.payload, r.created_at, 0, r.headers)
+                     for r in rows])
     return [_outcome(item, live, written) for item in items]
 
 
@@ -143,6 +147,7 @@ def _columns(items: list[ReservedOrder], now: datetime,
         "quantities": [i.quantity for i in items], "prices": [i.unit_price for i in items],
         "keys": [i.idempotency_key for i in items], "expires": expires,
         "topics": [i.topic for i in items], "payloads": [e.model_dump_json() for e in events],
+        "headers": json_headers([i.headers for i in items], len(items)),
         "claim": publish_now is not None}
 
 

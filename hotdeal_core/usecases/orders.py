@@ -32,6 +32,7 @@ from hotdeal_core.db.tables import hot_deals, orders, products
 from hotdeal_core.domain import LIVE_DEAL_STATUSES, DealStatus, OrderStatus, StockBackend
 from hotdeal_core.errors import Conflict, DependencyUnavailable, NotFound
 from hotdeal_core.messaging.outbox import add_event
+from hotdeal_core.observability import tracing
 from hotdeal_core.stock.draws import DrawWaiters
 from hotdeal_core.stock.port import ReserveOutcome, ReserveRequest, ReserveResult
 from hotdeal_core.stock.reserver import ReserveItem
@@ -123,12 +124,14 @@ async def refused_by_memo(ctx: Context, product_id: int, user_id: str,
 
 async def _reserve(ctx: Context, cmd: PlaceOrder, order_id: UUID) -> ReserveResult:
     """One atomic reservation, in this process's batch of reservations when it has one."""
-    if ctx.reserver is None:
-        return await ctx.stock.reserve(cmd.product_id, order_id, cmd.user_id, cmd.quantity,
-                                       cmd.idempotency_key)
-    result: ReserveResult = await ctx.reserver.submit(ReserveItem(cmd.product_id, ReserveRequest(
-        order_id, cmd.user_id, cmd.quantity, cmd.idempotency_key)))
-    return result
+    with tracing.span("reserve"):
+        if ctx.reserver is None:
+            return await ctx.stock.reserve(cmd.product_id, order_id, cmd.user_id,
+                                           cmd.quantity, cmd.idempotency_key)
+        result: ReserveResult = await ctx.reserver.submit(ReserveItem(
+            cmd.product_id, ReserveRequest(order_id, cmd.user_id, cmd.quantity,
+                                           cmd.idempotency_key)))
+        return result
 
 
 async def _first_answer(ctx: Context, order_id: UUID) -> OrderView:
@@ -161,16 +164,18 @@ async def _persist_reserved(ctx: Context, cmd: PlaceOrder, order_id: UUID,
     order known not to be written has its reservation released before the answer."""
     item = ReservedOrder(order_id, cmd.product_id, reserved.deal_id, reserved.epoch,
                          cmd.user_id, cmd.quantity, reserved.unit_price, cmd.idempotency_key,
-                         ctx.settings.reservation_ttl_seconds, ctx.topics.orders)
+                         ctx.settings.reservation_ttl_seconds, ctx.topics.orders,
+                         tracing.headers())
     try:
-        if ctx.order_writer is not None:
-            order: OrderView = await ctx.order_writer.submit(item)
-        else:
-            outcome = (await write_reserved_orders(ctx.engine, [item], None))[0]
-            if isinstance(outcome, BaseException):
-                raise outcome
-            order = outcome
-            ctx.outbox_written()
+        with tracing.span("order write"):  # its group commit's span links to this one
+            if ctx.order_writer is not None:
+                order: OrderView = await ctx.order_writer.submit(item)
+            else:
+                outcome = (await write_reserved_orders(ctx.engine, [item], None))[0]
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                order = outcome
+                ctx.outbox_written()
     except asyncio.CancelledError:
         raise  # the caller left; the write may still commit (the order then simply waits)
     except OutcomeUnknown:

@@ -29,6 +29,7 @@ class PaymentCallback:
     order_id: UUID
     status: Literal["succeeded", "failed"]
     amount: int
+    headers: dict[str, str] | None = None  # its request's trace context, for its event
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +75,10 @@ async def write_payments(engine: AsyncEngine, topics: Topics, items: list[Paymen
                 if outcome[id(cb)] == "accepted" and cb.status == "succeeded"]
         if paid:
             await conn.execute(_MARK_PAID, {"ids": paid})
-        events = [e for cb in new if (e := _event(cb, outcome[id(cb)])) is not None]
-        rows = await add_events(conn, topics, events, claim=publish_now is not None)
+        evented = [(cb, e) for cb in new if (e := _event(cb, outcome[id(cb)])) is not None]
+        rows = await add_events(conn, topics, [e for _, e in evented],
+                                claim=publish_now is not None,
+                                headers=[cb.headers for cb, _ in evented])
         new_ids = {id(cb) for cb in new}
         replayed = [cb.payment_id for cb in items if id(cb) not in new_ids]
         first_outcome: dict[tuple[str, str], str] = {

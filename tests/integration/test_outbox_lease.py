@@ -39,7 +39,8 @@ class HeldProducer:
     async def stop(self) -> None:
         pass
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
+    async def send(self, topic: str, value: bytes, key: bytes,
+                   headers: Any = None) -> asyncio.Future[Any]:
         self.sent.append(value)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.acks.append(fut)
@@ -52,7 +53,8 @@ class HeldProducer:
 
 
 class InstantProducer(HeldProducer):
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
+    async def send(self, topic: str, value: bytes, key: bytes,
+                   headers: Any = None) -> asyncio.Future[Any]:
         fut = await super().send(topic, value, key)
         fut.set_result(None)
         return fut

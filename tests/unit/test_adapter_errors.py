@@ -188,7 +188,8 @@ class _Producer:
     def __init__(self, errors: dict[str, tuple[str, Exception]]) -> None:
         self.errors = errors
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
+    async def send(self, topic: str, value: bytes, key: bytes,
+                   headers: Any = None) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if key.decode() not in self.errors:
             future.set_result(None)
