@@ -6,7 +6,7 @@ import uuid
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from hotdeal_core.messaging.admin import ensure_topics
+from hotdeal_core.messaging.admin import ensure_topics, retention_configs, topic_configs
 from hotdeal_core.settings import Settings
 from tests.waiting import eventually
 
@@ -36,3 +36,16 @@ async def test_missing_topics_are_created_and_small_ones_grown(settings: Setting
         return (await _partitions(bootstrap, fresh), await _partitions(bootstrap, small)) \
             == (4, 4)
     await eventually(grown, what="4 partitions on both topics")
+
+
+async def test_topics_are_created_with_the_retention_the_settings_tie_records_to(
+        settings: Settings) -> None:
+    name = f"test.retention-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(settings.kafka_bootstrap_servers, [name], 1, retention_hours=30)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        configs = (await topic_configs(admin, [name]))[name]
+    finally:
+        await admin.close()
+    assert configs == retention_configs(30)
