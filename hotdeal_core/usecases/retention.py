@@ -24,16 +24,18 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-# By the partial index ix_outbox_published_at: the oldest published rows, then by key.
+# Each finds a batch by its index (ix_outbox_published_at, ix_processed_events_processed_at)
+# and deletes it by the rows' ctid (a TID scan): measured 2-3 times faster than deleting by
+# key (`id IN (...)` / `(consumer, event_id) IN (...)`), which looks every row up again
+# through the primary key (benchmarks/retention.py). The ctids are read and used in one
+# statement; a row updated in between (only unpublished outbox rows ever are) is skipped.
 _OUTBOX = text("""
-    DELETE FROM outbox WHERE id IN (
-        SELECT id FROM outbox
+    DELETE FROM outbox WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM outbox
         WHERE published_at IS NOT NULL
           AND published_at < now() - make_interval(secs => CAST(:seconds AS double precision))
-        LIMIT :n)
+        LIMIT :n))
 """)
-# By ix_processed_events_processed_at, deleted by the rows' ctid (a TID scan; no second
-# lookup through the 2-column key). A record is never updated, so its ctid is stable.
 _PROCESSED = text("""
     DELETE FROM processed_events WHERE ctid = ANY(ARRAY(
         SELECT ctid FROM processed_events
