@@ -64,17 +64,17 @@ _PAYLOAD = """jsonb_build_object('event_id', gen_random_uuid(), 'occurred_at', h
     'hot_deal_id', 1 + h.g % 50, 'user_id', 'user-' || h.g % 200000, 'quantity', 1)
     || CASE e.type WHEN 'OrderPlaced' THEN jsonb_build_object('unit_price', 1000,
                                                               'expires_at', h.t + interval '10 min')
-                   WHEN 'OrderConfirmed' THEN jsonb_build_object('payment_id', 'pay-' || h.g)
-                   ELSE jsonb_build_object('payment_id', 'pay-' || h.g, 'amount', 1000) END"""
+                   WHEN 'OrderConfirmed' THEN jsonb_build_object('payment_id', 'pay-' || h.id)
+                   ELSE jsonb_build_object('payment_id', 'pay-' || h.id, 'amount', 1000) END"""
 HISTORY = [
     f"CREATE TEMP TABLE h AS SELECT * FROM {_H} AS s",
     """INSERT INTO orders (id, product_id, hot_deal_id, user_id, quantity, unit_price, status,
            expires_at, paid_at, payment_id, created_at, updated_at)
        SELECT id, 1 + g % 50, 1 + g % 50, 'user-' || g % 200000, 1, 1000, 'CONFIRMED',
-              t + interval '10 min', t + interval '1 min', 'pay-' || g, t, t + interval '1 min'
+              t + interval '10 min', t + interval '1 min', 'pay-' || id, t, t + interval '1 min'
        FROM h ORDER BY t""",
     """INSERT INTO payments (payment_id, order_id, status, amount, outcome, created_at)
-       SELECT 'pay-' || g, id, 'succeeded', 1000, 'accepted', t + interval '1 min' FROM h""",
+       SELECT 'pay-' || id, id, 'succeeded', 1000, 'accepted', t + interval '1 min' FROM h""",
     f"""INSERT INTO outbox (topic, key, event_type, payload, created_at, claimed_until,
            claimed_by, published_at)
        SELECT e.topic, h.id::text, e.type, {_PAYLOAD}, h.t + e.after,

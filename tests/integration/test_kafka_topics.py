@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from hotdeal_core.messaging.admin import ensure_topics, retention_configs, topic_configs
@@ -49,3 +50,16 @@ async def test_topics_are_created_with_the_retention_the_settings_tie_records_to
     finally:
         await admin.close()
     assert configs == retention_configs(30)
+
+
+async def test_an_existing_topic_keeping_messages_longer_than_the_setting_is_logged(
+        settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    bootstrap = settings.kafka_bootstrap_servers
+    name = f"test.long-retention-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, [name], 1, retention_hours=100)
+    caplog.clear()
+    await ensure_topics(bootstrap, [name], 1, retention_hours=100)
+    assert not any("keeps messages longer" in r.getMessage() for r in caplog.records)
+    await ensure_topics(bootstrap, [name], 1, retention_hours=24)
+    assert any(name in r.getMessage() and "keeps messages longer" in r.getMessage()
+               for r in caplog.records)
