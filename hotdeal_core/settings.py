@@ -5,13 +5,27 @@ from __future__ import annotations
 import argparse
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The defaults of the two secrets: usable only with ALLOW_DEV_SECRETS=true.
 DEV_WEBHOOK_SECRET = "dev-webhook-secret-change-me"
 DEV_ADMIN_TOKEN = "dev-admin-token-change-me"
 DEV_BUYER_TOKEN_SECRET = "dev-buyer-token-secret-change-me-0123456789"  # HS256: 32+ bytes
+
+
+# Kafka deletes a topic's messages a whole segment at a time, once the segment's newest
+# message is older than retention.ms: a message can stay up to one segment's span longer.
+# The app creates its topics with segments of this span (hotdeal_core/messaging/admin.py).
+TOPIC_SEGMENT_HOURS = 1.0
+# Kafka's retention check runs every 5 minutes (log.retention.check.interval.ms); an hour
+# covers it and clocks that disagree a little.
+RETENTION_MARGIN_HOURS = 1.0
+
+
+def longest_redelivery_hours(topic_retention_hours: float) -> float:
+    """How long after it was written a message can still be delivered (then it is gone)."""
+    return topic_retention_hours + TOPIC_SEGMENT_HOURS + RETENTION_MARGIN_HOURS
 
 
 class InsecureSecrets(ValueError):
@@ -31,6 +45,10 @@ class Settings(BaseSettings):
     # Replicas of every topic this app creates; -1: the brokers' default.replication.factor
     # (1 on `make infra-up`, 3 on the cluster of scripts/cluster/kafka.sh).
     kafka_replication_factor: int = Field(default=-1, ge=-1)
+    # How long every topic this app creates keeps its messages (its retention.ms; segments
+    # roll hourly, see hotdeal_core/messaging/admin.py): the longest a message can be
+    # redelivered is this plus TOPIC_SEGMENT_HOURS.
+    kafka_topic_retention_hours: float = Field(default=24.0, gt=0)
     hotdeal_stock_redis: bool = True
     payment_webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
     admin_token: SecretStr = SecretStr(DEV_ADMIN_TOKEN)
@@ -131,6 +149,15 @@ class Settings(BaseSettings):
     # A consumer process writes this file once it is running (process supervisors wait on it).
     ready_file: str | None = None
     reconcile_interval_seconds: float = Field(default=1.0, gt=0)
+    # Bounded tables (hotdeal_core/usecases/retention.py, a reconciler duty): published
+    # outbox rows older than OUTBOX_RETENTION_HOURS, and processed-event records older than
+    # PROCESSED_EVENTS_RETENTION_HOURS, are deleted RETENTION_BATCH_ROWS at a time. A record
+    # must outlive any redelivery of its event, so it must be kept at least as long as a
+    # message can stay in its topic (checked below). Orders and payments are kept.
+    outbox_retention_hours: float = Field(default=24.0, gt=0)
+    processed_events_retention_hours: float = Field(default=48.0, gt=0)
+    retention_interval_seconds: float = Field(default=60.0, gt=0)
+    retention_batch_rows: int = Field(default=5000, ge=1)
     # A consumed message whose handler keeps failing (not a dependency outage) is tried this
     # many times, with backoff, then dead-lettered with the reason.
     handler_max_attempts: int = Field(default=5, ge=1)
@@ -159,6 +186,18 @@ class Settings(BaseSettings):
         if value == 0:
             raise ValueError("must be -1 (the brokers' default) or at least 1")
         return value
+
+    @model_validator(mode="after")
+    def _records_outlive_redeliveries(self) -> Settings:
+        longest = longest_redelivery_hours(self.kafka_topic_retention_hours)
+        if self.processed_events_retention_hours < longest:
+            raise ValueError(
+                f"PROCESSED_EVENTS_RETENTION_HOURS={self.processed_events_retention_hours:g} "
+                f"is shorter than a message can stay in its topic ({longest:g} h: "
+                f"KAFKA_TOPIC_RETENTION_HOURS={self.kafka_topic_retention_hours:g} + "
+                f"{TOPIC_SEGMENT_HOURS:g} h segment + {RETENTION_MARGIN_HOURS:g} h margin); a "
+                "redelivered event would be applied again")
+        return self
 
     def require_real_secrets(self) -> None:
         """Raise InsecureSecrets if a secret is empty, or the development default without

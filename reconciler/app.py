@@ -2,7 +2,8 @@
 
 Consumes `hotdeals.v1` in the consumer group `reconciler` (HotDealEnded -> flush) and runs
 the deal duties: end deals whose duration is over, rebuild Redis state lost by a restart,
-release orphan reservations, and flush ended deals whose event has not arrived yet.
+release orphan reservations, and flush ended deals whose event has not arrived yet; and
+keeps the outbox and processed_events bounded (the retention duty).
 
 Several reconcilers may run (`make up CLUSTER=1` starts two): the group shares the topic's
 partitions, and each duty runs in one replica at a time, the holder of its Postgres advisory
@@ -22,6 +23,8 @@ waits and the log noise of N replicas doing the same thing:
   by the reservation record (a second release is a no-op); only the work is doubled.
 - flush-stuck-deals: safe. `flush_deal` locks the deal (fence + row) and returns the stored
   report if the deal is RECONCILED already.
+- retention: safe. Each batch is a DELETE of rows past their retention; two at once delete
+  different rows or the same ones once (a deleted row is skipped by the other).
 - the hotdeals.v1 subscriber: one member per partition (Kafka's group), and a redelivered
   HotDealEnded is a flush again: safe, as above.
 """
@@ -52,10 +55,12 @@ from hotdeal_core.usecases.deals import end_due_deals
 from hotdeal_core.usecases.flush import flush_deal
 from hotdeal_core.usecases.orphans import release_orphans
 from hotdeal_core.usecases.recovery import recover_lost_states
+from hotdeal_core.usecases.retention import purge_expired
 from schemas.events import HotDealEnded, HotDealEvent, hotdeal_event_adapter
 
 log = logging.getLogger(__name__)
 GROUP = "reconciler"
+RETENTION_DUTY = "retention"
 STUCK_AFTER_SECONDS = 10
 # SIGTERM: an in-flight flush gets this long to finish (compose's stop_grace_period is longer).
 GRACEFUL_TIMEOUT = 20.0
@@ -71,6 +76,19 @@ async def flush_stuck(ctx: Context) -> int:
     for deal_id in stuck:
         await flush_deal(ctx, int(deal_id))
     return 0
+
+
+def retention_duty(settings: Settings) -> Duty:
+    """Old published outbox rows and processed-event records deleted, a batch at a time."""
+    async def retention(ctx: Context) -> bool:
+        purged = await purge_expired(
+            ctx.engine, outbox_hours=settings.outbox_retention_hours,
+            processed_hours=settings.processed_events_retention_hours,
+            batch=settings.retention_batch_rows)
+        if purged.outbox or purged.processed_events:
+            log.debug("retention: %s", purged)
+        return purged.more
+    return Duty(RETENTION_DUTY, settings.retention_interval_seconds, retention)
 
 
 def create_app(settings: Settings) -> FastStream:
@@ -104,7 +122,8 @@ def create_app(settings: Settings) -> FastStream:
     process = ConsumerProcess(settings, [Duty("end-due-deals", every, due),
                                          Duty("recover-lost-redis-state", every, lost),
                                          Duty("release-orphans", every, orphans),
-                                         Duty("flush-stuck-deals", every * 5, flush_stuck)],
+                                         Duty("flush-stuck-deals", every * 5, flush_stuck),
+                                         retention_duty(settings)],
                               broker=broker)
 
     async def on_hotdeal(event: HotDealEvent) -> None:

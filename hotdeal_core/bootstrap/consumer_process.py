@@ -116,7 +116,8 @@ class ConsumerProcess:
         # Before the broker subscribes: its topics must exist with all their partitions.
         await ensure_topics(self.settings.kafka_bootstrap_servers,
                             Topics(self.settings.kafka_topic_prefix).all(),
-                            self.settings.kafka_partitions)
+                            self.settings.kafka_partitions,
+                            retention_hours=self.settings.kafka_topic_retention_hours)
         self.resources = await self._opened.enter_async_context(
             open_resources(self.settings, pool_size=self.pool_size, group_commits=False))
         if self.settings.metrics_port is not None:

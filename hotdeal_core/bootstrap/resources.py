@@ -155,6 +155,7 @@ def _build(settings: Settings, *, pool_size: int | None, group_commits: bool) ->
                         poll_interval=settings.outbox_poll_interval_ms / 1000,
                         topics=topics.all(), partitions=settings.kafka_partitions,
                         replication_factor=settings.kafka_replication_factor,
+                        retention_hours=settings.kafka_topic_retention_hours,
                         max_attempts=settings.outbox_max_attempts)
 
     async def write_orders(items: list[ReservedOrder]) -> list[OrderView | BaseException]:

@@ -151,6 +151,9 @@ outbox = Table(
     Column("headers", JSONB, nullable=True),
 )
 Index("ix_outbox_unpublished", outbox.c.id, postgresql_where=text("published_at IS NULL"))
+# The retention duty's (hotdeal_core/usecases/retention.py): the oldest published rows.
+Index("ix_outbox_published_at", outbox.c.published_at,
+      postgresql_where=text("published_at IS NOT NULL"))
 
 processed_events = Table(
     "processed_events", metadata,
@@ -158,6 +161,8 @@ processed_events = Table(
     Column("event_id", UUID(as_uuid=True), primary_key=True),
     _ts("processed_at"),
 )
+# The retention duty's: the oldest records (kept past any redelivery, see settings.py).
+Index("ix_processed_events_processed_at", processed_events.c.processed_at)
 
 reconciliations = Table(
     "reconciliations", metadata,

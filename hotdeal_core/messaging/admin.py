@@ -11,6 +11,12 @@ scripts/cluster/kafka.sh, which also requires 2 in-sync replicas per write
 (v0-v3) cannot ask the broker to apply its default itself (that is v4+), so the default is
 read from a broker's config. An existing topic keeps its replication factor (changing it is
 a partition reassignment, an operator's job): a smaller one than wanted is logged.
+
+Retention: topics are created with retention.ms = KAFKA_TOPIC_RETENTION_HOURS and hourly
+segments (segment.ms), so no message outlives retention + one segment (+ the broker's 5-minute
+check). The processed-event records are kept longer than that (settings.py checks it,
+`longest_redelivery_hours`), so a redelivered event is always recognised. An existing topic
+that keeps messages longer is logged: its retention is the operator's to lower.
 """
 
 from __future__ import annotations
@@ -22,9 +28,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import InvalidPartitionsError
 
+from hotdeal_core.settings import TOPIC_SEGMENT_HOURS
+
 log = logging.getLogger(__name__)
 
 _ALREADY_EXISTS = 36
+_HOUR_MS = 3_600_000
 BROKER_DEFAULT = -1  # KAFKA_REPLICATION_FACTOR: use the brokers' default.replication.factor
 
 
@@ -51,8 +60,45 @@ def _replicas(topic: dict[str, Any]) -> int:
     return min((len(p["replicas"]) for p in topic["partitions"]), default=0)
 
 
+def retention_configs(retention_hours: float) -> dict[str, str]:
+    """The topic configs that bound how long a message stays (see the module's docstring)."""
+    return {"retention.ms": str(int(retention_hours * _HOUR_MS)),
+            "segment.ms": str(int(TOPIC_SEGMENT_HOURS * _HOUR_MS))}
+
+
+async def topic_configs(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
+    """Each topic's retention.ms and segment.ms as the brokers apply them."""
+    if not names:
+        return {}
+    wanted = {"retention.ms": None, "segment.ms": None}
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, n, dict(wanted)) for n in names])
+    found: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for resource in response.to_object()["resources"]:
+            found[resource["resource_name"]] = {
+                e["config_names"]: e["config_value"] for e in resource["config_entries"]}
+    return found
+
+
+async def _warn_long_retention(admin: AIOKafkaAdminClient, names: list[str],
+                               retention_hours: float) -> None:
+    limit = retention_configs(retention_hours)
+    for name, configs in sorted((await topic_configs(admin, names)).items()):
+        longer = {k: v for k, v in configs.items()
+                  if k in limit and (int(v) < 0 or int(v) > int(limit[k]))}
+        if longer:
+            log.warning("topic %s keeps messages longer than KAFKA_TOPIC_RETENTION_HOURS=%g "
+                        "allows (%s; wanted %s): a redelivery may come after its "
+                        "processed-event record is deleted; lower them (kafka-configs "
+                        "--alter)", name, retention_hours, longer, limit)
+
+
 async def ensure_topics(bootstrap_servers: str, names: list[str], partitions: int,
-                        replication_factor: int = BROKER_DEFAULT) -> None:
+                        replication_factor: int = BROKER_DEFAULT,
+                        retention_hours: float | None = None) -> None:
+    """Create the missing topics (with `retention_hours`' configs when given), grow the
+    small ones."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
@@ -62,9 +108,10 @@ async def ensure_topics(bootstrap_servers: str, names: list[str], partitions: in
             else await broker_default_replication(admin)
         missing = [n for n in names if n not in existing]
         if missing:
+            configs = None if retention_hours is None else retention_configs(retention_hours)
             response = await admin.create_topics(
-                [NewTopic(n, num_partitions=partitions, replication_factor=replication)
-                 for n in missing])
+                [NewTopic(n, num_partitions=partitions, replication_factor=replication,
+                          topic_configs=configs) for n in missing])
             for topic_error in response.topic_errors:
                 name, code = topic_error[0], topic_error[1]
                 if code not in (0, _ALREADY_EXISTS):
@@ -77,6 +124,9 @@ async def ensure_topics(bootstrap_servers: str, names: list[str], partitions: in
         if thin:
             log.warning("topics %s have fewer than %d replicas (reassign their partitions to "
                         "replicate them more)", thin, replication)
+        if retention_hours is not None:
+            await _warn_long_retention(admin, [n for n in names if n in described],
+                                       retention_hours)
         grow = {n: NewPartitions(partitions) for n in names
                 if 0 < existing.get(n, partitions) < partitions}
         if grow:

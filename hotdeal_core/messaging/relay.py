@@ -83,6 +83,7 @@ class OutboxRelay:
     topics: list[str] = field(default_factory=list)
     partitions: int = 6
     replication_factor: int = -1  # -1: the brokers' default.replication.factor
+    retention_hours: float | None = None  # the topics' retention.ms (None: the brokers')
     # A row that failed (not transiently) this many times is set aside (OUTBOX_MAX_ATTEMPTS).
     max_attempts: int = 10
     # The wait before a failed row's 2nd attempt, doubled for each further one.
@@ -134,7 +135,7 @@ class OutboxRelay:
             try:
                 if self.topics and not self._topics_ready:
                     await ensure_topics(self.bootstrap_servers, self.topics, self.partitions,
-                                        self.replication_factor)
+                                        self.replication_factor, self.retention_hours)
                     self._topics_ready = True
             except asyncio.CancelledError:
                 raise

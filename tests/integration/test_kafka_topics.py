@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from hotdeal_core.messaging.admin import ensure_topics
+from hotdeal_core.messaging.admin import ensure_topics, retention_configs, topic_configs
 from hotdeal_core.settings import Settings
 from tests.waiting import eventually
 
@@ -36,3 +37,29 @@ async def test_missing_topics_are_created_and_small_ones_grown(settings: Setting
         return (await _partitions(bootstrap, fresh), await _partitions(bootstrap, small)) \
             == (4, 4)
     await eventually(grown, what="4 partitions on both topics")
+
+
+async def test_topics_are_created_with_the_retention_the_settings_tie_records_to(
+        settings: Settings) -> None:
+    name = f"test.retention-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(settings.kafka_bootstrap_servers, [name], 1, retention_hours=30)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        configs = (await topic_configs(admin, [name]))[name]
+    finally:
+        await admin.close()
+    assert configs == retention_configs(30)
+
+
+async def test_an_existing_topic_keeping_messages_longer_than_the_setting_is_logged(
+        settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    bootstrap = settings.kafka_bootstrap_servers
+    name = f"test.long-retention-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, [name], 1, retention_hours=100)
+    caplog.clear()
+    await ensure_topics(bootstrap, [name], 1, retention_hours=100)
+    assert not any("keeps messages longer" in r.getMessage() for r in caplog.records)
+    await ensure_topics(bootstrap, [name], 1, retention_hours=24)
+    assert any(name in r.getMessage() and "keeps messages longer" in r.getMessage()
+               for r in caplog.records)
