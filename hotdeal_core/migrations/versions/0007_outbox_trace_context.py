@@ -5,7 +5,7 @@
   (hotdeal_core/observability/tracing.py). NULL when tracing is off.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 """
 from collections.abc import Sequence
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision: str = '0007'
-down_revision: str | None = '0005'
+down_revision: str | None = '0006'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
