@@ -263,7 +263,9 @@ class Bench:
                 connections=n, seconds=a.burst_seconds, threads=threads,
                 timeout=a.burst_timeout))
             lat = result["latency_ms"]
-            result["target_met"] = result["timeouts"] == 0 and lat["p99"] <= 3 * lat["mean"]
+            # No answer at all is no figure, never a target met.
+            result["target_met"] = result["requests"] > 0 and result["timeouts"] == 0 \
+                and lat["p99"] <= 3 * lat["mean"]
             out["wrk"][str(n)] = result
             _say(f"burst wrk -c{n:,}: mean {lat['mean']:,.0f} ms, p50 {lat['p50']:,.0f}, "
                  f"p99 {lat['p99']:,.0f}, max {lat['max']:,.0f}; {result['timeouts']:,} "
