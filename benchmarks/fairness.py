@@ -45,7 +45,6 @@ import random
 import resource
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,6 +58,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from benchmarks import fairness_parts as parts
 from benchmarks.fairness_rig import Api, Deals, Sql
+from benchmarks.provenance import git_commit
 from devtools.procs import ROOT
 from hotdeal_core.identity import TokenMinter
 from hotdeal_core.messaging.topics import Topics
@@ -74,14 +74,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _git() -> str:
-    head = subprocess.run(["git", "log", "-1", "--format=%h"], cwd=ROOT, capture_output=True,
-                          text=True, check=False).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True, check=False).stdout.strip()
-    return head + (" + uncommitted changes" if dirty else "")
 
 
 def _machine() -> str:
@@ -223,7 +215,7 @@ def main() -> None:
             print(f"[fairness] WARNING: backlog {a.backlog} > net.core.somaxconn "
                   f"{_somaxconn()}: the kernel caps it (sysctl -w net.core.somaxconn=...)")
     command = " ".join(["python -m benchmarks.fairness", *sys.argv[1:]])
-    print(f"[fairness] hotdeal {_git()}; {_machine()}; open files {files}; somaxconn "
+    print(f"[fairness] hotdeal {git_commit()}; {_machine()}; open files {files}; somaxconn "
           f"{_somaxconn()}", flush=True)
     out = Path(tempfile.mkdtemp(prefix="hotdeal-fairness-"))
     setup = Setup(a, out, env, uuid.uuid4().hex[:6])
@@ -232,7 +224,7 @@ def main() -> None:
     path = a.json or RESULTS / (f"deal-opening-fairness-{a.label}-"
                                 f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    parts.write_json(path, {"command": command, "commit": _git(), "machine": _machine(),
+    parts.write_json(path, {"command": command, "commit": git_commit(), "machine": _machine(),
                             "label": a.label, "window": a.window, "open_files": files,
                             "somaxconn": _somaxconn(), "figures": figures})
     print(f"[fairness] figures in {path}; logs in {out}")

@@ -67,6 +67,7 @@ import psutil
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from benchmarks.provenance import git_commit
 from devtools.procs import LOAD_API_ENV, ROOT, Proc
 from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.settings import load_settings
@@ -414,14 +415,6 @@ def compare(runs: dict[str, list[dict[str, dict[str, Any]]]]) -> str:
     return "\n".join([*lines, ""])
 
 
-def _git() -> str:
-    head = subprocess.run(["git", "log", "-1", "--format=%h"], cwd=ROOT, capture_output=True,
-                          text=True, check=False).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True, check=False).stdout.strip()
-    return head + (" + uncommitted changes" if dirty else "")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -453,7 +446,7 @@ def main() -> None:
         sys.exit(f"unknown targets: {', '.join(sorted(unknown))}")
     machine = (f"{psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
                f"load generator (wrk -t{a.threads} -c{a.connections}) on the same machine")
-    print(f"[bench] hotdeal {_git()}; {machine}", flush=True)
+    print(f"[bench] hotdeal {git_commit()}; {machine}", flush=True)
     configs = [(s, int(w)) for s in a.server.split(",") for w in a.workers.split(",")]
     runs: dict[str, list[dict[str, dict[str, Any]]]] = {f"{s} x{w}": [] for s, w in configs}
     out = Path(tempfile.mkdtemp(prefix="hotdeal-bench-"))
@@ -468,14 +461,14 @@ def main() -> None:
             finally:
                 bench.close()
             runs[f"{server} x{workers}"].append(bench.results)
-    report = "\n".join([f"hotdeal {_git()}; {machine}; {a.duration:g} s per target, "
+    report = "\n".join([f"hotdeal {git_commit()}; {machine}; {a.duration:g} s per target, "
                         f"{a.connections} connections, timeout {a.timeout:g} s; command: "
                         f"{' '.join(['python -m benchmarks.http', *sys.argv[1:]])}", "",
                         *(render(k, v) for k, v in runs.items()),
                         *([compare(runs)] if len(runs) > 1 else [])])
     print("\n" + report)
     if a.json:
-        a.json.write_text(json.dumps({"git": _git(), "machine": machine, "args": vars(a),
+        a.json.write_text(json.dumps({"git": git_commit(), "machine": machine, "args": vars(a),
                                       "runs": runs}, indent=2, default=str) + "\n")
     print(f"[bench] logs in {out}")
 

@@ -35,7 +35,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -46,6 +45,7 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from benchmarks.provenance import git_commit
 from hotdeal_core.db.migrate import upgrade
 from hotdeal_core.messaging import claims
 from hotdeal_core.usecases import retention, settlement
@@ -298,14 +298,6 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _git() -> str:
-    head = subprocess.run(["git", "log", "-1", "--format=%h"], cwd=ROOT, capture_output=True,
-                          text=True, check=False).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True, check=False).stdout.strip()
-    return head + (" + uncommitted changes" if dirty else "")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.retention",
                                      description=(__doc__ or "").split("\n\n")[0])
@@ -320,7 +312,7 @@ def main() -> None:
     result = {"command": "python -m benchmarks.retention " + " ".join(
                   f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items()
                   if v not in (None, False) and k != "json"),
-              "commit": _git(), "machine": machine,
+              "commit": git_commit(), "machine": machine,
               "settings": {"outbox_retention_hours": OUTBOX_HOURS,
                            "processed_events_retention_hours": PROCESSED_HOURS,
                            "retention_batch_rows": DELETE_ROWS, "history_days": HISTORY_DAYS,
