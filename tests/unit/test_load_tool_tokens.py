@@ -160,7 +160,8 @@ def test_locust_buyers_send_each_order_with_their_own_token(api: FakeApi) -> Non
            "HOTDEAL_USERS": "4", "HOTDEAL_WAIT": "0.05"}
     done = subprocess.run(
         [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--headless",
-         "-u", "4", "-r", "4", "-t", "2s", "--only-summary", "-H", api.url],
+         # every user spawned at once, with time for each to order on a busy machine
+         "-u", "4", "-r", "100", "-t", "4s", "--only-summary", "-H", api.url],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=90, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     _assert_every_order_signed_by_its_buyer(api.seen, 4)
