@@ -7,7 +7,8 @@ requests (no coordinated omission). An accepted order is, by ratio, paid (a sign
 after a short think time), paid with a failure (the order is cancelled), or never paid (its
 reservation expires after RESERVATION_TTL_SECONDS). A paid order's webhook time is kept until
 the sampler sees the order CONFIRMED (payment-to-CONFIRMED). At most `max_in_flight`
-requests wait at once; an arrival over that is counted as dropped (the generator saturated).
+requests wait at once (one connection each); an arrival over that is counted as dropped
+(the system fell behind by max_in_flight / rate seconds; a check fails on it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import threading
 import time
 import uuid
 from collections import Counter
@@ -37,12 +39,15 @@ class LoadConfig:
     pay_fail: float = 0.15  # the rest never pay: their reservations expire
     pay_delay: float = 2.0  # a buyer pays within this many seconds of its 202
     timeout: float = 10.0
-    max_in_flight: int = 2000
+    # Requests waiting at once, one connection each: httpx's pool queues more in a list it
+    # scans per request, which on a stall turns the generator itself quadratic (seen).
+    max_in_flight: int = 256
 
 
 @dataclass
 class Tally:
-    """What the buyers saw; the sampler drains `latencies` and `paid` every interval."""
+    """What the buyers saw; the sampler (another thread) drains `latencies` and `paid`, the
+    deal loop (another thread) waits on `sold_out`."""
 
     latencies: list[float] = field(default_factory=list)  # s, POST /orders, since last drain
     outcomes: Counter[str] = field(default_factory=Counter)  # "202", "409 sold_out", ...
@@ -52,11 +57,29 @@ class Tally:
     paid: dict[str, float] = field(default_factory=dict)  # order id -> webhook sent (wall)
     pay_errors: Counter[str] = field(default_factory=Counter)
     dropped: int = 0
-    sold_out: asyncio.Event = field(default_factory=asyncio.Event)
+    sold_out: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_latency(self, seconds: float) -> None:
+        with self.lock:
+            self.latencies.append(seconds)
 
     def drain_latencies(self) -> list[float]:
-        out, self.latencies = self.latencies, []
+        with self.lock:
+            out, self.latencies = self.latencies, []
         return out
+
+    def add_paid(self, order_id: str, sent: float) -> None:
+        with self.lock:
+            self.paid[order_id] = sent
+
+    def take_paid(self, order_ids: list[str]) -> dict[str, float]:
+        with self.lock:
+            return {i: t for i in order_ids if (t := self.paid.pop(i, None)) is not None}
+
+    def waiting_paid(self) -> list[str]:
+        with self.lock:
+            return list(self.paid)
 
 
 def _code(resp: httpx.Response) -> str:
@@ -71,7 +94,7 @@ class OpenLoop:
     def __init__(self, cfg: LoadConfig, auth: BuyerAuth, tally: Tally) -> None:
         self.cfg, self.auth, self.tally = cfg, auth, tally
         self.client = httpx.AsyncClient(base_url=cfg.api_url, timeout=cfg.timeout,
-                                        limits=httpx.Limits(max_connections=256))
+                                        limits=httpx.Limits(max_connections=cfg.max_in_flight))
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
 
@@ -116,7 +139,7 @@ class OpenLoop:
         except (httpx.HTTPError, OSError) as exc:
             self.tally.outcomes[f"error {type(exc).__name__}"] += 1
             return
-        self.tally.latencies.append(loop.time() - due)
+        self.tally.add_latency(loop.time() - due)
         code = _code(resp)
         self.tally.outcomes[f"{resp.status_code} {code}".strip()] += 1
         if resp.status_code == 409 and code == "sold_out":
@@ -148,7 +171,7 @@ class OpenLoop:
             return
         self.tally.payments[payment_id] = (order_id, status)
         if status == "succeeded":
-            self.tally.paid[order_id] = sent
+            self.tally.add_paid(order_id, sent)
 
 
 async def measure_capacity(cfg: LoadConfig, auth: BuyerAuth, seconds: float,

@@ -169,12 +169,13 @@ async def sample(t0: float, cpu: CpuMeter, engine: AsyncEngine, redis: Redis, la
             row[f"pg_rows.{name}"] = int(live)
         unpublished, outbox_rows = (await conn.execute(_OUTBOX)).one()
         row["outbox_unpublished"], row["outbox_rows"] = int(unpublished), int(outbox_rows)
-        waiting = list(tally.paid)
+        waiting = tally.waiting_paid()
         settled = (await conn.execute(_SETTLED, {"ids": waiting})).all() if waiting else []
-    delays = [float(at) - sent for i, status, at in settled
-              if (sent := tally.paid.pop(i, None)) is not None and status == "CONFIRMED"]
+    sent = tally.take_paid([i for i, _, _ in settled])
+    delays = [float(at) - sent[i] for i, status, at in settled
+              if i in sent and status == "CONFIRMED"]
     row["confirm_p50_ms"], row["confirm_p99_ms"] = _ms(delays, 50), _ms(delays, 99)
-    row["paid_waiting"] = len(tally.paid)
+    row["paid_waiting"] = len(tally.waiting_paid())
     for group, n in (await lag.lags()).items():
         row[f"lag.{group}"] = n
     keys, db_bytes, used = await redis_db_bytes(redis)

@@ -68,6 +68,8 @@ def render(rep: Mapping[str, Any]) -> str:
              + f"; {len(rep['deals'])} deals of {rep['deal_stock']:,} units; "
              f"{rep['payments']:,} payments; sampled every {rep['plan']['interval']:g} s; "
              f"the first {rep['plan']['warmup']:g} s not judged.", "",
+             "Machine: " + ", ".join(f"{k} {v}" for k, v in rep.get("machine", {}).items())
+             + ". The load generator shares it with the processes and the services.", "",
              "## Flatness (median of the last third vs the first, after the warm-up)", "",
              "| series | first third | last third | limit | flat |", "|---|---|---|---|---|"]
     for v in rep["verdicts"]:

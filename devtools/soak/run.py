@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -29,6 +29,7 @@ from devtools.chaos.checks import wait_outbox_drained
 from devtools.compare import free_port
 from devtools.procs import LOAD_API_ENV, Proc
 from devtools.soak import probe
+from devtools.soak.background import Background, sample_every
 from devtools.soak.load import LoadConfig, OpenLoop, Tally, measure_capacity
 from devtools.swarm import (
     Check,
@@ -69,13 +70,15 @@ def say(msg: str) -> None:
 
 def process_env(plan: Plan) -> dict[str, dict[str, str]]:
     retention = {"OUTBOX_RETENTION_HOURS": f"{plan.outbox_retention_s / 3600:.6f}",
-                 "RETENTION_INTERVAL_SECONDS": "5"}
+                 "RETENTION_INTERVAL_SECONDS": str(RETENTION_INTERVAL_S)}
     return {"order-api": {**LOAD_API_ENV, "ORDER_API_PORT": str(free_port()),
                           "RESERVATION_TTL_SECONDS": str(plan.reservation_ttl)},
             "stock-worker": {"RESERVATION_TTL_SECONDS": str(plan.reservation_ttl)},
             "reconciler": retention}
 
 
+#: The retention duty's period in the run (every 60 s by default: too coarse for minutes).
+RETENTION_INTERVAL_S = 5
 #: A deal flushed (RECONCILED) within this, or the run fails.
 FLUSH_TIMEOUT = 180.0
 
@@ -112,31 +115,38 @@ async def deal_checks(engine: AsyncEngine, deal_id: int, accepted: set[str],
             check_limits(held, int(limit)), check_persisted(accepted, ids)]
 
 
-async def run_deals(plan: Plan, ctx: Context, product_id: int, stock: int, tally: Tally,
-                    stop: asyncio.Event, t0: float) -> list[dict[str, Any]]:
-    """Deal after deal until `stop`: start, sell out, flush (stop --wait), check."""
+def first_set(events: tuple[threading.Event, ...], until: float) -> None:
+    """Block until one of `events` is set or the monotonic clock reaches `until`."""
+    while not any(e.is_set() for e in events) and time.monotonic() < until:
+        events[0].wait(0.1)
+
+
+async def run_deals(plan: Plan, settings: Settings, product_id: int, stock: int, tally: Tally,
+                    stop: threading.Event, t0: float) -> list[dict[str, Any]]:
+    """Deal after deal until `stop`: start, sell out, flush (stop --wait), check. Runs on a
+    thread of its own (devtools/soak/background.py)."""
     deals: list[dict[str, Any]] = []
-    while not stop.is_set():
-        deal: dict[str, Any] = {"deal_id": await start(ctx, product_id, stock, 2),
-                                "started_s": round(time.monotonic() - t0, 1)}
-        await asyncio.sleep(0.5)  # a late sold_out of the previous deal is not this one's
-        tally.sold_out.clear()
-        waits = [asyncio.create_task(tally.sold_out.wait()), asyncio.create_task(stop.wait())]
-        await asyncio.wait(waits, timeout=plan.deal_seconds * 4,
-                           return_when=asyncio.FIRST_COMPLETED)
-        for w in waits:
-            w.cancel()
-        deal["sold_out_s"] = round(time.monotonic() - t0, 1) if tally.sold_out.is_set() else None
-        deal["audit"] = audit = await flush(ctx, product_id)
-        deal["flushed_s"] = round(time.monotonic() - t0, 1)
-        deal["accepted"] = len(tally.accepted.get(deal["deal_id"], set()))
-        deal["checks"] = [c.__dict__ for c in await deal_checks(
-            ctx.engine, deal["deal_id"], set(tally.accepted.get(deal["deal_id"], set())), audit)]
-        sold = "never" if deal["sold_out_s"] is None else f"at {deal['sold_out_s']:.0f} s"
-        held = all(c["ok"] for c in deal["checks"])
-        say(f"deal {deal['deal_id']}: {deal['accepted']:,} accepted, sold out {sold}, flushed; "
-            + ("checks hold" if held else "A CHECK FAILED"))
-        deals.append(deal)
+    async with open_context(settings) as ctx:
+        while not stop.is_set():
+            deal: dict[str, Any] = {"deal_id": await start(ctx, product_id, stock, 2),
+                                    "started_s": round(time.monotonic() - t0, 1)}
+            await asyncio.sleep(0.5)  # a late sold_out of the previous deal is not this one's
+            tally.sold_out.clear()
+            await asyncio.to_thread(first_set, (tally.sold_out, stop),
+                                    time.monotonic() + plan.deal_seconds * 4)
+            deal["sold_out_s"] = round(time.monotonic() - t0, 1) \
+                if tally.sold_out.is_set() else None
+            deal["audit"] = audit = await flush(ctx, product_id)
+            deal["flushed_s"] = round(time.monotonic() - t0, 1)
+            accepted = set(tally.accepted.get(deal["deal_id"], set()))
+            deal["accepted"] = len(accepted)
+            deal["checks"] = [c.__dict__ for c in await deal_checks(
+                ctx.engine, deal["deal_id"], accepted, audit)]
+            sold = "never" if deal["sold_out_s"] is None else f"at {deal['sold_out_s']:.0f} s"
+            held = all(c["ok"] for c in deal["checks"])
+            say(f"deal {deal['deal_id']}: {len(accepted):,} accepted, sold out {sold}, "
+                "flushed; " + ("checks hold" if held else "A CHECK FAILED"))
+            deals.append(deal)
     return deals
 
 
@@ -184,28 +194,22 @@ async def soak(plan: Plan, out: Path) -> dict[str, Any]:
     procs = [Proc(name, out / "procs", env) for name, env in envs.items()]
     api_url = f"http://127.0.0.1:{envs['order-api']['ORDER_API_PORT']}"
     engine = create_async_engine(settings.database_url, pool_size=3)
-    redis = Redis.from_url(settings.redis_url)
-    lag = probe.LagReader(settings.kafka_bootstrap_servers,
-                          [settings.kafka_topic_prefix + g for g in ("stock-worker", "reconciler")])
     try:
         for p in procs:
             p.start()
         for p in procs:
             await asyncio.to_thread(p.wait_ready, 90)
         say(f"processes ready; order API at {api_url}")
-        await lag.start()
         async with open_context(settings) as ctx:
-            return await _load(plan, ctx, api_url, procs, engine, redis, lag)
+            return await _load(plan, ctx, api_url, procs, engine)
     finally:
         for p in procs:
             await asyncio.to_thread(p.stop, 60)
-        await lag.close()
-        await redis.aclose()
         await engine.dispose()
 
 
 async def _load(plan: Plan, ctx: Context, api_url: str, procs: list[Proc],
-                engine: AsyncEngine, redis: Redis, lag: probe.LagReader) -> dict[str, Any]:
+                engine: AsyncEngine) -> dict[str, Any]:
     settings = ctx.settings
     pid = (await create_product(ctx, f"soak-{random.randint(1, 10**6)}", 1000, 10**9)).id
     secret = settings.payment_webhook_secret.get_secret_value()
@@ -220,34 +224,31 @@ async def _load(plan: Plan, ctx: Context, api_url: str, procs: list[Proc],
         say(f"capacity ~{capacity:,.0f} orders/s (closed loop, {plan.capacity_seconds:g} s); "
             f"soak rate {rate:,.0f}/s ({plan.fraction:.0%})")
     stock = max(50, int(rate * plan.deal_seconds))
-    tally = Tally()
+    tally, stop = Tally(), threading.Event()
     loadgen = OpenLoop(LoadConfig(api_url, pid, secret, rate), auth, tally)
-    stop = asyncio.Event()
     t0 = time.monotonic()
     cpu = probe.CpuMeter({**{p.name: p.pid() or 0 for p in procs}, "soak": os.getpid()})
-    samples: list[dict[str, Any]] = []
-    deals_task = asyncio.create_task(run_deals(plan, ctx, pid, stock, tally, stop, t0))
+    deals_thread = Background("the deal loop", lambda: run_deals(
+        plan, settings, pid, stock, tally, stop, t0))
+    sampler = Background("the sampler", lambda: sample_every(
+        plan.interval, settings, cpu, tally, stop, t0))
     load_task = asyncio.create_task(loadgen.run())
-    next_at = t0 + plan.interval
-    while time.monotonic() - t0 < plan.duration:
-        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-        next_at += plan.interval
-        try:
-            row = await probe.sample(t0, cpu, engine, redis, lag, tally)
-        except Exception as exc:  # noqa: BLE001 - a failed sample is a gap, said in the log
-            say(f"sample skipped: {type(exc).__name__}: {exc}")
-            continue
-        row["orders_per_s"] = round(row["orders_per_s"] / plan.interval, 1)
-        samples.append(row)
-        if deals_task.done():
-            break  # a deal's command failed: stop the run, its error is raised below
+    deals_thread.start()
+    sampler.start()
+    while time.monotonic() - t0 < plan.duration and deals_thread.is_alive() and \
+            sampler.is_alive() and not load_task.done():
+        await asyncio.wait({load_task}, timeout=0.2)  # an early end: its error is raised below
     load_s = time.monotonic() - t0
     stop.set()
     loadgen.stop()
     await load_task
-    deals = await deals_task
+    samples = await asyncio.to_thread(sampler.outcome, 60)
+    deals = await asyncio.to_thread(deals_thread.outcome, FLUSH_TIMEOUT + 60)
     say("load stopped; final checks")
     checks = await final_checks(engine, tally, settings)
+    checks.append(Check("the generator kept its rate (no arrival dropped)", not tally.dropped,
+                        f"{tally.dropped:,} arrivals found {LoadConfig.max_in_flight} "
+                        "requests already waiting"))
     return {"rate": rate, "capacity": capacity, "deal_stock": stock, "product_id": pid,
             "duration_s": round(load_s, 1), "samples": samples, "deals": deals,
             "outcomes": dict(tally.outcomes), "dropped": tally.dropped,
