@@ -60,7 +60,7 @@ def main() -> None:
     rep = asyncio.run(soak(plan, out))
     settings = load_settings()
     rep["machine"] = asyncio.run(machine_info(settings.database_url, settings.redis_url))
-    found: list[Verdict] = verdicts(rep["samples"], plan.warmup)
+    found: list[Verdict] = verdicts(rep["samples"], plan.warmup, plan.duration)
     rep.update(command=command, plan=asdict(plan), verdicts=[asdict(v) for v in found])
     rep["passed"] = all(v.flat for v in found) and all(c["ok"] for c in rep["checks"]) and \
         all(c["ok"] for d in rep["deals"] for c in d["checks"]) and bool(rep["deals"])

@@ -11,7 +11,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from devtools.soak.series import SERIES, keys_of, points
+from devtools.soak.series import SERIES, judged, keys_of, points
 
 #: One chart per group: its title and the sample keys (prefixes) drawn on it.
 CHARTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -22,6 +22,7 @@ CHARTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("latency", "POST /orders and payment-to-CONFIRMED p50 / p99 (ms)",
      ("order_p50_ms", "order_p99_ms", "confirm_p50_ms", "confirm_p99_ms")),
     ("cpu", "CPU per process (% of one core; soak: the load generator)", ("cpu_pct.",)),
+    ("cpu-per-order", "CPU ms per order, its payment included", ("cpu_ms_per_order.",)),
     ("machine", "the machine's 1-minute load average (other work shares it)", ("loadavg_1m",)),
 )
 
@@ -78,7 +79,7 @@ def render(rep: Mapping[str, Any]) -> str:
     lines += ["", "Not judged (charted; first and last sample):", ""]
     samples = rep["samples"]
     for spec in SERIES:
-        if spec.rule is None:
+        if not judged(spec, rep["plan"]["duration"]):
             for key in keys_of(spec, samples):
                 pts = points(key, samples)
                 ends = f"{pts[0][1]:,.4g} -> {pts[-1][1]:,.4g} {spec.unit}" if pts else "-"

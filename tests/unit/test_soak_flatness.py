@@ -59,9 +59,16 @@ def test_too_few_samples_fail_rather_than_pass_unjudged() -> None:
 def test_every_process_is_judged_and_the_kept_tables_are_not() -> None:
     samples = [{"t": 2.0 * i, "rss_mb.order-api": 100.0, "rss_mb.stock-worker": 90 + 3.0 * i,
                 "pg_mb.orders": 1.0 + i, "outbox_unpublished": 0} for i in range(12)]
-    found = {v.series: v.flat for v in verdicts(samples, warmup=0)}
+    found = {v.series: v.flat for v in verdicts(samples, warmup=0, duration=60)}
     assert found == {"rss_mb.order-api": True, "rss_mb.stock-worker": False,
                      "outbox_unpublished": True}
+
+
+def test_the_outbox_table_size_is_judged_only_once_autovacuum_has_had_time() -> None:
+    samples = [{"t": 2.0 * i, "pg_mb.outbox": 1.0 + i} for i in range(12)]
+    assert verdicts(samples, warmup=0, duration=60) == []
+    [v] = verdicts(samples, warmup=0, duration=1800)
+    assert v.series == "pg_mb.outbox" and not v.flat
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -73,10 +80,11 @@ def test_percentile_is_nearest_rank() -> None:
 def _report(rss_growth: float) -> dict[str, Any]:
     samples = [{"t": 2.0 * i, "rss_mb.order-api": 100 + rss_growth * i, "order_p50_ms": 20.0,
                 "pg_mb.orders": 1.0 + i, "cpu_pct.soak": 30.0} for i in range(12)]
-    found = verdicts(samples, warmup=0)
+    found = verdicts(samples, warmup=0, duration=24)
     return {"passed": all(v.flat for v in found), "command": "python -m devtools.soak",
             "capacity": 200.0, "rate": 100.0, "duration_s": 24.0, "deal_stock": 1500,
-            "payments": 10, "plan": {"fraction": 0.5, "interval": 2.0, "warmup": 0.0},
+            "payments": 10, "plan": {"fraction": 0.5, "interval": 2.0, "warmup": 0.0,
+                                     "duration": 24.0},
             "samples": samples, "verdicts": [v.__dict__ for v in found],
             "checks": [{"name": "no 5xx", "ok": True, "detail": "none"}],
             "deals": [{"deal_id": 7, "checks": [{"name": "stock audit", "ok": True,
