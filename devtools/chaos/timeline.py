@@ -68,6 +68,16 @@ def window_figures(f: FaultRun, attempts: Sequence[Attempt],
     }
 
 
+def run_figures(attempts: Sequence[Attempt]) -> dict[str, Any]:
+    """Over the whole run: the attempts, the failed ones and their share, by kind and reason."""
+    bad = [a for a in attempts if failed(a)]
+    return {"attempts": len(attempts), "failed": len(bad),
+            "failed_share": round(len(bad) / len(attempts), 4) if attempts else 0.0,
+            "failed_orders": sum(a.kind == "order" for a in bad),
+            "failed_payments": sum(a.kind == "payment" for a in bad),
+            "failed_by_reason": dict(Counter(reason(a) for a in bad).most_common())}
+
+
 def unexpected_errors(attempts: Iterable[Attempt]) -> dict[str, int]:
     """5xx answers other than a 503, and 503s without Retry-After: never allowed."""
     out: Counter[str] = Counter()
