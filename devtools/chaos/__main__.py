@@ -49,6 +49,9 @@ async def _cluster_run(a: argparse.Namespace, only: set[str] | None) -> dict[str
                           lambda product: cluster.cluster_faults(stack, product))
         rep["machine"] = await swarm_report.machine_info(
             stack.database_url, f"redis://127.0.0.1:{stack.redis_port}/0")
+        jars = sorted((stack.infra_dir / "kafka" / "libs").glob("kafka_2.*-*.jar"))
+        if jars:  # machine_info reads `make up`'s jars; the run fetched its own
+            rep["machine"]["kafka"] = jars[0].stem.split("-", 1)[1]
         rep["topology"] = ("2 order APIs behind HAProxy, 2 stock workers, 2 reconcilers, "
                            "3 Kafka brokers, Redis Cluster of 3 masters x 2 replicas")
     finally:

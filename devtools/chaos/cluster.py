@@ -157,11 +157,13 @@ class RedisMasterFault:
     def __init__(self, stack: ClusterStack, product_id: int) -> None:
         self.stack, self.product_id, self.killed = stack, product_id, 0
 
-    async def kill(self, _: Stack) -> None:
+    async def aim(self, _: Stack) -> None:
         owner = await deal_master(self.stack, self.product_id)
         if owner is None or owner[1]:
             raise RuntimeError(f"the deal's Redis master is not known or not healthy: {owner}")
         self.killed = owner[0]
+
+    async def kill(self, _: Stack) -> None:
         pid = self.stack.pid(self.stack.infra_dir / "redis-cluster" / str(self.killed)
                              / "redis.pid")
         await sigkill(pid, f"redis :{self.killed}")
@@ -221,7 +223,7 @@ def cluster_faults(stack: ClusterStack, product_id: int) -> list[Fault]:
         fault = RedisMasterFault(stack, product_id)
         out.append(Fault(name, component, "SIGKILL, restarted once a replica is promoted",
                          (REDIS_SH, "up"), fault.kill, fault.answers,
-                         before_restart=fault.promoted))
+                         before_restart=fault.promoted, aim=fault.aim))
     return out
 
 

@@ -53,7 +53,7 @@ def render(rep: Mapping[str, Any]) -> str:
         "## Per fault", "",
         "| fault | restart command | window | attempts in it | failed (orders / payments) "
         "| main reasons | component answered after | orders accepted again after "
-        "| longest gap without a 202 |",
+        "(sent / answered) | longest gap without a 202 |",
         "|---|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for f in rep["faults"]:
@@ -64,9 +64,12 @@ def render(rep: Mapping[str, Any]) -> str:
             f"| {f['window_s']:.1f} s | {f['attempts']:,} | {f['failed']:,} "
             f"({f['failed_orders']:,} / {f['failed_payments']:,}) "
             f"| {_reasons(f['failed_by_reason'])} | {_s(f['answered_after_s'])} "
-            f"| {_s(f['accepting_after_s'])} | {f['longest_gap_without_202_s']:.1f} s |")
+            f"| {_s(f['accepting_after_s'])} / {_s(f.get('first_202_answered_after_s'))} "
+            f"| {f['longest_gap_without_202_s']:.1f} s |")
     lines += ["", "Window: from the kill until the component answered, the restart command "
               "returned and a request sent after the kill was accepted (whichever is last). "
+              "Orders accepted again: the first 202 to a request sent after the kill, by the "
+              "time it was sent / by the time it was answered. "
               "Failed: no response, a 503, or `idempotency_in_progress`; every one of them "
               "was retried by its client.", "", "## Promises", "",
               "| check | result | detail |", "|---|---|---|"]

@@ -109,6 +109,8 @@ async def inject(fault: Fault, stack: Stack, ledger: Ledger, plan: Plan,
                  buyers_task: asyncio.Task[None]) -> FaultRun:
     f = FaultRun(fault.name, fault.component, fault.how, shlex.join(fault.restart))
     say(f"{fault.name}: {fault.how}")
+    if fault.aim is not None:
+        await fault.aim(stack)
     f.kill_at = ledger.now()
     await fault.kill(stack)
     await _hold(plan.down, buyers_task)
