@@ -92,7 +92,7 @@ def test_the_cluster_run_finds_the_master_serving_a_slot_and_whether_it_failed()
     assert _owner("d4 127.0.0.1:26204@16204 slave a1 0 0 1 connected\n", 5) is None
 
 
-def test_orders_count_as_accepted_again_when_the_first_202_sent_after_the_kill_is_answered() -> None:
+def test_orders_are_accepted_again_when_the_first_202_sent_after_the_kill_is_answered() -> None:
     f = FaultRun("Redis master", "redis-master", "SIGKILL", "scripts/cluster/redis.sh up",
                  kill_at=10.0, accepting_at=10.5, window_end=20.0)
     held = Attempt("order", 10.5, 6.0, 202, None, None)  # waited in the API for the promotion
