@@ -197,6 +197,12 @@ class Fault:
     restart: tuple[str, ...]  # the project command that brings it back
     kill: Callable[[Stack], Awaitable[None]]
     answers: Callable[[Stack], Awaitable[bool]]
+    # Must pass before the restart (after the hold): a Redis master is restarted only once a
+    # replica took its place, as an operator would (earlier, it would come back as master).
+    before_restart: Callable[[Stack], Awaitable[bool]] | None = None
+    # Finds what `kill` kills (the deal's Redis master) before the kill's clock starts: a
+    # lookup under load takes a moment in which orders are still accepted.
+    aim: Callable[[Stack], Awaitable[None]] | None = None
 
 
 def _proc_kill(name: str) -> Callable[[Stack], Awaitable[None]]:

@@ -24,6 +24,17 @@ def _reasons(by: Mapping[str, int]) -> str:
     return ", ".join(f"{n} x {r}" for r, n in list(by.items())[:3]) or "-"
 
 
+def _whole_run(rep: Mapping[str, Any]) -> list[str]:
+    w = rep.get("whole_run")
+    if not w:
+        return []
+    return [f"Whole run: **{w['failed']:,} of {w['attempts']:,} attempts failed "
+            f"({100 * w['failed_share']:.1f} %)**, {w['failed_orders']:,} orders / "
+            f"{w['failed_payments']:,} payments: "
+            + (", ".join(f"{n:,} x {r}" for r, n in w["failed_by_reason"].items()) or "none")
+            + ".", ""]
+
+
 def render(rep: Mapping[str, Any]) -> str:
     m = rep["machine"]
     plan = rep["plan"]
@@ -38,21 +49,27 @@ def render(rep: Mapping[str, Any]) -> str:
         f"restarted with the project's command and {plan['after']:g} s of steady load. "
         f"{rep['attempts']:,} attempts, {rep['accepted']:,} orders accepted, "
         f"{rep['payments']:,} payments.", "",
+        *_whole_run(rep),
         "## Per fault", "",
         "| fault | restart command | window | attempts in it | failed (orders / payments) "
         "| main reasons | component answered after | orders accepted again after "
-        "| longest gap without a 202 |",
+        "(sent / answered) | longest gap without a 202 |",
         "|---|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for f in rep["faults"]:
+        promoted = f.get("extra", {}).get("ready_to_restart_after_s", "absent")
+        how = f["how"] if promoted == "absent" else f"{f['how']} (after {_s(promoted)})"
         lines.append(
-            f"| {f['name']}: {f['how']} | {_restart(f['restart_command'])} "
+            f"| {f['name']}: {how} | {_restart(f['restart_command'])} "
             f"| {f['window_s']:.1f} s | {f['attempts']:,} | {f['failed']:,} "
             f"({f['failed_orders']:,} / {f['failed_payments']:,}) "
             f"| {_reasons(f['failed_by_reason'])} | {_s(f['answered_after_s'])} "
-            f"| {_s(f['accepting_after_s'])} | {f['longest_gap_without_202_s']:.1f} s |")
+            f"| {_s(f['accepting_after_s'])} / {_s(f.get('first_202_answered_after_s'))} "
+            f"| {f['longest_gap_without_202_s']:.1f} s |")
     lines += ["", "Window: from the kill until the component answered, the restart command "
               "returned and a request sent after the kill was accepted (whichever is last). "
+              "Orders accepted again: the first 202 to a request sent after the kill, by the "
+              "time it was sent / by the time it was answered. "
               "Failed: no response, a 503, or `idempotency_in_progress`; every one of them "
               "was retried by its client.", "", "## Promises", "",
               "| check | result | detail |", "|---|---|---|"]

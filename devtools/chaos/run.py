@@ -19,6 +19,7 @@ import asyncio
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from devtools.chaos.faults import (
     run,
 )
 from devtools.chaos.load import Buyers, Ledger, LoadConfig
-from devtools.chaos.timeline import FaultRun, first_accept_after, window_figures
+from devtools.chaos.timeline import FaultRun, first_accept_after, run_figures, window_figures
 from devtools.swarm import hotdeal
 from hotdeal_core.settings import load_settings
 from loadtest.buyers import BuyerAuth
@@ -54,7 +55,10 @@ class Plan:
     per_user_limit: int = 5
 
     @classmethod
-    def of(cls, short: bool) -> Plan:
+    def of(cls, short: bool, cluster: bool = False) -> Plan:
+        if cluster:  # nine faults in about 80 s (issue 21): each dead 2 s, 3 s of quiet after
+            return cls(buyers=8, warmup=3, down=1, after=2) if short else \
+                cls(buyers=30, warmup=5, down=2, after=3)
         return cls(buyers=8, warmup=3, down=1, after=3) if short else \
             cls(buyers=30, warmup=10, down=5, after=10)
 
@@ -105,12 +109,20 @@ async def inject(fault: Fault, stack: Stack, ledger: Ledger, plan: Plan,
                  buyers_task: asyncio.Task[None]) -> FaultRun:
     f = FaultRun(fault.name, fault.component, fault.how, shlex.join(fault.restart))
     say(f"{fault.name}: {fault.how}")
+    if fault.aim is not None:
+        await fault.aim(stack)
     f.kill_at = ledger.now()
     await fault.kill(stack)
     await _hold(plan.down, buyers_task)
+    deadline = time.monotonic() + 120
+    if fault.before_restart is not None:
+        ready = await _poll(fault.before_restart, stack, ledger, deadline)
+        f.extra["ready_to_restart_after_s"] = None if ready is None \
+            else round(ready - f.kill_at, 2)
+        say(f"{fault.name}: ready to restart after "
+            f"{'never' if ready is None else f'{ready - f.kill_at:.1f} s'}")
     f.restart_at = ledger.now()
     say(f"{fault.name}: restarting with `{f.restart_command}`")
-    deadline = time.monotonic() + 120
     restart = asyncio.create_task(run(stack, *fault.restart, timeout=120))
     f.answered_at = await _poll(fault.answers, stack, ledger, deadline)
     f.restart_exit, out = await restart
@@ -132,7 +144,9 @@ async def inject(fault: Fault, stack: Stack, ledger: Ledger, plan: Plan,
     return f
 
 
-async def chaos(stack: Stack, plan: Plan, only: set[str] | None) -> dict[str, Any]:
+async def chaos(stack: Stack, plan: Plan, only: set[str] | None,
+                faults_of: Callable[[int], list[Fault]] | None = None) -> dict[str, Any]:
+    """The run; `faults_of(product id)`: the faults in turn (default: the single-node ones)."""
     env = stack.env()
     product = hotdeal("product", "create", "--name", "chaos", "--price", "1000",
                       "--stock", str(plan.stock), env=env)
@@ -152,7 +166,7 @@ async def chaos(stack: Stack, plan: Plan, only: set[str] | None) -> dict[str, An
     try:
         say(f"{plan.buyers} buyers on deal {deal['deal_id']}; warming up {plan.warmup:g} s")
         await _hold(plan.warmup, buyers_task)
-        for fault in faults(stack):
+        for fault in (faults_of or (lambda _: faults(stack)))(int(product["id"])):
             if only is None or fault.component in only:
                 runs.append(await inject(fault, stack, ledger, plan, buyers_task))
     finally:
@@ -172,6 +186,7 @@ async def chaos(stack: Stack, plan: Plan, only: set[str] | None) -> dict[str, An
     return {"deal_id": deal["deal_id"], "product_id": product["id"], "plan": asdict(plan),
             "duration_s": round(ledger.now(), 1), "attempts": len(ledger.attempts),
             "accepted": len(ledger.accepted), "payments": len(ledger.payments),
+            "whole_run": run_figures(ledger.attempts),
             "faults": [{**asdict(f), **window_figures(f, ledger.attempts, ledger.accepted_at)}
                        for f in runs],
             "checks": [asdict(c) for c in found], "audit": audit,

@@ -52,6 +52,10 @@ def longest_gap(accepted_at: Sequence[float], start: float, end: float) -> float
 def window_figures(f: FaultRun, attempts: Sequence[Attempt],
                    accepted_at: Sequence[float]) -> dict[str, Any]:
     inside = [a for a in attempts if f.kill_at <= a.sent <= f.window_end]
+    # When a buyer held a 202 again: a request sent after the kill may wait inside the API
+    # (its Redis client retrying a dead master) and be accepted only after the promotion.
+    answered_202 = min((a.sent + a.latency for a in attempts if a.kind == "order"
+                        and a.status == 202 and a.sent >= f.kill_at), default=None)
     bad = [a for a in inside if failed(a)]
     orders = [a for a in inside if a.kind == "order"]
     return {
@@ -64,8 +68,20 @@ def window_figures(f: FaultRun, attempts: Sequence[Attempt],
         "answered_after_s": None if f.answered_at is None else round(f.answered_at - f.kill_at, 2),
         "accepting_after_s": None if f.accepting_at is None
         else round(f.accepting_at - f.kill_at, 2),
+        "first_202_answered_after_s": None if answered_202 is None
+        else round(answered_202 - f.kill_at, 2),
         "longest_gap_without_202_s": round(longest_gap(accepted_at, f.kill_at, f.window_end), 2),
     }
+
+
+def run_figures(attempts: Sequence[Attempt]) -> dict[str, Any]:
+    """Over the whole run: the attempts, the failed ones and their share, by kind and reason."""
+    bad = [a for a in attempts if failed(a)]
+    return {"attempts": len(attempts), "failed": len(bad),
+            "failed_share": round(len(bad) / len(attempts), 4) if attempts else 0.0,
+            "failed_orders": sum(a.kind == "order" for a in bad),
+            "failed_payments": sum(a.kind == "payment" for a in bad),
+            "failed_by_reason": dict(Counter(reason(a) for a in bad).most_common())}
 
 
 def unexpected_errors(attempts: Iterable[Attempt]) -> dict[str, int]:
