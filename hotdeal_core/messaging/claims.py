@@ -125,6 +125,16 @@ async def retry_after(conn: AsyncConnection, ids: Sequence[int], delay: float) -
     await conn.execute(_RETRY_AFTER, {"ids": list(ids), "delay": delay})
 
 
+_OWED = text("""
+    SELECT count(*) FROM outbox WHERE published_at IS NULL AND attempts < :max_attempts
+""")
+
+
+async def count_owed(conn: AsyncConnection, max_attempts: int) -> int:
+    """How many rows the relays still have to publish (unpublished, not set aside)."""
+    return int((await conn.execute(_OWED, {"max_attempts": max_attempts})).scalar_one())
+
+
 async def count_set_aside(conn: AsyncConnection, max_attempts: int) -> int:
     """How many rows are set aside now (unpublished, out of attempts)."""
     return int((await conn.execute(_SET_ASIDE, {"max_attempts": max_attempts})).scalar_one())
