@@ -1,0 +1,1 @@
+"""In-memory fakes of the ports in hotdeal_core/ports/, for the unit tier."""
