@@ -1,7 +1,6 @@
-"""Buyer identity: the buyer id is the `sub` of a JWT, verified with PyJWT (HS256, EdDSA, ES256).
-
-A verified token is cached per process (signature checked once, `exp` on every use);
-`TokenMinter` signs development tokens."""
+"""Buyer identity: the buyer id is the `sub` of a JWT, verified with PyJWT (HS256, EdDSA, ES256)
+and cached per process (signature checked once, `exp` on every use); `TokenMinter` signs
+development tokens."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """The stock store port: where a hot deal's live stock is held while the deal runs.
-
-`RedisStockStore` (Lua) and `FakeStockStore` (in memory) pass the same contract suite,
-tests/integration/test_stock_contract.py; each method's docstring states its rule."""
+`RedisStockStore` (Lua) and `FakeStockStore` (in memory) pass the same contract suite
+(tests/integration/test_stock_contract.py); each method's docstring states its rule."""
 
 from __future__ import annotations
 
