@@ -145,3 +145,70 @@ def test_every_path_cited_in_the_docs_exists() -> None:
             if not (base.with_suffix(".py").exists() or (base / "__main__.py").exists()):
                 problems.append(f"{doc.relative_to(ROOT)}: python -m {module}: no such module")
     assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------- the code map
+CODE_MAP = ROOT / "docs" / "code-map.md"
+# Folders whose every subfolder and module the map lists (tests/: its folders and helpers).
+_MAPPED = ("order_api", "stock_worker", "reconciler", "hotdeal_cli", "schemas", "hotdeal_core",
+           "devtools", "loadtest", "benchmarks", "scripts", "tests")
+_ENTRY = re.compile(r"[\w.\-]+/?(?:, [\w.\-]+/?)*")
+# Modules issue 19's other branches add; listed ahead of their merge (drop once merged).
+LANDING = {f"hotdeal_core/{d}/{m}.py" for d, m in [
+    ("ports", "orders"), ("ports", "settlement"), ("ports", "deals"), ("db", "orders"),
+    ("db", "settlement"), ("db", "payments"), ("db", "deals")]}
+
+
+def code_map_entries() -> list[str]:
+    """The paths the code map's tree names: a line is `<indent><name>[, <name>]  <what>`, its
+    folder the nearest line above it indented less; other lines continue a description."""
+    block = CODE_MAP.read_text().split("## The tree", 1)[1].split("```")[1]
+    entries: list[str] = []
+    parents: list[tuple[int, str]] = []
+    for line in block.splitlines():
+        names = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]
+        if not _ENTRY.fullmatch(names) or not any(c in names for c in "./"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        folder = parents[-1][1] if parents else ""
+        for name in names.split(", "):
+            entries.append(folder + name)
+            if name.endswith("/"):
+                parents.append((indent, folder + name))
+    return entries
+
+
+def mapped_paths() -> set[str]:
+    """Every top-level folder, and in the code folders every subfolder and module (not
+    `__init__.py`, `__main__.py`, migrations, nor the test modules of tests/<tier>/)."""
+    wanted: set[str] = set()
+    for f in repo_files():
+        parts = f.split("/")
+        if len(parts) < 2 or f.startswith(".") or "__pycache__" in parts:
+            continue
+        wanted.add(parts[0] + "/")
+        if parts[0] not in _MAPPED:
+            continue
+        depth = 2 if parts[0] == "tests" else len(parts) - 1
+        wanted.update("/".join(parts[:i]) + "/" for i in range(2, min(depth, len(parts) - 1) + 1))
+        if (f.endswith(".py") and parts[-1] not in ("__init__.py", "__main__.py")
+                and "versions" not in parts and (parts[0] != "tests" or len(parts) == 2)):
+            wanted.add(f)
+    return wanted
+
+
+def test_the_code_map_lists_every_top_level_folder_subfolder_and_module() -> None:
+    missing = sorted(mapped_paths() - set(code_map_entries()))
+    assert not missing, (
+        "docs/code-map.md (## The tree) does not list: " + ", ".join(missing)
+        + ". Add each under its folder's line, indented, with a few words on what it owns.")
+
+
+def test_every_path_of_the_code_map_exists() -> None:
+    entries = code_map_entries()
+    stale = [e for e in entries if e not in LANDING and not (ROOT / e).exists()]
+    twice = sorted({e for e in entries if entries.count(e) > 1})
+    assert not stale, f"docs/code-map.md lists paths that do not exist: {stale}"
+    assert not twice, f"docs/code-map.md lists these twice: {twice}"
