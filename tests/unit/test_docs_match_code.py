@@ -212,3 +212,62 @@ def test_every_path_of_the_code_map_exists() -> None:
     twice = sorted({e for e in entries if entries.count(e) > 1})
     assert not stale, f"docs/code-map.md lists paths that do not exist: {stale}"
     assert not twice, f"docs/code-map.md lists these twice: {twice}"
+
+
+# ---------------------------------------------------------------- the rules index
+_TICKED = re.compile(r"`([^`]+)`")
+_FILE = re.compile(r"[\w.\-/]+/[\w.\-]+\.\w+")
+_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+
+
+def rules_index() -> list[tuple[str, str, str]]:
+    """(rule, owner, test) of each row of the code map's rules index."""
+    section = CODE_MAP.read_text().split("## Rules index", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and line.startswith("|") and cells[0] not in ("rule", "---"):
+            rows.append((cells[0], cells[1], cells[2]))
+    return rows
+
+
+def defines(text: str, name: str) -> bool:
+    n = re.escape(name)
+    return bool(re.search(rf"\b(?:def|class|function)\s+{n}\b|^\s*{n}\s*[:=]|[\"']{n}[\"']",
+                          text, re.MULTILINE))
+
+
+def owner_problems(owner: str) -> list[str]:
+    """Each `path` must exist and define each `name` after it (a def, class, assignment, Lua
+    function or quoted constraint name; for `A.b`, each part)."""
+    problems, current = [], None
+    for token in _TICKED.findall(owner):
+        if _FILE.fullmatch(token):
+            current = token
+            if not (ROOT / token).is_file():
+                problems.append(f"{token}: no such file")
+        elif _NAME.fullmatch(token):
+            if current is None:
+                problems.append(f"`{token}` names no file before it")
+                continue
+            text = (ROOT / current).read_text() if (ROOT / current).is_file() else ""
+            if not all(defines(text, part) for part in token.split(".")):
+                problems.append(f"{current} has no `{token}`")
+    return problems
+
+
+def test_every_rule_of_the_index_has_an_existing_owner_and_test() -> None:
+    defined = {m for f in ROOT.joinpath("tests").rglob("*.py")
+               for m in re.findall(r"def (test_\w+)", f.read_text())}
+    rows, problems = rules_index(), []
+    assert len(rows) >= 20, "the rules index was not found in docs/code-map.md"
+    for rule, owner, tests in rows:
+        where = rule[:50]
+        problems += [f"{where}: {p}" for p in owner_problems(owner)]
+        names = [t.split("[")[0] for t in _TICKED.findall(tests) if t.startswith("test_")]
+        paths = [t for t in _TICKED.findall(tests) if t.startswith("tests/")]
+        if not names and not paths:
+            problems.append(f"{where}: no test named")
+        problems += [f"{where}: no test {n}" for n in names if n not in defined]
+        problems += [f"{where}: no file {p}" for p in paths if not (ROOT / p).is_file()]
+    assert not problems, "docs/code-map.md, rules index:\n" + "\n".join(problems)
