@@ -1,1 +1,2 @@
-"""Ports: what the use cases need from Postgres (adapters in hotdeal_core/db/, fakes in tests/fakes/)."""
+"""Ports: what the use cases need from Postgres.
+Adapters in hotdeal_core/db/, fakes in tests/fakes/."""
