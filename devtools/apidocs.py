@@ -1,8 +1,5 @@
-"""Write the API documents: OpenAPI of the order API, AsyncAPI of the two consumers.
-
-    python -m devtools.apidocs            (re)write docs/api/*.json
-    python -m devtools.apidocs --check    exit 1 if a committed document is out of date
-"""
+"""Write the API documents (OpenAPI of the order API, AsyncAPI of the two consumers) to
+docs/api/: `python -m devtools.apidocs [--check]` (--check: exit 1 if one is out of date)."""
 
 from __future__ import annotations
 

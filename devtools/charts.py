@@ -1,17 +1,6 @@
-"""Charts of a swarm over time, as PNG files beside its report.md (matplotlib, Agg).
-
-- load: throughput (requests/s, failures/s) and p50/p95 latency of `POST /orders` per
-  second, from locust's `locust_stats_history.csv` (written with `--csv-full-history`,
-  one row per second per request name). The rates are differences of its cumulative
-  counts between rows (its own Requests/s column is an average over about 10 s, which
-  lags a ramp); the percentiles are locust's "current" ones, a window of about 10 s;
-- stock: units on sale and orders by status per second, from the deal sampler's
-  `samples.csv` (devtools/sampler.py), with the end of the load and the reconciliation
-  marked: the sell-out, and the settlement that goes on after the load.
-
-Several runs go side by side, one column each (`make compare`: DB and Redis mode), with
-the same axes so their curves compare at a glance.
-"""
+"""Charts of a swarm over time, as PNG files beside its report.md (matplotlib, Agg): load from
+locust's full-history CSV (rates as differences of its cumulative counts), stock and orders
+from the sampler's samples.csv; several runs side by side on the same axes."""
 
 from __future__ import annotations
 

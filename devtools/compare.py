@@ -1,25 +1,6 @@
-"""`make compare`: both stock modes back to back under identical load, plus references.
-
-    python -m devtools.compare [--users 100] [--duration 30s] [--stock 1000] [--limit 1]
-
-Runs, each with the same harness (`devtools.swarm.run_swarm`), users and duration:
-
-1. trivial: `uvicorn loadtest.trivial_app:app` on a free port, HOTDEAL_TARGET=noop (the
-   machine's Python HTTP ceiling; the hotdeal processes are stopped meanwhile);
-2. redis: the processes restarted with HOTDEAL_STOCK_REDIS=true, a deal of --stock units,
-   --limit per buyer, USERS distinct buyers;
-3. sold-out: Redis mode, a deal of 1 unit that sells out at once (every payment succeeds, so
-   it stays sold out): the throughput of the 409 sold_out refusals;
-4. accepted: Redis mode with no refusal at all (per-user limit = stock = 1,000,000): the
-   throughput of accepted orders, each with its payment webhook;
-5. db: the processes restarted with HOTDEAL_STOCK_REDIS=false and the deal started with it
-   (stock_backend "db": the old design's hot row lock), same load as 2.
-
-Prints the side-by-side table (Redis/DB throughput, DB/Redis latency) and the references as
-% of the trivial endpoint; writes `reports/compare-<timestamp>/comparison.{md,json}` and one
-folder per run. The processes are left as found (restarted in Redis mode if they were up).
-Exit code 1 if any verification fails.
-"""
+"""`make compare`: both stock modes back to back under identical load, plus references
+(trivial app, sold-out refusals, accepted only). Writes reports/compare-<timestamp>/
+comparison.{md,json}; exit 1 if a verification fails (README, "Measuring")."""
 
 from __future__ import annotations
 

@@ -1,18 +1,5 @@
-"""`make demo`: the main job, end to end, in a few minutes.
-
-    python -m devtools.demo [--users 100] [--duration 20s] [--stock 2000] [--limit 50]
-
-Starts the infrastructure (`scripts/infra.sh up`) unless it already answers, migrates the app
-database, starts the three processes that are not running (`python -m devtools.procs up`,
-with a short reservation TTL so never-paying buyers' orders expire during the run), then
-runs one swarm (`devtools.swarm.run_swarm`: a product, a Redis-stock deal, locust with live
-stats, `hotdeal deal stop --wait`, the verifications) and prints the report, also written to
-`reports/demo-<timestamp>/` (report.md with its charts over time, report.json, locust.html,
-locust CSVs, the deal's samples).
-
-At the end it stops what it started: the processes it started, and the infrastructure only if
-none of it was running before. Exit code 1 if the audit or any verification fails.
-"""
+"""`make demo`: infrastructure, processes, one swarm and its report, in a few minutes; stops
+only what it started. Exit 1 if the audit or a verification fails."""
 
 from __future__ import annotations
 

@@ -1,14 +1,6 @@
-"""How long a consumer group stalls when a member dies: measured against a real broker.
-
-    python -m devtools.membership [--session-ms 10000] [--rounds 3]
-
-Two members (real processes, consumers built with `membership()`, as the stock worker's and
-the reconciler's) share a 6-partition topic fed one record per partition every 50 ms. One is
-killed (SIGKILL) and restarted at once, or killed, or stopped (SIGTERM: a graceful stop), and
-not restarted; the figure is how long until every partition it held is consumed again, with
-static membership (CONSUMER_INSTANCE_ID) and without. Uses KAFKA_BOOTSTRAP_SERVERS and
-KAFKA_TOPIC_PREFIX (docs/scaling.md has figures).
-"""
+"""How long a consumer group stalls when a member dies, static membership or not, against a
+real broker: `python -m devtools.membership [--session-ms 10000] [--rounds 3]`
+(figures: docs/scaling.md, "Consumer group membership")."""
 
 from __future__ import annotations
 

@@ -1,13 +1,6 @@
-"""A deal's stock and orders sampled every second during a swarm, into `samples.csv`.
-
-    t, status, on_sale, pending, confirmed, cancelled, accepted_per_s, unsettled
-
-One row per second from the deal's start until `stop()` (after the swarm's settlement, so
-the chart shows the settlement going on after the load). It reads what `hotdeal deal watch`
-reads (`hotdeal_cli.watch.read_sample`: one Redis `peek`, a few indexed counts in Postgres),
-on its own thread and event loop, so the swarm's own work is not slowed by its waits. A
-sample that fails (a dependency's blip) is skipped: the chart gets a gap, not an error.
-"""
+"""A deal's stock and orders sampled every second during a swarm into `samples.csv`, on its
+own thread and loop (what `hotdeal deal watch` reads); a failed sample is a gap, not an
+error."""
 
 from __future__ import annotations
 

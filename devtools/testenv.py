@@ -1,10 +1,6 @@
 """A clean slate for the test suite: recreate the test database, empty the test Redis db
-(with REDIS_CLUSTER=true: every master of the cluster, which has only db 0), migrate. Run
-by `make test` before pytest, so every run starts from the same state (no backlog of
-expired orders or stale Redis keys from an earlier run).
-
-    python -m devtools.testenv        uses DATABASE_URL and REDIS_URL from the environment
-"""
+(every master with REDIS_CLUSTER), migrate. `python -m devtools.testenv`, run by `make test`
+before pytest; uses DATABASE_URL and REDIS_URL."""
 
 from __future__ import annotations
 

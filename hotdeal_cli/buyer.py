@@ -1,8 +1,5 @@
-"""`hotdeal buyer token USER_ID... [--stdin] [--ttl SECONDS]`: development buyer tokens.
-
-Signed by `TokenMinter` with the development key of the settings; refused unless
-ALLOW_DEV_SECRETS. Needs no database: load tools mint tens of thousands at once.
-"""
+"""`hotdeal buyer token USER_ID... [--stdin] [--ttl SECONDS]`: development buyer tokens,
+refused unless ALLOW_DEV_SECRETS; needs no database."""
 
 from __future__ import annotations
 

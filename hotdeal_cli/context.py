@@ -1,14 +1,6 @@
-"""The CLI's composition root and the one place where failures become exit codes.
-
-Every command builds its own context (settings read once, a 2-connection engine, a Redis
-client), runs its async work with `asyncio.run`, then disposes of both. Known failures
-become one line (or one JSON object with --json) and an exit code, never a traceback:
-
-    0  done
-    1  refused by a use case (HotdealError), a failed audit, a wait that timed out
-    2  usage error: bad option, validation_error from a use case, invalid settings
-    3  a dependency (Postgres, Redis) is down or unreachable
-"""
+"""The CLI's composition root and the one place where failures become exit codes:
+0 done, 1 refused (HotdealError, a failed audit, a wait that timed out), 2 usage or invalid
+settings, 3 a dependency down. A known failure is one line (or JSON), never a traceback."""
 
 from __future__ import annotations
 

@@ -1,17 +1,5 @@
 """The `hotdeal` operator CLI: parse, call one use case, print. No business rule lives here.
-
-    hotdeal product create --name N --price P --stock S
-    hotdeal product show ID
-    hotdeal deal start PRODUCT_ID --stock N [--per-user-limit K] [--duration 10m]
-    hotdeal deal stop PRODUCT_ID [--wait] [--timeout 120]
-    hotdeal deal status PRODUCT_ID
-    hotdeal deal audit PRODUCT_ID
-    hotdeal deal recover PRODUCT_ID
-    hotdeal deal watch PRODUCT_ID [--api-url URL] [--interval 1s] [--audit-every 5s]
-    hotdeal buyer token USER_ID... [--stdin] [--ttl SECONDS]   (development tokens)
-
-Every command takes --json. Exit codes are listed in `hotdeal_cli.context`.
-"""
+Every command takes --json; `hotdeal --help` lists them, `hotdeal_cli.context` the exit codes."""
 
 from __future__ import annotations
 
@@ -226,10 +214,7 @@ def deal_watch(
 ) -> None:
     """Live view of the latest deal until it is reconciled (exit 0; 1 if its audit fails).
 
-    Stock left, accepted and refused orders/s, orders by status, p95 reservation latency,
-    settlement lag and the audit verdict. Ctrl-C stops it (exit 0). With --json, one JSON
-    object per refresh, one per line.
-    """
+    Ctrl-C stops it (exit 0). With --json, one JSON object per refresh, one per line."""
     if interval <= 0 or audit_every <= 0:
         raise typer.BadParameter("--interval and --audit-every must be positive")
 

@@ -1,16 +1,6 @@
-"""`hotdeal deal watch PRODUCT_ID`: a live view of a deal, refreshed every second, until the
-deal is reconciled (exit 0; 1 if its final audit does not hold) or Ctrl-C (exit 0).
-
-Where each figure comes from:
-- Postgres: the deal's status, orders by status, accepted orders per second (orders whose
-  `created_at` falls in the last complete window), settlement lag (orders with an accepted
-  payment the stock worker has not applied yet, and the age of the oldest payment);
-- Redis, through the stock store: the units left (`peek`, one read);
-- the audit (`audit_deal`), every --audit-every seconds in the background, because it
-  reads every live reservation of the deal (its cost grows with them);
-- with --api-url, the order API's /metrics: refusals per second by code and the p95
-  reservation latency over the last interval (one API replica: all its workers).
-"""
+"""`hotdeal deal watch PRODUCT_ID`: a live view of a deal, refreshed every second, until it is
+reconciled. Figures from Postgres, the stock store's `peek`, the audit in the background
+(every --audit-every: it reads every live reservation), and with --api-url the API's /metrics."""
 
 from __future__ import annotations
 

@@ -1,21 +1,6 @@
 """Natural batching: a batch is whatever arrived while the previous one was being written.
 
-One writer task per process owns a queue. A caller submits its item and awaits its own
-outcome; the writer takes everything queued, writes it with one call (one statement, one
-transaction, one WAL flush for the lot), resolves each caller's future and loops. There is
-no fixed delay: a lone request is written at once, and under load one commit serves
-hundreds of callers.
-
-A write that fails as a whole is retried item by item, so that one bad item fails alone;
-except when a dependency is down (every item would fail the same way): then every item
-gets the error at once. A caller cancelled while its item is queued or being written does
-not stop the write (the outcome is simply not delivered).
-
-A write whose outcome cannot be known (the writer cancelled mid-write, a commit cut off)
-gives each of its callers `OutcomeUnknown`: the write may have landed, so a caller must
-not undo what it depends on (an order keeps its reservation; the orphan sweep decides).
-`stop()` lets the write in flight finish, bounded by `stop_timeout`, rather than cut it.
-"""
+Failures, `OutcomeUnknown` and `stop()`: docs/architecture.md, "The batched design"."""
 
 from __future__ import annotations
 

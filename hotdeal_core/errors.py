@@ -1,21 +1,6 @@
-"""The one error hierarchy of hotdeal.
+"""The one error hierarchy: every error has its code, HTTP status and `retriable` flag.
 
-    HotdealError                      code, http_status, retriable
-    ├── NotFound (404)                product_not_found, order_not_found, deal_not_found
-    ├── Conflict (409)                sold_out, limit_exceeded, deal_not_active,
-    │                                 deal_already_active, invalid_state,
-    │                                 idempotency_in_progress, insufficient_stock
-    ├── Unauthorized (401)            unauthorized, bad_signature, invalid_token, token_expired
-    ├── Forbidden (403)               buyer_mismatch
-    ├── TooManyRequests (429)         rate_limited (with retry_after seconds)
-    ├── Unprocessable (422)           validation_error
-    └── DependencyUnavailable (503)   postgres/redis/kafka unavailable; retriable
-
-Third-party errors become these at the adapters, one place per dependency: Redis in
-`hotdeal_core.stock.redis_errors`, Postgres in `hotdeal_core.db.engine`, Kafka in
-`hotdeal_core.messaging.sending`. Every edge (HTTP in `order_api.errors`, the consumers'
-ack/nack, the CLI's exit codes, the batchers) only asks `is_retriable`.
-"""
+Adapters raise outages as `DependencyUnavailable`; every edge only asks `is_retriable`."""
 
 from __future__ import annotations
 

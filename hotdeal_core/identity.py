@@ -1,9 +1,6 @@
-"""Buyer identity: the buyer id is the `sub` of a JWT from the shop's identity provider.
-
-Verified with PyJWT (HS256, EdDSA or ES256, by settings); a verified token is kept in a
-bounded per-process cache, so its signature is checked once and its `exp` on every use.
-`TokenMinter` signs development tokens for the CLI and the load tools.
-"""
+"""Buyer identity: the buyer id is the `sub` of a JWT, verified with PyJWT (HS256, EdDSA, ES256)
+and cached per process (signature checked once, `exp` on every use); `TokenMinter` signs
+development tokens."""
 
 from __future__ import annotations
 

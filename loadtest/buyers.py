@@ -1,9 +1,5 @@
-"""Buyer tokens for the load tools: each buyer's JWT minted once, before or at its first
-request, and reused for the whole run (minting, ~20 us, stays out of the request loop).
-
-Pure: no locust import (importing locust monkey-patches the process with gevent), so the
-locustfile, the wrk benchmark, the chaos buyers and the unit tests share it.
-"""
+"""Buyer tokens for the load tools: each buyer's JWT minted once and reused for the run.
+Pure (no locust import: it monkey-patches the process with gevent), so every load tool shares it."""
 
 from __future__ import annotations
 

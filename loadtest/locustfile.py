@@ -1,57 +1,6 @@
 """The hot-deal load swarm: many buyers hit `POST /orders` on one product at once.
 
-    HOTDEAL_PRODUCT_ID=42 .venv/bin/locust -f loadtest/locustfile.py --headless \\
-        -u 500 -r 100 -t 30s --processes 4 --csv out/run --html out/run.html
-
-Environment knobs (read once at start-up, in every process):
-
-    HOTDEAL_API_URL            order API base URL (default http://127.0.0.1:58000; -H wins)
-    HOTDEAL_PRODUCT_ID         the hot product's id; required by processes that run users
-    HOTDEAL_USERS              distinct buyer ids `buyer-1..buyer-N` (default 100); each
-                               virtual user takes the next id from a counter and the ids wrap
-                               when there are more virtual users than ids
-    HOTDEAL_QUANTITY           units per order (default 1)
-    HOTDEAL_PAY_SUCCESS_RATIO  share of accepted orders paid via the signed webhook with
-                               status "succeeded" (default 0.8)
-    HOTDEAL_PAY_FAIL_RATIO     share paid with status "failed" (default 0.1); the rest never
-                               pay, so their reservation expires
-    PAYMENT_WEBHOOK_SECRET     webhook HMAC secret (default "dev-webhook-secret-change-me")
-    HOTDEAL_WAIT               think time in seconds between tasks (default 0: none)
-    HOTDEAL_ACCEPTED_FILE      if set, every accepted order id is appended there, one per line
-    HOTDEAL_TARGET             "orders" (default) or "noop": POST /noop on loadtest.trivial_app
-                               instead (no payments), to measure the harness/HTTP ceiling
-    HOTDEAL_SHAPE              "constant" (default: locust's own -u/-r/-t, no shape class),
-                               "spike" or "step" (the shape class ends the run by itself)
-    HOTDEAL_SPIKE_USERS / _RAMP / _HOLD      spike: 0 -> 500 users within 2 s, hold 20 s,
-                                             then 10 % of the peak for 10 s, then stop
-    HOTDEAL_STEP_START / _USERS / _SECONDS / _MAX
-                               step: 25 users, +25 every 10 s up to 300, hold one step, stop
-
-Outcomes. Every order attempt is exactly one of accepted, sold_out, limit_exceeded,
-deal_not_active or failure (`loadtest.outcomes.classify`). The 409s with an expected business
-code are *successes* of "POST /orders" (the system answered correctly); 5xx, timeouts,
-connection errors, unknown codes and anything else are failures. Each attempt ALSO fires
-locust's own `request` event named `outcome:<outcome>` (request_type "OUTCOME",
-response_time 0, never a failure). Chosen because locust's stats pipeline already ships
-those entries from every worker process to the master (periodic and final reports), so the
-per-outcome counts appear, summed across processes, in the console table, the CSV and the
-HTML report with no extra messaging. Caveat: the "Aggregated" row counts these OUTCOME
-entries too, so read throughput from the "POST /orders" row. `OUTCOME_COUNTS` keeps this
-process's own counts (logged when the process quits).
-
-Buyer tokens. Every order carries `Authorization: Bearer <JWT>` whose `sub` is the buyer id
-(the body's `user_id` is the same id). Each process mints a buyer's token once, at the first
-virtual user that takes that id (`loadtest.buyers.BuyerAuth`, HS256 with the buyer-token
-settings the API reads, so ALLOW_DEV_SECRETS=true is required as for the API's development
-secret), and reuses it for every order; tokens live for the run (-t, or the shape's length)
-plus an hour, a day when the run's length is unknown.
-
-Buyer ids across processes: under `--processes`/`--master`, worker k of W hands out ids
-k, k+W, k+2W, ... (W = the master's --expect-workers), so ids stay distinct across workers.
-
-Accepted order ids go to HOTDEAL_ACCEPTED_FILE with one O_APPEND `write()` of a whole line
-per order (unbuffered, so flushed at once), which keeps concurrent processes' lines intact.
-"""
+    HOTDEAL_PRODUCT_ID=42 locust -f loadtest/locustfile.py --headless -u 500 -r 100 -t 30s"""
 
 from __future__ import annotations
 
@@ -150,7 +99,8 @@ def _append_accepted(order_id: str) -> None:
 
 
 def _worker_slot(environment: Environment) -> tuple[int, int]:
-    """(this process's index, how many processes run users) for interleaving buyer ids."""
+    """(this process's index, how many processes run users): worker k of W hands out buyer ids
+    k, k+W, ..., so ids stay distinct across workers."""
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
         workers = getattr(environment.parsed_options, "expect_workers", 1) or 1
@@ -178,6 +128,9 @@ def buyer_auth(environment: Environment) -> BuyerAuth:
 
 
 def record_outcome(environment: Environment, outcome: str) -> None:
+    """Count the outcome and fire it as a locust request `outcome:<outcome>`: locust's stats then
+    sum it over processes into its table, CSV and HTML (so read throughput from the
+    "POST /orders" row, not "Aggregated")."""
     OUTCOME_COUNTS[outcome] += 1
     environment.events.request.fire(
         request_type="OUTCOME", name=f"outcome:{outcome}", response_time=0,

@@ -1,9 +1,5 @@
-"""Tick logic of the swarm's load shapes, as pure functions of the elapsed run time.
-
-The `LoadTestShape` classes in `loadtest/locustfile.py` only call these, so the shapes are
-unit-testable without importing locust (which monkey-patches the process with gevent).
-Each tick returns `(users, spawn_rate)` or None, which ends the run.
-"""
+"""Tick logic of the swarm's load shapes, as pure functions of the elapsed run time (testable
+without importing locust); a tick returns `(users, spawn_rate)`, or None to end the run."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""The smallest FastAPI app: measures this machine's Python HTTP ceiling with the same
-harness as the order API (`HOTDEAL_TARGET=noop` points the swarm's buy task at it).
-
-    .venv/bin/python -m loadtest.trivial_app     # the API's server settings: ORDER_API_SERVER,
-                                                 # ORDER_API_WORKERS, ORDER_API_HOST/PORT
-    .venv/bin/uvicorn loadtest.trivial_app:app --port 58123
-"""
+"""The smallest FastAPI app: this machine's Python HTTP ceiling under the order API's harness
+and server settings (`python -m loadtest.trivial_app`; `HOTDEAL_TARGET=noop` points the swarm
+at it)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""Who the buyer is: the one check of a buyer route's bearer token, used by the fast path
-(order_api/fastpath.py) and by FastAPI's buyer routes alike.
-
-A buyer route checks its token before anything else, its body included: a request without
-a valid token is a 401 whatever it carries, so the fast path can refuse it before reading
-the body or touching stock, and both answer the same.
-"""
+"""Who the buyer is: the one check of a buyer route's bearer token, made before the body is
+read, by the fast path and FastAPI's buyer routes alike (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -1,18 +1,5 @@
-"""Order request rate limits per buyer and per client address: a `429 rate_limited` with
-Retry-After, answered before any stock work (docs/architecture.md, "Rate limits").
-
-Per process: each API process (replica or uvicorn worker) counts on its own, so behind N
-processes a client spreading its requests over all of them gets up to N x the setting. Not
-divided by N on purpose: a keep-alive client (a browser, an app) sends on one connection,
-hence to one process, and would then be refused at 1/N of the rate meant for a person. An
-exact shared count would cost a Redis round trip per request, about what a whole sold-out
-refusal costs; the limit is there to cut floods of hundreds a second, not to count exactly
-(the deal's per-user limit, in Redis, is what caps what a buyer gets).
-
-`RateLimiter` is a GCRA (a token bucket kept as one float per key): measured at 0.2-0.6 us
-a check here, against 2.3-14 us for the `limits` package's in-memory strategies (which also
-scan every key from a timer, and read the wall clock).
-"""
+"""Order rate limits per buyer and per client address: `429 rate_limited` with Retry-After,
+before any stock work; per process, on purpose (docs/architecture.md, "Rate limits")."""
 
 from __future__ import annotations
 
@@ -123,10 +110,9 @@ class OrderLimits:
                 raise TooManyRequests("rate_limited", ADDRESS_MESSAGE, retry_after(wait))
 
     def client_address(self, scope: Scope) -> str:
-        """The socket peer's address; with TRUSTED_CLIENT_IP_HEADER set, the entry that many
-        TRUSTED_PROXY_HOPS from the right of that header (all its lines, in order), as
-        werkzeug's ProxyFix(x_for=N) does (N=1: the right-most, nginx's real_ip without
-        recursion). A header with fewer entries, or none, leaves the peer's address."""
+        """The socket peer's address; with TRUSTED_CLIENT_IP_HEADER, the entry TRUSTED_PROXY_HOPS
+        from the right of that header, as werkzeug's ProxyFix(x_for=N) does (too few entries: the
+        peer's address)."""
         if self._header is not None:
             values = [value for name, value in scope["headers"] if name == self._header]
             if values:

@@ -1,14 +1,6 @@
-"""What the order API records per request, and its /metrics answer.
-
-`ObservedApp` is the outermost ASGI layer inside Starlette's error middleware: one timing
-per request (hotdeal_http_request_duration_seconds{route,status}, `route` the matched
-route's template, so ids never become labels) and, for `POST /orders`, its outcome
-(hotdeal_orders_total{outcome}). The sold-out fast path, which answers before routing,
-leaves its outcome in the scope (`OUTCOME`); for an order FastAPI answered, a refusal's
-error code is read from its body (small, and rare next to the fast path's).
-
-Measured cost: docs/observability.md ("Cost on the order path").
-"""
+"""What the order API records per request (duration by route template and status; the
+`POST /orders` outcome, left in the scope by the fast path or read from a refusal's body),
+and its /metrics answer. Cost: docs/observability.md, "Cost on the order path"."""
 
 from __future__ import annotations
 

@@ -1,22 +1,6 @@
-"""The HTTP servers the order API can run under, with the same settings for any ASGI app
-(the trivial reference app of the benchmarks runs through here too).
-
-- uvicorn: uvloop + httptools; one worker serves the app object built here, several workers
-  import `target` in each worker process.
-- granian (Rust, hyper/tokio; optional, `pip install granian`: not a dependency, measured
-  slower than uvicorn for this app, see benchmarks/http.py): ASGI interface with its
-  lifespan, uvloop, HTTP/1 only; it always runs `workers` worker processes under a
-  supervising main process, each importing `target`.
-
-Both stop gracefully on SIGTERM: new connections are refused, the app's lifespan shutdown
-runs (the API logs "order API stopped gracefully"), within GRACEFUL_SECONDS for the open
-connections.
-
-With worker processes (several uvicorn workers; granian always) the metrics are in
-prometheus-client's multiprocess mode: PROMETHEUS_MULTIPROC_DIR is set before any worker
-starts (a fresh temporary directory, removed at exit, unless the operator set one: then its
-old files are removed first), so a scrape of any worker reports all of them.
-"""
+"""The HTTP servers the order API (or any ASGI app) runs under, by ORDER_API_SERVER: uvicorn, or
+granian (optional, measured slower: benchmarks/http.py); both stop gracefully on SIGTERM.
+With worker processes, PROMETHEUS_MULTIPROC_DIR is set first (docs/observability.md)."""
 
 from __future__ import annotations
 
@@ -70,10 +54,9 @@ def server_from_env() -> str:
 
 def serve(server: str, target: str, build: Callable[[], Any], *, host: str, port: int,
           workers: int, backlog: int = 2048, loop: str = "asyncio") -> None:
-    """Serve the ASGI app `target` ("module:attribute", imported by worker processes) or,
-    where the server runs it in this process, the app `build()` returns. `backlog`: the
-    listening socket's accept queue (ORDER_API_BACKLOG); `loop`: asyncio or uvloop
-    (ORDER_API_LOOP)."""
+    """Serve `target` ("module:attribute", imported by worker processes) or, where the server
+    runs it in this process, the app `build()` returns; `backlog` (ORDER_API_BACKLOG) and `loop`
+    (ORDER_API_LOOP) as set."""
     if server == "granian" or workers > 1:
         multiprocess_metrics()  # before the first worker imports prometheus-client
     if server == "granian":

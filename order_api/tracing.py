@@ -1,10 +1,6 @@
-"""The order API's server span (installed only with TRACING_ENABLED: off, no layer at all).
-
-One SERVER span per HTTP request, the root of its order's trace, or the child of the
-caller's `traceparent` when it sends one (a payment provider, a gateway, a test following
-an order). Named after the matched route's template, as the metrics label it
-(order_api/observe.py), so ids never become span names.
-"""
+"""The order API's server span, installed only with TRACING_ENABLED: one SERVER span per
+request, the root of its order's trace (or the child of the caller's `traceparent`), named
+after the route template as the metrics label it."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Event contracts. Every event carries `event_id`, `type`, `occurred_at`, `version`.
-
-Topics (see docs/events.md): `orders.v1`, `order-requests.v1` and `payments.v1` are
-keyed by order id, `hotdeals.v1` by product id, so every event of one order (or one deal)
-stays in order on one partition. Consumers are at-least-once and idempotent by `event_id`.
-"""
+"""Event contracts: every event carries `event_id`, `type`, `occurred_at`, `version`.
+Topics and keys: docs/events.md."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
 """`make soak DURATION=30m`: `python -m devtools.soak --duration 30m [--rate N] [--out DIR]`.
-
-Exit 0 when every judged series is flat and every check holds, 1 otherwise (report.md says
-which). See devtools/soak/run.py for the run, series.py for what is judged and why.
-"""
+Exit 0 when every judged series is flat and every check holds (series.py says which and why)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""Is a series flat? The soak's verdict on each sampled series (pure: no I/O).
-
-The rule: drop the warm-up, split what is left into thirds by time, and compare the median
-of the last third with the median of the first: flat when `last <= first * (1 + rel) + abs`.
-Medians, so one slow sample (a checkpoint, a GC pause) does not decide; only growth fails
-(a series that falls is flat: a backlog draining is the good case). `abs` is the noise floor
-of a series that sits near zero (a backlog of a few rows, a lag of a few records).
-"""
+"""Is a series flat? After the warm-up, the median of the last third against the first's:
+flat when `last <= first * (1 + rel) + abs` (only growth fails; `abs` is the noise floor of
+a series near zero). Pure."""
 
 from __future__ import annotations
 

@@ -1,15 +1,6 @@
-"""The soak's buyers: an open-loop load (arrivals at a fixed rate, whatever the answers).
-
-Every 1/rate seconds one buyer (random id of a pool, its JWT minted once) sends POST /orders
-for the soak's product; a slow answer does not delay the next arrival, and each latency is
-measured from the arrival's scheduled time, so a stall shows as latency rather than as fewer
-requests (no coordinated omission). An accepted order is, by ratio, paid (a signed webhook,
-after a short think time), paid with a failure (the order is cancelled), or never paid (its
-reservation expires after RESERVATION_TTL_SECONDS). A paid order's webhook time is kept until
-the sampler sees the order CONFIRMED (payment-to-CONFIRMED). At most `max_in_flight`
-requests wait at once (one connection each); an arrival over that is counted as dropped
-(the system fell behind by max_in_flight / rate seconds; a check fails on it).
-"""
+"""The soak's buyers: an open-loop load, latency measured from each arrival's scheduled time
+(no coordinated omission); accepted orders paid, declined or never paid by ratio; an arrival
+over `max_in_flight` is counted as dropped."""
 
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
-"""One sample of everything the soak watches: each process's RSS, the database's tables,
-the outbox, the consumers' lag, this environment's Redis db, and the latencies since the
-previous sample.
-
-Redis is read per db (the keys of REDIS_URL's db and their MEMORY USAGE), not INFO's
-used_memory: the server may be shared (other environments' dbs), its total is reported
-beside but says nothing about this run. The lag is each consumer group's committed offset
-against the end offset, summed over its topics' partitions.
-"""
+"""One sample of everything the soak watches: RSS, tables, outbox, consumer lag, latencies,
+and this environment's Redis db (its own keys' MEMORY USAGE: the server may be shared, so
+INFO's used_memory is only reported beside)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,6 @@
 """The soak run: its own processes, a capacity probe, then deal after deal under an open-loop
-load while everything is sampled; at the end every deal's promises are checked.
-
-Processes: `devtools.procs.Proc` (order API on a free port with LOAD_API_ENV and a short
-RESERVATION_TTL_SECONDS, so unpaid orders expire during the run; a stock worker; a reconciler
-whose retention duty deletes published outbox rows after OUTBOX_RETENTION_HOURS, short here,
-so the outbox's size is its live rows). Deals: `hotdeal deal start --opening-window 0`, the
-load until the first `sold_out`, `hotdeal deal stop --wait` (the flush), the next at once;
-the use cases those commands run, called in process. Orders sent between two deals (no deal
-on sale: ordinary orders from the product's stock) are counted apart and checked with all.
-"""
+load while everything is sampled; at the end every deal's promises are checked
+(docs/scenarios/soak.md)."""
 
 from __future__ import annotations
 

@@ -1,20 +1,6 @@
-"""One load swarm end to end, then its verifications (`make swarm MODE=db USERS=100`).
-
-    python -m devtools.swarm [--mode redis|db] [--users 100] [--duration 30s]
-                             [--shape constant|spike|step] [--stock 1000] [--limit 1]
-
-`run_swarm`: product and deal through the `hotdeal` CLI (--json; the deal started with the
-mode's HOTDEAL_STOCK_REDIS), locust headless (live console stats; --csv, --html, --json-file),
-CPU per component over the swarm window, `hotdeal deal stop --wait`, then `verify_deal`: no
-oversell (PENDING+CONFIRMED units <= initial; the audit holds), nobody over the per-user
-limit, every accepted id (HOTDEAL_ACCEPTED_FILE) an order of the deal, and its OrderPlaced on
-Kafka exactly once (the topic read from the start without a group, up to the end offsets
-taken once the deal's outbox rows are published). The checks take engine, servers and topic
-as parameters, so the tests run them on the test stack. CPU: user+system of each process and
-its children, reaped ones included, before/after the window (a process that ended meanwhile
-counts through its parent); the load generator is this process's reaped children (locust).
-`main` restarts the processes in the mode's environment and leaves them running.
-"""
+"""One load swarm end to end, then its verifications (`make swarm MODE=db USERS=100`):
+`run_swarm` (run.py), `verify_deal` (verify.py); `main` restarts the processes in the mode's
+environment and leaves them running."""
 
 # By job: config.py (paths, SwarmConfig, the shared load knobs), checks.py (pure verdicts),
 # verify.py (Postgres and Kafka reads), cpu.py (CPU per component), locust_run.py, cli.py

@@ -1,9 +1,5 @@
-"""CPU seconds per component over a swarm window.
-
-User+system of each process and its children, reaped ones included, before/after the window
-(a process that ended meanwhile counts through its parent); the load generator is this
-process's reaped children (locust).
-"""
+"""CPU seconds per component over a swarm window: user+system of each process and its
+children, reaped ones included; the load generator is this process's reaped children."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""One swarm end to end: deal, locust, CPU per component, stop --wait, verifications.
-
-Product and deal through the `hotdeal` CLI (--json; the deal started with the mode's
-HOTDEAL_STOCK_REDIS), locust headless (locust_run.py), CPU per component over the swarm window
-(cpu.py), `hotdeal deal stop --wait`, then `verify_deal` (verify.py).
-"""
+"""One swarm end to end: product and deal through the `hotdeal` CLI, locust headless, CPU per
+component, `hotdeal deal stop --wait`, then `verify_deal`."""
 
 from __future__ import annotations
 

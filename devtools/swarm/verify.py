@@ -1,11 +1,6 @@
-"""A deal's verifications after its swarm, read from Postgres and Kafka.
-
-`verify_deal`: no oversell (PENDING+CONFIRMED units <= initial; the audit holds), nobody over
-the per-user limit, every accepted id (HOTDEAL_ACCEPTED_FILE) an order of the deal, and its
-OrderPlaced on Kafka exactly once (the topic read from the start without a group, up to the end
-offsets taken once the deal's outbox rows are published). The checks take engine, servers and
-topic as parameters, so the tests run them on the test stack; the verdicts are checks.py's.
-"""
+"""A deal's verifications after its swarm, from Postgres and Kafka: no oversell, nobody over
+the limit, every accepted id an order of the deal with its OrderPlaced on Kafka exactly
+once. Engine, servers and topic are parameters, so the tests run them on the test stack."""
 
 from __future__ import annotations
 

@@ -1,23 +1,6 @@
-"""Topics are created explicitly, with enough partitions to scale consumers out.
+"""Topics created at start-up with enough partitions, the wanted replication and retention.
 
-Left to auto-creation a topic can end up with a single partition, and a single partition
-means one busy consumer per group whatever the number of replicas. Every process calls
-`ensure_topics` at start-up: missing topics are created, smaller ones grown.
-
-Replication: KAFKA_REPLICATION_FACTOR, or (-1, the default) the brokers' own
-`default.replication.factor`: 1 on the one-node `make infra-up`, 3 on the 3-node cluster of
-scripts/cluster/kafka.sh, which also requires 2 in-sync replicas per write
-(`min.insync.replicas=2`, with the producers' acks=all). aiokafka's CreateTopics request
-(v0-v3) cannot ask the broker to apply its default itself (that is v4+), so the default is
-read from a broker's config. An existing topic keeps its replication factor (changing it is
-a partition reassignment, an operator's job): a smaller one than wanted is logged.
-
-Retention: topics are created with retention.ms = KAFKA_TOPIC_RETENTION_HOURS and hourly
-segments (segment.ms), so no message outlives retention + one segment (+ the broker's 5-minute
-check). The processed-event records are kept longer than that (settings.py checks it,
-`longest_redelivery_hours`), so a redelivered event is always recognised. An existing topic
-that keeps messages longer is logged: its retention is the operator's to lower.
-"""
+Why and the defaults: docs/scaling.md ("The application on three brokers", "Bounded tables")."""
 
 from __future__ import annotations
 

@@ -1,24 +1,6 @@
 """The outbox rows' claims in Postgres: claim, renew, mark published, count a failure.
 
-A relay claims a batch with `FOR UPDATE SKIP LOCKED` and a short lease (claimed_until) and
-commits the claim before it sends anything, so no DB transaction is held across the Kafka
-await and two relays never publish the same row at once. A claim names its relay
-(`claimed_by`); rows born claimed by a group commit (`hotdeal_core.messaging.outbox`) have
-no owner until their relay renews them, and `renew` takes back only rows that are its own
-or still unowned, so a row another relay took over after its lease expired is not sent
-twice by the first one.
-
-How a failure is recorded (the relay decides which kind it is, `messaging.sending`):
-
-- a transient failure says nothing about the row: it is claimed again
-  TRANSIENT_RETRY_SECONDS later, without counting an attempt (`retry_after`);
-- any other failure counts an attempt (`count_failures`): `attempts` is incremented,
-  `last_error` keeps the reason, and the row's next claim waits an exponential backoff
-  (`base` seconds, doubled per attempt, capped at MAX_BACKOFF_SECONDS). A row that reaches
-  `max_attempts` (OUTBOX_MAX_ATTEMPTS) is set aside: `claim` skips it from then on and
-  `count_set_aside` counts it. Once the cause is fixed, `UPDATE outbox SET attempts = 0
-  WHERE id = ...` has it published.
-"""
+Leases, owners, backoff and set-aside rows: docs/events.md, "Producing: transactional outbox"."""
 
 from __future__ import annotations
 

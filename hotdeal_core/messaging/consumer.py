@@ -1,29 +1,6 @@
 """What every Kafka subscriber shares: parse strictly, dead-letter what cannot be parsed,
-retry a failing handler a bounded number of times, back off before a dependency outage is
-redelivered.
-
-Subscribers use `AckPolicy.NACK_ON_ERROR`: the offset is committed only after the handler
-returns; an exception seeks back so the message is delivered again (at-least-once). What
-`handle` does with a failure depends on what failed:
-
-- a message that cannot be parsed never will be: it goes to the dead-letter topic with the
-  reason, and only then is its offset committed, so it is neither lost nor blocking;
-- a dependency outage (Postgres, Redis or Kafka unreachable: the adapters raise it as
-  `DependencyUnavailable`, `is_retriable` tells) says nothing about the message: `handle`
-  backs off and raises, the message is redelivered until the dependency is back. It is
-  never dead-lettered because a database is down;
-- any other exception may be a bug or a message the code cannot apply: the handler is tried
-  again in-process, `RetryPolicy.max_attempts` times in all (HANDLER_MAX_ATTEMPTS) with a
-  short exponential backoff, then the message is dead-lettered with the reason and the
-  offset committed, so one message cannot block its partition forever.
-
-`handle_batch` is the same for a batch subscriber (`batch=True`, `AckPolicy.MANUAL`): one
-commit per batch; a failing batch is split until the failing message is alone, and that
-one gets the retries and the dead letter above; an outage redelivers the whole batch.
-
-Retrying is safe because every handler is idempotent (processed_events by event_id, and the
-order status compare-and-set).
-"""
+retry a failing handler a bounded number of times, back off while a dependency is down.
+Which failure gets what: docs/events.md, "Consuming: at-least-once, idempotent handlers"."""
 
 from __future__ import annotations
 
@@ -140,14 +117,9 @@ async def handle(broker: KafkaBroker, topics: Topics, msg: KafkaMessage, consume
 async def handle_batch(broker: KafkaBroker, topics: Topics, msg: KafkaMessage, consumer: str,
                        adapter: TypeAdapter[E], apply: Callable[[list[E]], Awaitable[None]],
                        *, retry: RetryPolicy = RetryPolicy()) -> None:
-    """`handle` for a batch subscriber (`batch=True`, `AckPolicy.MANUAL`): parse every
-    record, dead-letter what does not parse, apply the rest in offset order with one
-    `apply` call, then commit the batch's offsets once. A batch that fails is split in
-    halves until the failing message is alone; that message gets `handle`'s bounded retries
-    and dead letter, while the others are applied. Any exception that escapes (a dependency
-    outage anywhere in the batch, a dead letter that cannot be written) rewinds every
-    partition of the batch to its first record, so the whole batch comes again: the
-    records already applied are then skipped by the handlers' idempotency."""
+    """`handle` for a batch subscriber (`AckPolicy.MANUAL`): one apply and one offset commit per
+    batch; a failing batch is split until the failing message is alone; anything that escapes
+    rewinds the whole batch (docs/events.md, "Batches")."""
     raw: Any = msg.raw_message  # a tuple of records (a list in TestKafkaBroker)
     records: tuple[Any, ...] = tuple(raw) if isinstance(raw, tuple | list) else (raw,)
     # Traced: the batch's span links to its records' traces, and each record's trace gets

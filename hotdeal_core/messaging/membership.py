@@ -1,12 +1,5 @@
-"""How a consumer process is a member of its Kafka consumer group (docs/scaling.md).
-
-With CONSUMER_INSTANCE_ID set, each subscriber joins as a static member (KIP-345,
-`group.instance.id`): a process killed and restarted under the same id is handed its
-partitions back by the coordinator as they were, without a rebalance, so neither it nor the
-other members stall. The price: a static member never leaves the group on its own (not
-even on a graceful stop), so a process that does not come back holds its partitions until
-KAFKA_SESSION_TIMEOUT_MS expires; the session timeout is chosen for both cases.
-"""
+"""How a consumer process joins its Kafka group: static under CONSUMER_INSTANCE_ID, and the
+session timeout (why: docs/scaling.md, "Consumer group membership")."""
 
 from __future__ import annotations
 

@@ -1,32 +1,6 @@
-"""The outbox relay: publishes the rows the writers put in the outbox
-(`hotdeal_core.messaging.outbox`, same transaction as the state change) to Kafka and marks
-them sent.
+"""The outbox relay: publishes the outbox rows to Kafka and marks them published.
 
-The relay claims a batch (`hotdeal_core.messaging.claims`: `FOR UPDATE SKIP LOCKED`, a short
-lease), commits the claim, publishes (idempotent producer, acks=all, key = entity id;
-`hotdeal_core.messaging.sending`), then marks the rows published. No DB transaction is held
-across the Kafka await; a relay that dies mid-batch leaves rows whose lease expires and are
-published again (at-least-once: consumers are idempotent by event_id).
-
-The lease is short (a dead relay's rows are republished within seconds) but a live relay
-keeps it: while a send waits on Kafka (a broker restarting: up to the producer's request
-timeout, far longer than the lease) a heartbeat renews the claims of the rows in flight, so
-no other relay claims and sends them a second time meanwhile. A claim names its relay
-(`claimed_by`); rows born claimed by a group commit have no owner until their relay renews
-them. Before sending rows handed over a while ago (`publish_now`), the relay renews them
-first and drops those another relay took over after their lease expired.
-
-Rows are published independently (`messaging.sending`). A row that failed `max_attempts`
-times is **set aside** (`messaging.claims`): an error is logged once, `set_aside_total`
-counts it and `set_aside_count()` tells how many rows are set aside. After the broker
-refused a batch the relay replaces its producer (`producer_factory`) before sending
-anything else.
-
-Ordering caveat: within one key, events are published in the order they were written only
-while none of them fails. A row that is retried later, or set aside, is overtaken by the
-later rows of its key (e.g. an OrderCancelled published while the OrderPlaced before it is
-set aside). Consumers must not assume that they saw every earlier event of a key.
-"""
+Claims, the lease heartbeat, set-aside rows and the ordering caveat: docs/events.md."""
 
 from __future__ import annotations
 

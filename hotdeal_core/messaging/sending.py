@@ -1,23 +1,6 @@
-"""Sending claimed outbox rows with the idempotent producer, and telling which failures say
-something about the row.
-
-Rows are published independently: a row that fails does not fail the rest of its batch.
-
-- A Kafka outage (unreachable, timing out, an error aiokafka marks retriable) is raised or
-  recorded as `DependencyUnavailable("kafka")` from it (`translated`: the one place a Kafka
-  error is judged). It and the producer-state errors below say nothing about the row
-  (`is_transient`); any other failure (MessageSizeTooLargeError,
-  a topic we may not write to, a payload that does not encode) counts an attempt against it
-  (`hotdeal_core.messaging.claims`).
-- A row that failed before is sent on its own (awaited before the next one), so that it
-  cannot fail its neighbours again: the broker refuses a whole produce batch (every row of
-  one partition in one request) for one bad record.
-- After the broker refused a batch, the idempotent producer's sequence numbers for that
-  partition no longer match the broker's (every later send there fails with
-  OutOfOrderSequenceNumber, and aiokafka does not recover from it): `send_all` says the
-  producer is broken and the relay replaces it before sending anything else. Those
-  producer-state errors are never counted against a row.
-"""
+"""Sending claimed outbox rows with the idempotent producer, and judging each failure:
+`translated` is the one place a Kafka error is judged, `is_transient` says whether it counts
+against the row (docs/events.md, "Producing: transactional outbox")."""
 
 from __future__ import annotations
 

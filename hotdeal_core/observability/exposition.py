@@ -1,15 +1,5 @@
-"""A scrape: the recorded metrics (`metrics`) plus gauges read at scrape time.
-
-`render` writes Prometheus' text format with prometheus-client, so every family has one
-HELP and one TYPE line and all its samples together, whatever the number of deals. In
-multiprocess mode (PROMETHEUS_MULTIPROC_DIR set: several API workers) the recorded metrics
-are the sum over every worker's files, so any worker answers for all of them.
-
-The scrape-time gauges read shared state, the same from any process or worker: a live
-deal's stock terms (the audit), the age of the oldest unpublished outbox row, a consumer's
-lag. A reader that fails (Postgres down) leaves its families out of that scrape, with a
-warning: the counters are still served.
-"""
+"""A scrape: the recorded metrics (summed over workers in multiprocess mode) plus gauges read
+at scrape time from shared state; a reader that fails leaves its families out of that scrape."""
 
 from __future__ import annotations
 
@@ -107,12 +97,9 @@ async def oldest_unpublished_seconds(engine: AsyncEngine, max_attempts: int) -> 
 
 async def consumer_lags(subscribers: Iterable[Any], admin: AIOKafkaAdminClient
                         ) -> dict[tuple[str, str], int]:
-    """Per (group, topic): highwater - committed offset over this process's assigned
-    partitions (FastStream Kafka subscribers). The live consumer is only read from (its
-    assignment and the highwater marks its fetches cached); the committed offsets come from
-    a separate admin client, so that a scrape never sends requests through the consumer's
-    own coordinator or fetcher, nor cancels one of theirs on a timeout. A partition without
-    a committed offset counts from 0."""
+    """Per (group, topic): highwater minus committed offset over this process's partitions. The
+    committed offsets come from a separate admin client, so a scrape never sends (or cancels) a
+    request through the live consumer; a partition without a committed offset counts from 0."""
     lags: dict[tuple[str, str], int] = {}
     for sub in subscribers:
         consumer, group = getattr(sub, "consumer", None), getattr(sub, "group_id", None)

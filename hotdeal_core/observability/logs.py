@@ -1,15 +1,6 @@
-"""The logging set-up of all three processes: LOG_FORMAT (text | json), LOG_LEVEL.
-
-json: one JSON object a line (`ts`, `level`, `logger`, `service`, `message`, the ids below
-where they apply, `exc` with the traceback), for a log shipper. text: the same for a human.
-
-The ids: a log call passes them as `extra={"order_id": ...}`, or a handler binds them for
-everything it logs while it runs (`bind_ids(deal_id=..., event_id=...)`, a context
-variable, so concurrent tasks keep theirs apart).
-
-Nothing here logs per request: at flash-sale rates a line per order would cost more than
-the order (LOG_REQUESTS=true turns on the order API's one line per request).
-"""
+"""The logging set-up of all three processes: LOG_FORMAT (text | json), LOG_LEVEL, and the
+ids a handler binds for what it logs (`bind_ids`). Fields and why nothing logs per request:
+docs/observability.md, "Logs"."""
 
 from __future__ import annotations
 

@@ -1,16 +1,6 @@
-"""Traces across the order path (OpenTelemetry), off by default (TRACING_ENABLED).
-
-One order is one trace: the API's request (order_api/tracing.py), its reservation and its
-group commit (a `wait` span per request in hotdeal_core/batching.py, and one `batch` span
-per batch linked to the requests it served), its outbox row (whose `headers` column keeps
-the W3C `traceparent`), the relay's send (a PRODUCER span, child of the row's context,
-whose own context goes into the Kafka record's headers) and the consumer's settlement
-(hotdeal_core/messaging/consumer.py: a span per record, child of the record's context).
-
-Off, every helper here returns at its first test (`_tracer is None`): no span, no context,
-no attribute is built. The provider is this module's, not OpenTelemetry's global one, so
-tests can install the SDK's in-memory exporter and take it away again.
-"""
+"""Traces across the order path (OpenTelemetry), off by default (TRACING_ENABLED): one order,
+one trace (docs/observability.md, "Traces"). Off, every helper returns at its first test; the
+provider is this module's, not the global one, so tests can swap in an in-memory exporter."""
 
 from __future__ import annotations
 
@@ -45,10 +35,9 @@ def enabled() -> bool:
 
 
 def configure(settings: Settings, service: str, *, head_sampling: bool = False) -> None:
-    """Turn tracing on for this process if TRACING_ENABLED: traces kept at
-    TRACING_SAMPLE_RATIO (a sampled parent's children always follow it), sent in batches to
-    OTEL_EXPORTER_OTLP_ENDPOINT over OTLP/HTTP. `head_sampling`: the process decides per
-    request itself (`head_sampled`, the API), the SDK keeps every root it then starts."""
+    """Turn tracing on if TRACING_ENABLED: TRACING_SAMPLE_RATIO, OTLP/HTTP batches to
+    OTEL_EXPORTER_OTLP_ENDPOINT. `head_sampling`: the process decides per request itself
+    (`head_sampled`, the API) and the SDK keeps every root it then starts."""
     if not settings.tracing_enabled or _tracer is not None:
         return
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

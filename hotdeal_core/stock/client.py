@@ -1,24 +1,6 @@
-"""The one Redis client factory, and script calls that must run on one known connection.
-
-`make_redis(settings)` is how every process, the CLI, the tests and the devtools get their
-client: a plain `Redis` on a bounded blocking pool, or, with `REDIS_CLUSTER=true`, a
-`RedisCluster` that discovers the cluster from the one node `REDIS_URL` names. Every key
-of a deal carries its hash tag (`hotdeal:{42}:...`), so every script of a deal runs on the
-one master owning that slot, in either mode.
-
-`evalsha_on_owners` exists for the reservations: Redis replication is asynchronous, so a
-reservation answered at once can vanish in a failover (the promoted replica never saw it)
-and its units be sold twice. `WAIT n timeout` blocks until n replicas hold the writes of
-*this connection*, so it must follow the scripts on the very connection that ran them:
-redis-py's pipelines do not promise that in cluster mode (a MOVED reply is re-sent on
-another connection, a dropped connection re-runs the whole pipeline), so the calls are
-written by hand on one connection of the owning node, without retries: a script that may
-have run is never run again. One the node did not know (NOSCRIPT: a promoted replica never
-does) is sent again after SCRIPT LOAD; one sent to a node that no longer owns the slot
-(MOVED, after a failover) did not run either: its callers get a 503 while the slot map
-reloads in the background. When to WAIT is `replica_acks`: in cluster mode, and outside it
-whenever the primary has replicas (`ReplicaWatch`), unless a setting says otherwise.
-"""
+"""The one Redis client factory (`make_redis`: a pool, or a `RedisCluster` with REDIS_CLUSTER),
+and `evalsha_on_owners`: scripts then `WAIT` on one known connection per node, never retried
+(why and when: docs/scaling.md, "No oversell across a failover: replica acks")."""
 
 from __future__ import annotations
 
@@ -105,10 +87,8 @@ class ReplicaAcks:
 
 
 def replica_acks(settings: Settings) -> ReplicaAcks:
-    """`REDIS_REPLICA_ACK_TIMEOUT_MS` set: always that (0: never). Unset: 100 ms, always in
-    cluster mode (every master has two replicas: one left after a failover still acks), and
-    on a single node whenever its primary has replicas (a managed primary/replica, Sentinel:
-    a failover would lose unacked writes)."""
+    """The WAIT timeout: REDIS_REPLICA_ACK_TIMEOUT_MS if set (0: never); else 100 ms in cluster
+    mode, and on a single node whenever its primary has replicas."""
     if settings.redis_replica_ack_timeout_ms is not None:
         return ReplicaAcks(settings.redis_replica_ack_timeout_ms)
     return ReplicaAcks(100, if_replicated=not settings.redis_cluster)
@@ -188,10 +168,9 @@ class OwnerReply:
 async def evalsha_on_owners(client: RedisClient, script: AsyncScript,
                             calls: Sequence[tuple[list[str], list[str | int]]],
                             timeout_ms: int) -> list[OwnerReply]:
-    """Run `script` once per (keys, args) call, grouped by the node owning the keys, one
-    connection per node, the calls of a node written in one go; with `timeout_ms` > 0 each
-    node's calls are followed by `WAIT 1 timeout_ms` on the same connection. A call whose
-    connection failed gets that error as its reply: whether it ran is unknown."""
+    """Run `script` once per (keys, args), grouped by owning node, one connection per node, each
+    node's calls followed by `WAIT 1 timeout_ms` if > 0. A call whose connection failed gets
+    that error as its reply: whether it ran is unknown."""
     if isinstance(client, Redis):
         return await _on_pool(client, script, calls, timeout_ms)
     groups: dict[str, tuple[ClusterNode, list[int]]] = {}

@@ -1,36 +1,6 @@
 """The stock store port: where a hot deal's live stock is held while the deal runs.
-
-`RedisStockStore` (Lua scripts, one hash tag per deal so the keys of a deal share a Redis
-Cluster slot) is the production adapter; `FakeStockStore` is the in-memory one for unit
-tests. Both follow the same rules:
-
-- `reserve` is one atomic step: deal open? idempotency key already used by this user?
-  enough stock? under the per-user limit? then decrement and record the reservation under
-  the order id. A missing deal is `NOT_ACTIVE`, never an error.
-- `release` returns an order's units exactly once: the reservation record is the token.
-  Its idempotency record goes with it (a retry with that key is served anew). It refuses
-  (`NOT_OPEN`) once the deal is closed or its state is gone; the flush or the rebuild then
-  accounts for those units from Postgres. `forget` (a confirmed order) drops the
-  reservation record only: the units stay sold and the key keeps its first answer.
-  `release_many` / `forget_many` do the same for many (product id, order id) pairs in one
-  round trip (the stock worker settles in batches), with one outcome per pair, in order;
-  a pair given twice is released (or dropped) once, the second gets `NO_RESERVATION`.
-- Reads cost what they return: `peek` is the status and stock in one read, `due` the
-  reservations whose grace period started at least `grace_ms` ago (a sorted set by time, so
-  the orphan sweep never reads every live reservation), `reschedule` starts that period
-  again for reservations whose order is known. `snapshot` reads everything (the flush,
-  the audit).
-- One clock: `reserve` stamps a reservation with the store's own clock (Redis `TIME`), and
-  `due` judges "ago" by that same clock and returns its reading (`now_ms`), never a host's.
-- The opening window (`open(..., opening_window_ms)`): until it ends by the store's clock,
-  `reserve` enters each buyer once into a draw (`ENTERED`, with a random ticket; another
-  request of an entered buyer is `ALREADY_ENTERED` unless it repeats the entry's key); the
-  first call after the end reserves for every entrant in ticket order, and `drawn` returns
-  each entrant's outcome. Nothing is reserved, and no unit moves, before the draw.
-- `open` never overwrites a live state; `close` stops every reservation and release;
-  `drop` deletes keys only of the deal that owns them; `rebuild` replaces the state with
-  one recomputed from Postgres unless an equal or newer epoch is already there.
-"""
+`RedisStockStore` (Lua) and `FakeStockStore` (in memory) pass the same contract suite
+(tests/integration/test_stock_contract.py); each method's docstring states its rule."""
 
 from __future__ import annotations
 
@@ -132,7 +102,11 @@ class ReserveRequest:
 
 class StockStore(Protocol):
     async def reserve(self, product_id: int, order_id: UUID, user_id: str, quantity: int,
-                      idempotency_key: str | None) -> ReserveResult: ...
+                      idempotency_key: str | None) -> ReserveResult:
+        """One atomic step: deal open, idempotency key, stock, per-user limit, then decrement and
+        record the reservation (stamped by the store's clock). A missing deal is `NOT_ACTIVE`.
+        Inside the opening window the buyer is entered into the draw once instead."""
+        ...
 
     async def reserve_many(self, product_id: int, requests: list[ReserveRequest],
                            ) -> list[ReserveResult]:
@@ -146,17 +120,24 @@ class StockStore(Protocol):
         outcome per deal, in order: its results, or the error of that deal's call alone."""
         ...
 
-    async def release(self, product_id: int, order_id: UUID) -> ReleaseOutcome: ...
+    async def release(self, product_id: int, order_id: UUID) -> ReleaseOutcome:
+        """Give an order's units back exactly once (the reservation record is the token), with its
+        idempotency record; `NOT_OPEN` once the deal is closed or gone (the flush counts them)."""
+        ...
 
     async def key_used(self, product_id: int, user_id: str, key: str) -> bool:
         """Whether this buyer's idempotency key holds a reservation's first answer (one
         read; lets a sold-out deal refuse a new key without the reservation script)."""
         ...
 
-    async def forget(self, product_id: int, order_id: UUID) -> bool: ...
+    async def forget(self, product_id: int, order_id: UUID) -> bool:
+        """Drop a confirmed order's reservation record only: its units stay sold and its key keeps
+        its first answer."""
+        ...
 
     async def release_many(self, items: Sequence[tuple[int, UUID]]) -> list[ReleaseOutcome]:
-        """`release` for each (product id, order id); one outcome per item, in order."""
+        """`release` for each (product id, order id) in one round trip; one outcome per item, in
+        order (an item given twice: the second gets `NO_RESERVATION`)."""
         ...
 
     async def forget_many(self, items: Sequence[tuple[int, UUID]]) -> list[bool]:
@@ -169,21 +150,37 @@ class StockStore(Protocol):
 
     async def open(self, product_id: int, deal_id: int, stock: int, per_user_limit: int,
                    epoch: int, unit_price: int, opening_window_ms: int = 0) -> bool:
-        """Open the deal; with `opening_window_ms` > 0 its orders enter a draw until then."""
+        """Open the deal, never over a live state. With `opening_window_ms` > 0, `reserve` enters
+        each buyer once until then; the first call after it reserves for every entrant in ticket
+        order (nothing moves before the draw)."""
         ...
 
-    async def close(self, product_id: int, deal_id: int) -> bool: ...
+    async def close(self, product_id: int, deal_id: int) -> bool:
+        """Stop every reservation and release of the deal."""
+        ...
 
-    async def snapshot(self, product_id: int) -> DealSnapshot: ...
+    async def snapshot(self, product_id: int) -> DealSnapshot:
+        """Everything, every live reservation included (the flush, the audit)."""
+        ...
 
     async def peek(self, product_id: int) -> DealSnapshot:
         """Status, epoch, deal and stock; `reservations` is always empty."""
         ...
 
-    async def due(self, product_id: int, grace_ms: int, limit: int) -> DueReservations: ...
+    async def due(self, product_id: int, grace_ms: int, limit: int) -> DueReservations:
+        """The reservations whose grace period started at least `grace_ms` ago by the store's clock,
+        and that clock's reading (`now_ms`); never every live reservation."""
+        ...
 
-    async def reschedule(self, product_id: int, since_ms: dict[UUID, int]) -> int: ...
+    async def reschedule(self, product_id: int, since_ms: dict[UUID, int]) -> int:
+        """Start the grace period again for reservations whose order is known."""
+        ...
 
-    async def drop(self, product_id: int, deal_id: int) -> bool: ...
+    async def drop(self, product_id: int, deal_id: int) -> bool:
+        """Delete the deal's keys, only if this deal owns them."""
+        ...
 
-    async def rebuild(self, product_id: int, state: RebuiltState) -> bool: ...
+    async def rebuild(self, product_id: int, state: RebuiltState) -> bool:
+        """Replace the state with one recomputed from Postgres, unless an equal or newer epoch is
+        already there."""
+        ...

@@ -1,11 +1,6 @@
-"""The one place where a redis-py error is judged: an outage (Redis down, unreachable, or
-unable to serve for a while) becomes `DependencyUnavailable("redis")` raised from it; any
-other error reply (WRONGTYPE, a script's own error, NOSCRIPT...) is a bug and stays as is.
-
-The stock store (`hotdeal_core.stock.redis_store`) wraps every call that reaches redis-py
-with `translating`, and passes the per-deal errors of its batched calls through
-`translated`, so nothing above it ever sees a redis-py exception.
-"""
+"""The one place a redis-py error is judged: an outage becomes `DependencyUnavailable("redis")`,
+any other error reply is a bug and stays as is. The stock store wraps every call with
+`translating` (batched calls' errors through `translated`)."""
 
 from __future__ import annotations
 

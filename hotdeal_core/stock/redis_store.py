@@ -1,12 +1,6 @@
-"""Redis adapter of the stock store: every step is one Lua script, every key in KEYS[].
-
-Every script touches the keys of one deal only, and they share one hash tag, so each runs on
-the one Redis Cluster master owning that slot; calls for many deals (`reserve_groups`, the
-`*_many` settlements) are split by owning node (`hotdeal_core.stock.client`).
-
-Every method that reaches redis-py raises a Redis outage as `DependencyUnavailable`
-(`hotdeal_core.stock.redis_errors`), never as a redis-py exception.
-"""
+"""Redis adapter of the stock store: every step is one Lua script on one deal's keys (one hash
+tag, so one Cluster slot); calls for many deals are split by owning node
+(`hotdeal_core.stock.client`). Outages are raised as `DependencyUnavailable`."""
 
 from __future__ import annotations
 
@@ -139,10 +133,9 @@ class RedisStockStore:
     @translating
     async def reserve_groups(self, groups: Sequence[tuple[int, list[ReserveRequest]]],
                              ) -> list[list[ReserveResult] | BaseException]:
-        """One reserve script per deal, one round trip per Redis node. With a replica ack
-        timeout, each node's scripts are followed by one WAIT on their connection; a deal
-        whose reservations no replica acknowledged in time gets them released and
-        `ReplicaAckTimeout` instead of its results (a failover could lose them)."""
+        """One reserve script per deal, one round trip per node. With a replica ack timeout, a deal
+        whose reservations no replica acknowledged in time has them released and gets
+        `ReplicaAckTimeout` (a failover could lose them)."""
         calls: list[tuple[list[str], list[str | int]]] = []
         for product_id, requests in groups:
             args: list[str | int] = []

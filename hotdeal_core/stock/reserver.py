@@ -1,14 +1,6 @@
-"""Reservations in natural batches: the buyers of one deal who arrive while a reservation
-call is on its way are reserved together by the next one (one script call carrying them
-all, same hash tag, per-buyer outcomes in arrival order; see `StockStore.reserve_many`).
-
-A batch of several deals is one `reserve_groups` call: one script per deal, one round trip
-(and, with replica acks, one WAIT) per Redis node. A deal's failed call is not retried
-buyer by buyer: a script that failed part-way may have reserved for some of them, and a
-second reservation of the same order id would take its units twice. Every buyer of that
-deal gets the error (the orphan sweep releases anything the call left behind, as for a
-single reservation); the buyers of the other deals of the batch get their own outcomes.
-"""
+"""Reservations in natural batches: the buyers who arrive while a call is on its way are
+reserved by the next one (one script per deal, one round trip per node). A deal's failed call
+is never retried buyer by buyer (docs/architecture.md, "The batched design")."""
 
 from __future__ import annotations
 

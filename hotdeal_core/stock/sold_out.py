@@ -1,10 +1,6 @@
-"""A per-process memo of products that were sold out a moment ago.
-
-Once a deal sells out, most requests of a flash sale arrive after the last unit is gone;
-answering them from memory spares a Redis round trip each. The memo only ever refuses
-more, never sells more: a unit released (a cancellation) inside the window is offered
-again when the window ends. A window of 0 disables it.
-"""
+"""A per-process memo of products sold out a moment ago: spares a Redis round trip per late
+request. It only ever refuses more, never sells more (a released unit is offered again when
+the window ends); a window of 0 disables it."""
 
 from __future__ import annotations
 

@@ -1,14 +1,6 @@
-"""A property-based sweep of the HTTP edge, through the real app on the real services:
-whatever a client sends (bodies, headers, path segments) to a route of the OpenAPI
-document, the answer's status is one the document lists for that route, never a 5xx but a
-mapped 503 (a dependency is down: `*_unavailable` with Retry-After), and every error is
-`{"error": {"code": "<snake_case>", "message": ...}}`. Paths outside the document get no
-5xx either.
-
-The database is shared with other test sessions, so nothing generated here may address their
-rows: product ids are this module's product, or ids no sequence reaches (<= 0, >= 2**62);
-order ids are random or this module's orders; payment ids carry this module's prefix.
-"""
+"""A property-based sweep of the HTTP edge on the real services: whatever a client sends to a
+route, the status is one the OpenAPI document lists, never a 5xx but a mapped 503, and every
+error has the error shape. Generated ids never reach other sessions' rows (shared database)."""
 
 from __future__ import annotations
 

@@ -1,15 +1,7 @@
-"""The lifecycle of one deal's orders explored by Hypothesis (issue 17): reservations,
-payment webhooks (succeeded / failed, new or known payment id, right or wrong amount,
-replays), buyer cancels, admin confirms, expiries and the sweeper, deal end and flush, and a
-stock worker that lags: the events it consumes are applied late, in any interleaving Kafka
-allows (one order's events in offset order), and redelivered.
-
-The real use cases and the real settlement run against Postgres; the stock store is the fake
-(the store contract suite holds it to the Lua store). After every step: nothing leaves a
-terminal state, a paid order is never cancelled, no charge is refunded twice or refunded
-while it confirms its order, and the audit balances. At the end the worker catches up and
-then every order paid in time is CONFIRMED and every successful charge either confirms its
-order or has exactly one refund."""
+"""One deal's orders explored by Hypothesis: webhooks, cancels, confirms, expiries,
+the flush and a lagging, redelivering worker (real Postgres, the fake store). A paid order is
+never cancelled, no charge refunded twice, the audit balances; at the end every charge confirms
+its order or has exactly one refund."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""A relay waiting on Kafka keeps its rows; a dead relay's rows move on within the lease.
-
-Found by `make chaos`: a Kafka broker restarting takes longer than the claim's lease, so
-while one relay's sends waited on the broker, the other processes' relays claimed the same
-rows and sent them too: once the broker was back, ~40 % of the OrderPlaced events of the
-window were on the topic twice. Real Postgres (a private outbox table), fake producers whose
-acknowledgements the test controls.
-"""
+"""A relay waiting on Kafka keeps its rows; a dead relay's rows move on within the lease
+(found by `make chaos`: ~40 % of OrderPlaced sent twice while a broker restarted). Real
+Postgres (a private outbox table), fake producers the test acknowledges."""
 
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
-"""An outbox row that can never be published (here: over the producer's max_request_size,
-refused by aiokafka with MessageSizeTooLargeError) does not hold back the rows around it: they
-are published and marked; the poison row collects `attempts` and `last_error` until the
-relay's limit, then it is set aside (no longer claimed) and reported.
-
-Real Postgres and Kafka. The relay works on a private copy of the outbox table (a schema of
-its own, reached through the engine's search_path): the shared outbox is used by the other
-tests' relays, which must neither publish these rows nor be disturbed by the poison one.
-"""
+"""A row that can never be published (over max_request_size) does not hold back the rows
+around it; it collects attempts until the limit, then is set aside. Real Postgres and Kafka,
+the relay on a private copy of the outbox table (the shared one has other tests' relays)."""
 
 from __future__ import annotations
 

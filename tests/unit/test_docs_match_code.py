@@ -145,3 +145,129 @@ def test_every_path_cited_in_the_docs_exists() -> None:
             if not (base.with_suffix(".py").exists() or (base / "__main__.py").exists()):
                 problems.append(f"{doc.relative_to(ROOT)}: python -m {module}: no such module")
     assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------- the code map
+CODE_MAP = ROOT / "docs" / "code-map.md"
+# Folders whose every subfolder and module the map lists (tests/: its folders and helpers).
+_MAPPED = ("order_api", "stock_worker", "reconciler", "hotdeal_cli", "schemas", "hotdeal_core",
+           "devtools", "loadtest", "benchmarks", "scripts", "tests")
+_ENTRY = re.compile(r"[\w.\-]+/?(?:, [\w.\-]+/?)*")
+# Modules issue 19's other branches add; listed ahead of their merge (drop once merged).
+LANDING = {f"hotdeal_core/{d}/{m}.py" for d, m in [
+    ("ports", "orders"), ("ports", "settlement"), ("ports", "deals"), ("db", "orders"),
+    ("db", "settlement"), ("db", "payments"), ("db", "deals")]}
+
+
+def code_map_entries() -> list[str]:
+    """The paths the code map's tree names: a line is `<indent><name>[, <name>]  <what>`, its
+    folder the nearest line above it indented less; other lines continue a description."""
+    block = CODE_MAP.read_text().split("## The tree", 1)[1].split("```")[1]
+    entries: list[str] = []
+    parents: list[tuple[int, str]] = []
+    for line in block.splitlines():
+        names = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]
+        if not _ENTRY.fullmatch(names) or not any(c in names for c in "./"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        folder = parents[-1][1] if parents else ""
+        for name in names.split(", "):
+            entries.append(folder + name)
+            if name.endswith("/"):
+                parents.append((indent, folder + name))
+    return entries
+
+
+def mapped_paths() -> set[str]:
+    """Every top-level folder, and in the code folders every subfolder and module (not
+    `__init__.py`, `__main__.py`, migrations, nor the test modules of tests/<tier>/)."""
+    wanted: set[str] = set()
+    for f in repo_files():
+        parts = f.split("/")
+        if len(parts) < 2 or f.startswith(".") or "__pycache__" in parts:
+            continue
+        wanted.add(parts[0] + "/")
+        if parts[0] not in _MAPPED:
+            continue
+        depth = 2 if parts[0] == "tests" else len(parts) - 1
+        wanted.update("/".join(parts[:i]) + "/" for i in range(2, min(depth, len(parts) - 1) + 1))
+        if (f.endswith(".py") and parts[-1] not in ("__init__.py", "__main__.py")
+                and "versions" not in parts and (parts[0] != "tests" or len(parts) == 2)):
+            wanted.add(f)
+    return wanted
+
+
+def test_the_code_map_lists_every_top_level_folder_subfolder_and_module() -> None:
+    missing = sorted(mapped_paths() - set(code_map_entries()))
+    assert not missing, (
+        "docs/code-map.md (## The tree) does not list: " + ", ".join(missing)
+        + ". Add each under its folder's line, indented, with a few words on what it owns.")
+
+
+def test_every_path_of_the_code_map_exists() -> None:
+    entries = code_map_entries()
+    stale = [e for e in entries if e not in LANDING and not (ROOT / e).exists()]
+    twice = sorted({e for e in entries if entries.count(e) > 1})
+    assert not stale, f"docs/code-map.md lists paths that do not exist: {stale}"
+    assert not twice, f"docs/code-map.md lists these twice: {twice}"
+
+
+# ---------------------------------------------------------------- the rules index
+_TICKED = re.compile(r"`([^`]+)`")
+_FILE = re.compile(r"[\w.\-/]+/[\w.\-]+\.\w+")
+_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+
+
+def rules_index() -> list[tuple[str, str, str]]:
+    """(rule, owner, test) of each row of the code map's rules index."""
+    section = CODE_MAP.read_text().split("## Rules index", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and line.startswith("|") and cells[0] not in ("rule", "---"):
+            rows.append((cells[0], cells[1], cells[2]))
+    return rows
+
+
+def defines(text: str, name: str) -> bool:
+    n = re.escape(name)
+    return bool(re.search(rf"\b(?:def|class|function)\s+{n}\b|^\s*{n}\s*[:=]|[\"']{n}[\"']",
+                          text, re.MULTILINE))
+
+
+def owner_problems(owner: str) -> list[str]:
+    """Each `path` must exist and define each `name` after it (a def, class, assignment, Lua
+    function or quoted constraint name; for `A.b`, each part)."""
+    problems, current = [], None
+    for token in _TICKED.findall(owner):
+        if _FILE.fullmatch(token):
+            current = token
+            if not (ROOT / token).is_file():
+                problems.append(f"{token}: no such file")
+        elif _NAME.fullmatch(token):
+            if current is None:
+                problems.append(f"`{token}` names no file before it")
+                continue
+            text = (ROOT / current).read_text() if (ROOT / current).is_file() else ""
+            if not all(defines(text, part) for part in token.split(".")):
+                problems.append(f"{current} has no `{token}`")
+    return problems
+
+
+def test_every_rule_of_the_index_has_an_existing_owner_and_test() -> None:
+    defined = {m for f in ROOT.joinpath("tests").rglob("*.py")
+               for m in re.findall(r"def (test_\w+)", f.read_text())}
+    rows, problems = rules_index(), []
+    assert len(rows) >= 20, "the rules index was not found in docs/code-map.md"
+    for rule, owner, tests in rows:
+        where = rule[:50]
+        problems += [f"{where}: {p}" for p in owner_problems(owner)]
+        names = [t.split("[")[0] for t in _TICKED.findall(tests) if t.startswith("test_")]
+        paths = [t for t in _TICKED.findall(tests) if t.startswith("tests/")]
+        if not names and not paths:
+            problems.append(f"{where}: no test named")
+        problems += [f"{where}: no test {n}" for n in names if n not in defined]
+        problems += [f"{where}: no file {p}" for p in paths if not (ROOT / p).is_file()]
+    assert not problems, "docs/code-map.md, rules index:\n" + "\n".join(problems)

@@ -1,16 +1,10 @@
 """payment marks on orders, publish attempts on outbox rows
 
-- orders.paid_at: when the first successful payment was accepted while the order was still
-  PENDING and within its reservation (written by the webhook in the payment's transaction);
-  the expiry sweeper never cancels an order that carries it.
-- orders.payment_id: the payment that confirmed the order (written by the stock worker), so
-  that a second, different successful payment is recognised and refunded.
-- outbox.attempts / outbox.last_error: a row that keeps failing to publish is set aside after
-  a bounded number of attempts instead of failing its batch forever.
+orders.paid_at (paid in time: never expired), orders.payment_id (the confirming payment:
+another is refunded), outbox.attempts / last_error (a failing row is set aside).
 
 Revision ID: 0003
-Revises: 0002
-"""
+Revises: 0002"""
 from collections.abc import Sequence
 
 import sqlalchemy as sa

@@ -1,14 +1,9 @@
 """the indexes the retention duty deletes by
 
-Published outbox rows and processed-event records older than their retention are deleted in
-small batches (hotdeal_core/usecases/retention.py); each batch finds its rows by these
-indexes instead of scanning the table. Built CONCURRENTLY: on a deployment that never
-deleted anything both tables are large, and a plain CREATE INDEX would block their writers
-(every order) for the whole build.
+Built CONCURRENTLY: on large tables a plain CREATE INDEX would block every order's writes.
 
 Revision ID: 0006
-Revises: 0005
-"""
+Revises: 0005"""
 from collections.abc import Sequence
 
 import sqlalchemy as sa
