@@ -49,6 +49,9 @@ class Tally:
     pay_errors: Counter[str] = field(default_factory=Counter)
     dropped: int = 0
     sold_out: threading.Event = field(default_factory=threading.Event)
+    # The scheduled send (monotonic) of the latest request answered sold_out: an answer
+    # to a request sent before a deal opened is the previous deal's.
+    sold_out_sent: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_latency(self, seconds: float) -> None:
@@ -134,6 +137,7 @@ class OpenLoop:
         code = _code(resp)
         self.tally.outcomes[f"{resp.status_code} {code}".strip()] += 1
         if resp.status_code == 409 and code == "sold_out":
+            self.tally.sold_out_sent = max(self.tally.sold_out_sent, due)
             self.tally.sold_out.set()
         if resp.status_code != 202:
             return

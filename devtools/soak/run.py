@@ -107,10 +107,13 @@ async def deal_checks(engine: AsyncEngine, deal_id: int, accepted: set[str],
             check_limits(held, int(limit)), check_persisted(accepted, ids)]
 
 
-def first_set(events: tuple[threading.Event, ...], until: float) -> None:
-    """Block until one of `events` is set or the monotonic clock reaches `until`."""
-    while not any(e.is_set() for e in events) and time.monotonic() < until:
-        events[0].wait(0.1)
+def sold_out_after(tally: Tally, opened: float, stop: threading.Event, until: float) -> None:
+    """Block until a request sent after `opened` is answered sold_out, `stop`, or `until`
+    (answers to requests sent before are the previous deal's, however late they come)."""
+    while tally.sold_out_sent < opened and not stop.is_set() and time.monotonic() < until:
+        tally.sold_out.clear()
+        if tally.sold_out_sent < opened:  # not set between the check and the clear
+            tally.sold_out.wait(0.1)
 
 
 async def run_deals(plan: Plan, settings: Settings, product_id: int, stock: int, tally: Tally,
@@ -122,12 +125,11 @@ async def run_deals(plan: Plan, settings: Settings, product_id: int, stock: int,
         while not stop.is_set():
             deal: dict[str, Any] = {"deal_id": await start(ctx, product_id, stock, 2),
                                     "started_s": round(time.monotonic() - t0, 1)}
-            await asyncio.sleep(0.5)  # a late sold_out of the previous deal is not this one's
-            tally.sold_out.clear()
-            await asyncio.to_thread(first_set, (tally.sold_out, stop),
-                                    time.monotonic() + plan.deal_seconds * 4)
+            opened = time.monotonic()
+            await asyncio.to_thread(sold_out_after, tally, opened, stop,
+                                    opened + plan.deal_seconds * 4)
             deal["sold_out_s"] = round(time.monotonic() - t0, 1) \
-                if tally.sold_out.is_set() else None
+                if tally.sold_out_sent >= opened else None
             deal["audit"] = audit = await flush(ctx, product_id)
             deal["flushed_s"] = round(time.monotonic() - t0, 1)
             accepted = set(tally.accepted.get(deal["deal_id"], set()))

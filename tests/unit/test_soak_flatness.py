@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from devtools.soak.flat import Rule, judge, thirds
+from devtools.soak.load import Tally
 from devtools.soak.probe import percentile
 from devtools.soak.report import render, write
+from devtools.soak.run import sold_out_after
 from devtools.soak.series import verdicts
 
 
@@ -105,3 +109,20 @@ def test_a_flat_run_passes() -> None:
     rep = _report(rss_growth=0.0)
     rep["charts"] = []
     assert render(rep).startswith("# Soak: PASSED")
+
+
+def test_a_deal_ends_only_on_a_sold_out_of_a_request_sent_after_it_opened() -> None:
+    tally, stop = Tally(), threading.Event()
+    opened = time.monotonic()
+    tally.sold_out_sent = opened - 1.0  # the previous deal's late answer
+    tally.sold_out.set()
+    sold_out_after(tally, opened, stop, time.monotonic() + 0.3)
+    assert tally.sold_out_sent < opened  # it waited its whole deadline: no false end
+
+    def answer() -> None:
+        tally.sold_out_sent = time.monotonic()
+        tally.sold_out.set()
+
+    threading.Timer(0.05, answer).start()
+    sold_out_after(tally, opened, stop, time.monotonic() + 30)
+    assert tally.sold_out_sent >= opened
