@@ -5,7 +5,7 @@
 
 Environment knobs (read once at start-up, in every process):
 
-    HOTDEAL_API_URL            order API base URL (default http://127.0.0.1:58000; -H wins)
+    HOTDEAL_API_URL            order API base URL (default http://127.0.0.1:18000; -H wins)
     HOTDEAL_PRODUCT_ID         the hot product's id; required by processes that run users
     HOTDEAL_USERS              distinct buyer ids `buyer-1..buyer-N` (default 100); each
                                virtual user takes the next id from a counter and the ids wrap
@@ -15,7 +15,7 @@ Environment knobs (read once at start-up, in every process):
                                status "succeeded" (default 0.8)
     HOTDEAL_PAY_FAIL_RATIO     share paid with status "failed" (default 0.1); the rest never
                                pay, so their reservation expires
-    PAYMENT_WEBHOOK_SECRET     webhook HMAC secret (default "dev-webhook-secret-change-me")
+    PAYMENT_WEBHOOK_SECRET     webhook HMAC secret (default: the development one)
     HOTDEAL_WAIT               think time in seconds between tasks (default 0: none)
     HOTDEAL_ACCEPTED_FILE      if set, every accepted order id is appended there, one per line
     HOTDEAL_TARGET             "orders" (default) or "noop": POST /noop on loadtest.trivial_app
@@ -74,7 +74,11 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:  # locust puts only loadtest/ itself on sys.path
     sys.path.insert(0, _ROOT)
 
-from hotdeal_core.settings import InsecureSecrets  # noqa: E402
+from hotdeal_core.settings import (  # noqa: E402
+    DEV_WEBHOOK_SECRET,
+    ORDER_API_PORT,
+    InsecureSecrets,
+)
 from hotdeal_core.signature import sign  # noqa: E402
 from loadtest.buyers import BuyerAuth  # noqa: E402
 from loadtest.outcomes import ACCEPTED, FAILURE, OUTCOMES, classify, error_code  # noqa: E402
@@ -90,14 +94,14 @@ from loadtest.shapes import (  # noqa: E402
 
 log = logging.getLogger("hotdeal.loadtest")
 
-API_URL = os.environ.get("HOTDEAL_API_URL", "http://127.0.0.1:58000")
+API_URL = os.environ.get("HOTDEAL_API_URL", f"http://127.0.0.1:{ORDER_API_PORT}")
 TARGET = os.environ.get("HOTDEAL_TARGET", "orders").strip().lower() or "orders"
 PRODUCT_ID = env_int("HOTDEAL_PRODUCT_ID", 0)
 BUYERS = env_int("HOTDEAL_USERS", 100, minimum=1)
 QUANTITY = env_int("HOTDEAL_QUANTITY", 1, minimum=1)
 PAY_SUCCESS = env_float("HOTDEAL_PAY_SUCCESS_RATIO", 0.8, 0.0, 1.0)
 PAY_FAIL = env_float("HOTDEAL_PAY_FAIL_RATIO", 0.1, 0.0, 1.0)
-SECRET = os.environ.get("PAYMENT_WEBHOOK_SECRET", "dev-webhook-secret-change-me")
+SECRET = os.environ.get("PAYMENT_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
 WAIT = env_float("HOTDEAL_WAIT", 0.0, minimum=0.0)
 ACCEPTED_FILE = os.environ.get("HOTDEAL_ACCEPTED_FILE", "").strip()
 SHAPE = os.environ.get("HOTDEAL_SHAPE", "constant").strip().lower() or "constant"

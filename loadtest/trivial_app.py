@@ -3,7 +3,7 @@ harness as the order API (`HOTDEAL_TARGET=noop` points the swarm's buy task at i
 
     .venv/bin/python -m loadtest.trivial_app     # the API's server settings: ORDER_API_SERVER,
                                                  # ORDER_API_WORKERS, ORDER_API_HOST/PORT
-    .venv/bin/uvicorn loadtest.trivial_app:app --port 58123
+    .venv/bin/uvicorn loadtest.trivial_app:app --port 18123
 """
 
 from __future__ import annotations
