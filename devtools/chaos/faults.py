@@ -23,6 +23,7 @@ import httpx
 from redis.asyncio import Redis
 
 from devtools.procs import LOAD_API_ENV, read_pid, running
+from hotdeal_core.settings import local_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +47,7 @@ class Stack:
 
     @property
     def database_url(self) -> str:
-        return f"postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:{self.pg_port}/{self.database}"
+        return local_database_url(self.database, port=self.pg_port)
 
     @property
     def kafka(self) -> str:
