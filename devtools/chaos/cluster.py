@@ -28,6 +28,7 @@ from devtools.chaos.faults import (
     ROOT,
     Fault,
     Stack,
+    broker_ready,
     ready_file,
     run,
     sigkill,
@@ -183,9 +184,7 @@ def api_replica_ready(port: int) -> Callable[[Stack], Awaitable[bool]]:
 
 def broker_answers(port: int) -> Callable[[Stack], Awaitable[bool]]:
     async def probe(stack: Stack) -> bool:
-        code, _ = await run(stack, sys.executable, "scripts/kafka_ready.py",
-                            f"127.0.0.1:{port}", "--timeout", "1", timeout=10)
-        return code == 0
+        return await broker_ready(stack, port)
     return probe
 
 

@@ -146,10 +146,27 @@ async def redis_answers(stack: Stack) -> bool:
         await client.aclose()
 
 
-async def kafka_answers(stack: Stack) -> bool:
-    code, _ = await run(stack, sys.executable, "scripts/kafka_ready.py", stack.kafka,
+async def accepts(port: int) -> bool:
+    """Something accepts a connection on the local port (cheaper than a full probe)."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+async def broker_ready(stack: Stack, port: int) -> bool:
+    """The broker on `port` answers a metadata request (a Python start only once it accepts)."""
+    if not await accepts(port):
+        return False
+    code, _ = await run(stack, sys.executable, "scripts/kafka_ready.py", f"127.0.0.1:{port}",
                         "--timeout", "1", timeout=10)
     return code == 0
+
+
+async def kafka_answers(stack: Stack) -> bool:
+    return await broker_ready(stack, stack.kafka_port)
 
 
 # ---------------------------------------------------------------- faults

@@ -4,6 +4,7 @@ kernel's ephemeral range, apart from the others."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from devtools.chaos.cluster import ClusterStack
-from devtools.chaos.faults import Stack
+from devtools.chaos.faults import Stack, accepts
 from devtools.procs import CLUSTER_REPLICAS
 from hotdeal_core import settings
 
@@ -101,10 +102,11 @@ def _port_open(port: int) -> bool:
                            f"port_open {port}"], check=False).returncode == 0
 
 
-def test_port_open_sees_a_listener_and_not_a_closed_port() -> None:
+def test_the_connection_checks_see_a_listener_and_not_a_closed_port() -> None:
+    """scripts/lib/common.sh `port_open` and devtools/chaos/faults.py `accepts`."""
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
         port = server.getsockname()[1]
-        assert _port_open(port)
-    assert not _port_open(port)
+        assert _port_open(port) and asyncio.run(accepts(port))
+    assert not _port_open(port) and not asyncio.run(accepts(port))
