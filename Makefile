@@ -15,9 +15,9 @@ PYTHON ?= python3
 ENV_FILE ?= .env
 $(foreach kv,$(shell sed -nE '/^[[:space:]]*ALLOW_DEV_SECRETS=/d; s/^[[:space:]]*([A-Za-z_][A-Za-z0-9_]*)=["]?([^" ]*)["]?[[:space:]]*$$/\1?=\2/p' $(ENV_FILE) 2>/dev/null),$(eval $(kv)))
 
-HOTDEAL_PG_PORT ?= 55432
-HOTDEAL_REDIS_PORT ?= 56379
-HOTDEAL_KAFKA_PORT ?= 59092
+# The services' default ports, from the scripts' one list (its `: "${NAME:=value}"` lines).
+$(foreach kv,$(shell sed -nE 's/^: "\$$\{([A-Z_]+):=([^}]*)\}"$$/\1?=\2/p' \
+	$(dir $(lastword $(MAKEFILE_LIST)))scripts/lib/ports.sh),$(eval $(kv)))
 export HOTDEAL_PG_PORT HOTDEAL_REDIS_PORT HOTDEAL_KAFKA_PORT
 
 DATABASE_URL ?= postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:$(HOTDEAL_PG_PORT)/hotdeal
@@ -30,8 +30,6 @@ export DATABASE_URL REDIS_URL KAFKA_BOOTSTRAP_SERVERS
 # buyer address ORDER_API_PORT (scripts/ensure-haproxy.sh); Postgres as in single mode. docs/scaling.md
 CLUSTER ?=
 HOTDEAL_CLUSTER := $(CLUSTER)
-HOTDEAL_KAFKA_CLUSTER_PORTS ?= 59192 59193 59194
-HOTDEAL_REDIS_CLUSTER_PORT ?= 57001
 export HOTDEAL_CLUSTER HOTDEAL_KAFKA_CLUSTER_PORTS HOTDEAL_REDIS_CLUSTER_PORT
 comma := ,
 space := $(subst ,, )
@@ -183,10 +181,9 @@ redis-cluster-status: ## its nodes
 	scripts/cluster/redis.sh status
 
 # The stock store's contract, the order use cases, lost-write recovery and a master killed
-# mid-sale, against a Redis Cluster of the tests' own (ports 57101-57109, emptied first:
-# never the app's cluster of `make up CLUSTER=1`), with replica acks (WAIT) on.
-REDIS_CLUSTER_TEST_PORT ?= 57101
-export REDIS_CLUSTER_TEST_PORT  # scripts/infra.sh reserves its ports too
+# mid-sale, against a Redis Cluster of the tests' own (REDIS_CLUSTER_TEST_PORT and the eight
+# after it, emptied first: never the app's cluster of `make up CLUSTER=1`), with replica acks
+# (WAIT) on.
 TEST_CLUSTER_ENV := $(TEST_ENV) REDIS_URL=redis://127.0.0.1:$(REDIS_CLUSTER_TEST_PORT)/0 \
 	REDIS_CLUSTER=true HOTDEAL_REDIS_CLUSTER_PORT=$(REDIS_CLUSTER_TEST_PORT)
 test-cluster: venv infra-up ## the Redis Cluster tier (CI runs it)

@@ -20,7 +20,7 @@ long deal, and measures side by side in one run:
 Everything runs in a database of its own (`hotdeal_bench`, created, migrated and dropped)
 and Redis db 2. Figures are means over `--reps` calls (ms), one client, nothing else
 running. Overrides: HOTDEAL_BENCH_PG_DSN (an admin DSN, default
-postgresql://hotdeal:hotdeal@127.0.0.1:55432/postgres), HOTDEAL_BENCH_REDIS_URL.
+the local Postgres's postgres database), HOTDEAL_BENCH_REDIS_URL.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from sqlalchemy import text
 
 from hotdeal_core.db import migrate
 from hotdeal_core.db.engine import make_engine
-from hotdeal_core.settings import Settings
+from hotdeal_core.settings import Settings, local_database_url, local_redis_url
 from hotdeal_core.stock.port import RebuiltState, Reservation
 from hotdeal_core.stock.redis_store import RedisStockStore
 from hotdeal_core.usecases.audit import audit_deal
@@ -52,8 +52,8 @@ from hotdeal_core.usecases.orphans import release_orphans
 from hotdeal_core.usecases.products import create_product, get_product
 
 ADMIN_DSN = os.environ.get("HOTDEAL_BENCH_PG_DSN",
-                           "postgresql://hotdeal:hotdeal@127.0.0.1:55432/postgres")
-REDIS_URL = os.environ.get("HOTDEAL_BENCH_REDIS_URL", "redis://127.0.0.1:56379/2")
+                           local_database_url("postgres", "postgresql"))
+REDIS_URL = os.environ.get("HOTDEAL_BENCH_REDIS_URL", local_redis_url(2))
 DB = "hotdeal_bench"
 GRACE = 30.0
 

@@ -21,7 +21,9 @@ import uuid
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:59092")
+from hotdeal_core.settings import KAFKA_PORT
+
+BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{KAFKA_PORT}")
 VARIANTS = [  # (linger_ms, max_batch_size, compression)
     (0, 16384, None), (2, 16384, None), (10, 16384, None), (2, 262144, None),
     (10, 262144, None), (2, 16384, "gzip"), (10, 262144, "gzip")]

@@ -10,7 +10,7 @@ done, after an unrecorded warm-up), first without the ack, then with it (the sam
 new order ids and users throughout). Latency is time.perf_counter() around the submit, as
 in benchmarks/reservation.py, whose driver this reuses. A deal on a random product id
 >= 900_000_000, dropped at the end; HOTDEAL_BENCH_REDIS_URL defaults to the cluster of
-scripts/cluster/redis.sh (redis://127.0.0.1:57001/0).
+scripts/cluster/redis.sh (redis://127.0.0.1:17001/0).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from hotdeal_core.stock.port import ReserveOutcome, ReserveRequest, ReserveResul
 from hotdeal_core.stock.redis_store import RedisStockStore
 from hotdeal_core.stock.reserver import ReserveItem, reservation_batcher
 
-REDIS_URL = os.environ.get("HOTDEAL_BENCH_REDIS_URL", "redis://127.0.0.1:57001/0")
+# The first node of scripts/cluster/redis.sh (scripts/lib/ports.sh).
+REDIS_URL = os.environ.get("HOTDEAL_BENCH_REDIS_URL", "redis://127.0.0.1:17001/0")
 
 
 async def bench(ops: int, warmup: int, ack_ms: int) -> list[Result]:

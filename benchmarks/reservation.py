@@ -28,8 +28,8 @@ network, client or queueing time. It is a mean (Redis gives no per-command perce
 and it counts every EVALSHA on the server during the pass, so it is exact only when nothing
 else calls scripts meanwhile (`server_calls` shows how many calls it covered).
 
-Overrides: HOTDEAL_BENCH_REDIS_URL (default redis://127.0.0.1:56379/2) and
-HOTDEAL_BENCH_PG_DSN (default postgresql://hotdeal:hotdeal@127.0.0.1:55432/hotdeal).
+Overrides: HOTDEAL_BENCH_REDIS_URL (default: the local Redis's db 2) and
+HOTDEAL_BENCH_PG_DSN (default: the local Postgres's hotdeal database).
 """
 
 from __future__ import annotations
@@ -53,13 +53,14 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from hotdeal_core.settings import local_database_url, local_redis_url
 from hotdeal_core.stock.port import ReserveOutcome, ReserveRequest
 from hotdeal_core.stock.redis_store import RedisStockStore
 from hotdeal_core.stock.reserver import ReserveItem, reservation_batcher
 
-REDIS_URL = os.environ.get("HOTDEAL_BENCH_REDIS_URL", "redis://127.0.0.1:56379/2")
+REDIS_URL = os.environ.get("HOTDEAL_BENCH_REDIS_URL", local_redis_url(2))
 PG_DSN = os.environ.get("HOTDEAL_BENCH_PG_DSN",
-                        "postgresql://hotdeal:hotdeal@127.0.0.1:55432/hotdeal")
+                        local_database_url("hotdeal", "postgresql"))
 CONCURRENCIES = (1, 100)
 HUGE_STOCK = 10**15
 TABLE = "bench_hot_row"

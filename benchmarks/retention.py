@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from benchmarks.provenance import git_commit
 from hotdeal_core.db.migrate import upgrade
 from hotdeal_core.messaging import claims
+from hotdeal_core.settings import local_database_url
 from hotdeal_core.usecases import retention, settlement
 from hotdeal_core.usecases.retention import purge_expired
 
@@ -255,8 +256,7 @@ async def _database(admin_url: str, name: str, drop_only: bool = False) -> str:
 
 
 async def run(a: argparse.Namespace) -> dict[str, Any]:
-    base = make_url(os.environ.get(
-        "DATABASE_URL", "postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:55432/hotdeal"))
+    base = make_url(os.environ.get("DATABASE_URL", local_database_url()))
     admin_url = base.set(database="postgres").render_as_string(hide_password=False)
     result: dict[str, Any] = {}
     for name in ("empty", "full"):

@@ -28,9 +28,9 @@ backlog, and the throughput is the worker's drain rate; `--rate` below that rate
 latency of a worker that keeps up.
 
 Everything runs on the same cores (Postgres, Kafka, Redis, the worker, this publisher).
-Overrides: HOTDEAL_BENCH_PG (default postgresql://hotdeal:hotdeal@127.0.0.1:55432),
-HOTDEAL_BENCH_DB (hotdeal_bench), HOTDEAL_BENCH_REDIS_URL (redis://127.0.0.1:56379/3),
-KAFKA_BOOTSTRAP_SERVERS (127.0.0.1:59092).
+Overrides: HOTDEAL_BENCH_PG (default: the local Postgres, postgresql://.../ without a
+database), HOTDEAL_BENCH_DB (hotdeal_bench), HOTDEAL_BENCH_REDIS_URL (the local Redis's db 3),
+KAFKA_BOOTSTRAP_SERVERS (the local Kafka).
 """
 
 from __future__ import annotations
@@ -61,17 +61,17 @@ from hotdeal_core.db.engine import make_engine
 from hotdeal_core.db.migrate import upgrade
 from hotdeal_core.messaging.admin import ensure_topics
 from hotdeal_core.messaging.topics import Topics
-from hotdeal_core.settings import Settings
+from hotdeal_core.settings import KAFKA_PORT, Settings, local_database_url, local_redis_url
 from hotdeal_core.stock.redis_store import RedisStockStore
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, start_deal
 from hotdeal_core.usecases.products import create_product
 from schemas.events import PaymentSucceeded
 
-PG = os.environ.get("HOTDEAL_BENCH_PG", "postgresql://hotdeal:hotdeal@127.0.0.1:55432")
+PG = os.environ.get("HOTDEAL_BENCH_PG", local_database_url("", "postgresql").rstrip("/"))
 DB = os.environ.get("HOTDEAL_BENCH_DB", "hotdeal_bench")
-REDIS_URL = os.environ.get("HOTDEAL_BENCH_REDIS_URL", "redis://127.0.0.1:56379/3")
-KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:59092")
+REDIS_URL = os.environ.get("HOTDEAL_BENCH_REDIS_URL", local_redis_url(3))
+KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{KAFKA_PORT}")
 PRICE = 1000
 
 _INSERT_ORDERS = text("""

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hotdeal_core.settings import Settings
+from hotdeal_core.settings import KAFKA_PORT, Settings
 from order_api.app import create_app
 from reconciler.app import create_app as reconciler_app
 from stock_worker.app import create_app as stock_worker_app
@@ -18,7 +18,7 @@ OUT = Path(__file__).resolve().parents[1] / "docs" / "api"
 
 def documents() -> dict[str, Any]:
     # Documented with the defaults, whatever this shell's environment says.
-    settings = Settings(_env_file=None, kafka_bootstrap_servers="127.0.0.1:59092",
+    settings = Settings(_env_file=None, kafka_bootstrap_servers=f"127.0.0.1:{KAFKA_PORT}",
                         kafka_topic_prefix="")
     return {
         "openapi.json": create_app(settings).openapi(),

@@ -29,7 +29,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from devtools.haproxy import config as haproxy_config
+from hotdeal_core.settings import ORDER_API_PORT
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = {"order-api": "order_api", "stock-worker": "stock_worker", "reconciler": "reconciler"}
@@ -93,7 +96,7 @@ class Proc:
 
     @property
     def api_url(self) -> str:
-        port = self.env.get("ORDER_API_PORT", os.environ.get("ORDER_API_PORT", "58000"))
+        port = self.env.get("ORDER_API_PORT", os.environ.get("ORDER_API_PORT", ORDER_API_PORT))
         return f"http://127.0.0.1:{port}"
 
     def start(self) -> Proc:
@@ -135,10 +138,7 @@ class Proc:
     def pid(self) -> int | None:
         if self.popen is not None:
             return self.popen.pid
-        try:
-            return int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
+        return read_pid(self.pid_file)
 
     def alive(self) -> bool:
         pid = self.pid()
@@ -146,7 +146,7 @@ class Proc:
             return False
         if self.popen is not None:
             return self.popen.poll() is None
-        return process_runs(pid, self.command[-1])
+        return running(pid, self.command[-1])
 
     def signal(self, sig: signal.Signals) -> None:
         pid = self.pid()
@@ -174,17 +174,26 @@ class Proc:
         return self.popen.returncode if self.popen is not None else None
 
 
-def process_runs(pid: int, module: str) -> bool:
-    """The pid is a live (not zombie) process whose command line has `module` (`python -m
-    <module>`, or the LB's configuration file): `kill -0` alone is fooled by a killed
-    process that is not reaped yet, and by a pid reused by another program."""
+def read_pid(path: Path) -> int | None:
+    """The pid a pid file holds (its first word), or None."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def running(pid: int | None, argument: str | None = None) -> bool:
+    """The process runs: not a zombie (killed, not reaped yet) and, given `argument` (the
+    module of `python -m <module>`, the LB's config file), not a pid reused by another."""
+    if pid is None:
         return False
-    state = stat.rsplit(")", 1)[-1].split()[0]  # the field after "(comm)"
-    return state not in ("Z", "X") and module.encode() in cmdline
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return False
+        return argument is None or argument in proc.cmdline()
+    except psutil.Error:
+        return False
 
 
 def load_balancer(run_dir: Path, port: int, apis: list[Proc], name: str = "load-balancer",
@@ -205,7 +214,7 @@ def _procs(run_dir: Path, cluster: bool = False) -> list[Proc]:
     ORDER_API_PORT, consumers with their static member ids), then the LB on ORDER_API_PORT."""
     if not cluster:
         return [Proc(name, run_dir) for name in MODULES]
-    base = int(os.environ.get("ORDER_API_PORT", "58000"))
+    base = int(os.environ.get("ORDER_API_PORT", ORDER_API_PORT))
     replicas = range(1, CLUSTER_REPLICAS + 1)
     apis = [Proc(f"order-api-{i}", run_dir, {"ORDER_API_PORT": str(base + i)},
                  module="order_api") for i in replicas]

@@ -203,7 +203,7 @@ def deal_recover(product_id: ProductId, as_json: Json = False) -> None:
 def deal_watch(
     product_id: ProductId,
     api_url: Annotated[str | None, typer.Option(
-        help="The order API (e.g. http://127.0.0.1:58000): refusals/s and p95 reservation "
+        help="The order API (e.g. http://127.0.0.1:18000): refusals/s and p95 reservation "
              "latency from its /metrics; without it they show n/a.")] = None,
     interval: Annotated[float, typer.Option(
         parser=parse_duration, metavar="DURATION", help="Refresh period.")] = 1.0,

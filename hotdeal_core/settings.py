@@ -13,6 +13,25 @@ DEV_WEBHOOK_SECRET = "dev-webhook-secret-change-me"
 DEV_ADMIN_TOKEN = "dev-admin-token-change-me"
 DEV_BUYER_TOKEN_SECRET = "dev-buyer-token-secret-change-me-0123456789"  # HS256: 32+ bytes
 
+# Where `make infra-up` runs the services (the scripts' copy: scripts/lib/ports.sh; a unit
+# test keeps the two equal). Below the kernel's ephemeral range (32768-60999), so no
+# client's source port can hold one.
+PG_PORT = 15432
+REDIS_PORT = 16379
+KAFKA_PORT = 19092
+ORDER_API_PORT = 18000
+
+
+def local_database_url(database: str = "hotdeal", scheme: str = "postgresql+asyncpg",
+                       port: int = PG_PORT) -> str:
+    """A database of the local Postgres, as the development user."""
+    return f"{scheme}://hotdeal:hotdeal@127.0.0.1:{port}/{database}"
+
+
+def local_redis_url(db: int = 0, port: int = REDIS_PORT) -> str:
+    """A database of the local Redis."""
+    return f"redis://127.0.0.1:{port}/{db}"
+
 
 # Kafka deletes a topic's messages a whole segment at a time, once the segment's newest
 # message is older than retention.ms: a message can stay up to one segment's span longer.
@@ -37,9 +56,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    database_url: str = "postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:55432/hotdeal"
-    redis_url: str = "redis://127.0.0.1:56379/0"
-    kafka_bootstrap_servers: str = "127.0.0.1:59092"
+    database_url: str = local_database_url()
+    redis_url: str = local_redis_url()
+    kafka_bootstrap_servers: str = f"127.0.0.1:{KAFKA_PORT}"
     kafka_topic_prefix: str = ""
     kafka_partitions: int = Field(default=6, ge=1)
     # Replicas of every topic this app creates; -1: the brokers' default.replication.factor
@@ -92,7 +111,7 @@ class Settings(BaseSettings):
     trusted_proxy_hops: int = Field(default=1, ge=1)
 
     order_api_host: str = "127.0.0.1"
-    order_api_port: int = 58000
+    order_api_port: int = ORDER_API_PORT
     order_api_workers: int = Field(default=1, ge=1)
     # uvicorn (measured faster here: benchmarks/http.py) or granian (an optional package).
     order_api_server: Literal["uvicorn", "granian"] = "uvicorn"

@@ -8,23 +8,29 @@
 #
 # Idempotent: `up` twice reuses running services. If a service already answers at the
 # configured address (the user's own, or compose's), it is used and never started or stopped.
-# Ports (override with the environment):
-#   HOTDEAL_PG_PORT=55432  HOTDEAL_REDIS_PORT=56379  HOTDEAL_KAFKA_PORT=59092
-#   HOTDEAL_KAFKA_CONTROLLER_PORT=59093
-# HOTDEAL_CLUSTER=1 (`make infra-up CLUSTER=1`): Postgres as above, a Redis Cluster
-# (scripts/cluster/redis.sh, ports 57001-57009) and a 3-broker Kafka (scripts/cluster/kafka.sh,
-# ports 59192-59194) instead of the single Redis and Kafka; `down` then stops those two and
-# leaves Postgres (shared by both modes) running.
+# Ports: HOTDEAL_PG_PORT, HOTDEAL_REDIS_PORT, HOTDEAL_KAFKA_PORT, HOTDEAL_KAFKA_CONTROLLER_PORT
+# (defaults in scripts/lib/ports.sh). HOTDEAL_CLUSTER=1 (`make infra-up CLUSTER=1`): Postgres
+# as above, a Redis Cluster (scripts/cluster/redis.sh) and a 3-broker Kafka
+# (scripts/cluster/kafka.sh) instead of the single Redis and Kafka; `down` then stops those two
+# and leaves Postgres (shared by both modes) running.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 INFRA="${HOTDEAL_INFRA_DIR:-$ROOT/.infra}"
 PY="${HOTDEAL_PYTHON:-$ROOT/.venv/bin/python}"
 
-PG_PORT="${HOTDEAL_PG_PORT:-55432}"
-REDIS_PORT="${HOTDEAL_REDIS_PORT:-56379}"
-KAFKA_PORT="${HOTDEAL_KAFKA_PORT:-59092}"
-KAFKA_CPORT="${HOTDEAL_KAFKA_CONTROLLER_PORT:-59093}"
+LOG_TAG=infra
+# log, die, fail_with_log, pid_alive, stop_pid, wait_ports_free, apt_ensure; the ports
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
+# fetch_kafka_jars, write_kafka_log4j
+# shellcheck source=scripts/lib/kafka.sh
+. "$ROOT/scripts/lib/kafka.sh"
+
+PG_PORT=$HOTDEAL_PG_PORT
+REDIS_PORT=$HOTDEAL_REDIS_PORT
+KAFKA_PORT=$HOTDEAL_KAFKA_PORT
+KAFKA_CPORT=$HOTDEAL_KAFKA_CONTROLLER_PORT
 PG_BIN="${HOTDEAL_PG_BIN:-/usr/lib/postgresql/15/bin}"
 PG_DBS="${HOTDEAL_PG_DATABASES:-hotdeal hotdeal_test}"
 PG_USER=hotdeal
@@ -43,11 +49,6 @@ fi
 REDIS_DIR="$INFRA/redis"
 KAFKA_DIR="$INFRA/kafka"
 
-LOG_TAG=infra
-# log, die, fail_with_log, pid_alive, listening, port_free, wait_ports_free
-# shellcheck source=scripts/lib/common.sh
-. "$ROOT/scripts/lib/common.sh"
-
 # Run a command as the postgres user when we are root (PostgreSQL refuses to run as root).
 as_pg() {  # from /, since the caller's directory may be out of the postgres user's reach
   if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
@@ -64,8 +65,7 @@ wait_for() { # description, seconds, command...
 }
 
 # ---------------------------------------------------------------- PostgreSQL
-# Each probe connects only once the port is listened on (see scripts/lib/ports.sh).
-pg_answers() { listening "$PG_PORT" && "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
+pg_answers() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
 
 pg_create_databases() {
   local sock=(-h "$PG_DIR" -p "$PG_PORT" -U postgres)
@@ -112,18 +112,10 @@ pg_down() {
 }
 
 # ---------------------------------------------------------------- Redis
-redis_answers() {
-  listening "$REDIS_PORT" && [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
-}
+redis_answers() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
 
 redis_up() {
-  if ! command -v redis-server >/dev/null; then
-    [ "$(id -u)" = 0 ] || die "redis-server is not installed; run: sudo apt-get install -y redis-server"
-    log "redis: installing Debian's redis-server"
-    mkdir -p "$REDIS_DIR"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; } \
-      >"$REDIS_DIR/apt.log" 2>&1 || fail_with_log "apt-get install redis-server failed" "$REDIS_DIR/apt.log"
-  fi
+  apt_ensure redis-server redis-server
   if redis_answers; then
     if pid_alive "$REDIS_DIR/redis.pid"; then log "redis already running (ours) on :$REDIS_PORT"
     else log "redis already answers on :$REDIS_PORT (not ours): using it"; fi
@@ -140,34 +132,12 @@ redis_up() {
 }
 
 redis_down() {
-  if pid_alive "$REDIS_DIR/redis.pid"; then
-    local pid; pid=$(cat "$REDIS_DIR/redis.pid")
-    kill "$pid"
-    local deadline=$((SECONDS + 20))
-    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$REDIS_DIR/redis.pid"
-    log "redis stopped"
-  fi
+  if pid_alive "$REDIS_DIR/redis.pid"; then stop_pid "$REDIS_DIR/redis.pid" 20; log "redis stopped"; fi
 }
 
 # ---------------------------------------------------------------- Kafka
 kafka_answers() { # a real metadata request (and the group coordinator) from Python
-  listening "$KAFKA_PORT" && "$PY" "$ROOT/scripts/kafka_ready.py" "127.0.0.1:$KAFKA_PORT" --timeout "${1:-3}"
-}
-
-kafka_fetch_jars() {
-  if [ ! -f "$KAFKA_DIR/libs/.complete" ]; then
-    command -v mvn >/dev/null || die "mvn (Apache Maven) is needed to fetch the Kafka jars"
-    command -v java >/dev/null || die "java (17+) is needed to run Kafka"
-    log "kafka: fetching broker jars from Maven Central (once, ~45 MB)"
-    mkdir -p "$KAFKA_DIR"
-    rm -rf "$KAFKA_DIR/libs"
-    mvn -q -B -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
-      -DincludeScope=runtime -DoutputDirectory="$KAFKA_DIR/libs" >"$KAFKA_DIR/mvn.log" 2>&1 \
-      || fail_with_log "mvn could not fetch the Kafka jars" "$KAFKA_DIR/mvn.log"
-    touch "$KAFKA_DIR/libs/.complete"
-  fi
+  "$PY" "$ROOT/scripts/kafka_ready.py" "127.0.0.1:$KAFKA_PORT" --timeout "${1:-3}"
 }
 
 kafka_write_config() {
@@ -208,7 +178,7 @@ kafka_up() {
   if pid_alive "$KAFKA_DIR/kafka.pid"; then
     log "kafka: process running but not answering yet; waiting"
   else
-    kafka_fetch_jars
+    fetch_kafka_jars
     kafka_write_config
     # After a crash the old JVM may still hold its ports for a while.
     wait_ports_free 60 "$KAFKA_PORT" "$KAFKA_CPORT" \
@@ -217,15 +187,15 @@ kafka_up() {
       "-Dkafka.logs.dir=$KAFKA_DIR" "-Dlog4j2.configurationFile=file:$KAFKA_DIR/log4j2.properties")
     if [ ! -f "$KAFKA_DIR/data/meta.properties" ]; then
       local cluster_id
-      cluster_id=$(java -cp "$KAFKA_DIR/libs/*" kafka.tools.StorageTool random-uuid 2>"$KAFKA_DIR/format.log") \
+      cluster_id=$(java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid 2>"$KAFKA_DIR/format.log") \
         || fail_with_log "kafka StorageTool random-uuid failed" "$KAFKA_DIR/format.log"
       log "kafka: formatting storage (cluster $cluster_id)"
-      java "${java_opts[@]}" -cp "$KAFKA_DIR/libs/*" kafka.tools.StorageTool format \
+      java "${java_opts[@]}" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format \
         -t "$cluster_id" -c "$KAFKA_DIR/server.properties" --ignore-formatted >>"$KAFKA_DIR/format.log" 2>&1 \
         || fail_with_log "kafka storage format failed" "$KAFKA_DIR/format.log"
     fi
     log "kafka: starting on 127.0.0.1:$KAFKA_PORT (KRaft, controller :$KAFKA_CPORT)"
-    nohup java "${java_opts[@]}" -cp "$KAFKA_DIR/libs/*" kafka.Kafka "$KAFKA_DIR/server.properties" \
+    nohup java "${java_opts[@]}" -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_DIR/server.properties" \
       >"$KAFKA_DIR/stdout.log" 2>&1 </dev/null &
     echo $! >"$KAFKA_DIR/kafka.pid"
   fi
@@ -238,15 +208,8 @@ kafka_up() {
   log "kafka ready"
 }
 
-kafka_down() {
-  if pid_alive "$KAFKA_DIR/kafka.pid"; then
-    local pid; pid=$(cat "$KAFKA_DIR/kafka.pid")
-    kill "$pid"   # SIGTERM: controlled shutdown
-    local deadline=$((SECONDS + 45))
-    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
-    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; log "kafka killed (no exit within 45 s)"
-    else log "kafka stopped"; fi
-  fi
+kafka_down() { # SIGTERM: a controlled shutdown
+  if pid_alive "$KAFKA_DIR/kafka.pid"; then stop_pid "$KAFKA_DIR/kafka.pid" 45; log "kafka stopped"; fi
   rm -f "$KAFKA_DIR/kafka.pid"
 }
 
@@ -257,22 +220,6 @@ status_line() { # name, answers-fn, pidfile, port
     if pid_alive "$pidfile"; then state="up (ours, pid $(head -n 1 "$pidfile"))"; else state="up (external)"; fi
   else state=down; fi
   printf '%-9s 127.0.0.1:%-6s %s\n' "$name" "$port" "$state"
-}
-
-# Every port the project serves on this machine, reserved from the ephemeral range when the
-# first service starts (scripts/lib/ports.sh): the cluster scripts reserve theirs too, but
-# only when they start, and by then a test suite's clients may hold one (a client's TIME_WAIT
-# on 57104 kept a Redis Cluster node of `make test-cluster` from binding, after `make test`).
-project_ports() {
-  local base p
-  echo "$PG_PORT $REDIS_PORT $KAFKA_PORT $KAFKA_CPORT ${ORDER_API_PORT:-58000} $((${ORDER_API_PORT:-58000} + 1))"
-  # The Redis Clusters of `make up CLUSTER=1` and of the tests (Makefile: REDIS_CLUSTER_TEST_PORT),
-  # nine nodes each, with their bus ports 10000 below.
-  for base in "${HOTDEAL_REDIS_CLUSTER_PORT:-57001}" "${REDIS_CLUSTER_TEST_PORT:-57101}"; do
-    for p in 0 1 2 3 4 5 6 7 8; do echo "$((base + p)) $((base + p - 10000))"; done
-  done
-  echo "${HOTDEAL_KAFKA_CLUSTER_PORTS:-59192 59193 59194}" | tr ',' ' '
-  echo "${HOTDEAL_KAFKA_CLUSTER_CONTROLLER_PORTS:-59195 59196 59197}" | tr ',' ' '
 }
 
 # ---------------------------------------------------------------- cluster mode
@@ -288,7 +235,6 @@ if [ "${HOTDEAL_CLUSTER:-}" = 1 ]; then
   case "${1:-}" in
     up)
       log "postgres data directory: $PG_DIR"
-      reserve_ports $(project_ports)
       pg_up; cluster up
       log "  DATABASE_URL=postgresql+asyncpg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/hotdeal"
       ;;
@@ -303,7 +249,6 @@ case "${1:-}" in
   up)
     started=$SECONDS
     log "postgres data directory: $PG_DIR"
-    reserve_ports $(project_ports)
     pg_up; redis_up; kafka_up
     log "all services ready in $((SECONDS - started)) s:"
     log "  DATABASE_URL=postgresql+asyncpg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/hotdeal"

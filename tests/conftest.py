@@ -1,8 +1,8 @@
 """Shared fixtures. Tests run against the real Postgres, Redis and Kafka started by
 `make test` (scripts/infra.sh); the test database, Redis db 1 and the "test." topic prefix
 keep them apart from the demo's data. `make test-cluster` runs the Redis tiers against a
-Redis Cluster of their own instead (REDIS_CLUSTER=true, ports 57101-57109: a cluster has
-only db 0, so a dedicated cluster is what keeps the tests' keys apart)."""
+Redis Cluster of their own instead (REDIS_CLUSTER=true, on REDIS_CLUSTER_TEST_PORT: a cluster
+has only db 0, so a dedicated cluster is what keeps the tests' keys apart)."""
 
 from __future__ import annotations
 
@@ -14,29 +14,35 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-_PG_PORT = os.environ.get("HOTDEAL_PG_PORT", "55432")
-_REDIS_PORT = os.environ.get("HOTDEAL_REDIS_PORT", "56379")
-os.environ.setdefault("DATABASE_URL",
-                      f"postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:{_PG_PORT}/hotdeal_test")
-os.environ.setdefault("REDIS_URL", f"redis://127.0.0.1:{_REDIS_PORT}/1")
+from hotdeal_core.db.engine import make_engine
+from hotdeal_core.messaging.topics import Topics
+from hotdeal_core.settings import (
+    PG_PORT,
+    REDIS_PORT,
+    Settings,
+    local_database_url,
+    local_redis_url,
+)
+from hotdeal_core.stock.client import (
+    close_redis,
+    make_redis,
+    replica_acks,
+)
+from hotdeal_core.stock.redis_store import RedisStockStore
+from hotdeal_core.usecases.context import Context
+from hotdeal_core.usecases.products import create_product
+from tests.random_refs import random_name
+
+# The services of `make infra-up` (on the scripts' port overrides, if any).
+os.environ.setdefault("DATABASE_URL", local_database_url(
+    "hotdeal_test", port=int(os.environ.get("HOTDEAL_PG_PORT", PG_PORT))))
+os.environ.setdefault("REDIS_URL", local_redis_url(
+    1, port=int(os.environ.get("HOTDEAL_REDIS_PORT", REDIS_PORT))))
 os.environ.setdefault("ALLOW_DEV_SECRETS", "true")
 # One topic namespace per test session: two sessions on one broker (a developer's and a
 # helper's) must not share consumer groups' partitions.
 os.environ["KAFKA_TOPIC_PREFIX"] = (
     f"{os.environ.get('KAFKA_TOPIC_PREFIX', 'test.')}{uuid.uuid4().hex[:8]}.")
-
-from hotdeal_core.db.engine import make_engine  # noqa: E402
-from hotdeal_core.messaging.topics import Topics  # noqa: E402
-from hotdeal_core.settings import Settings  # noqa: E402
-from hotdeal_core.stock.client import (  # noqa: E402
-    close_redis,
-    make_redis,
-    replica_acks,
-)
-from hotdeal_core.stock.redis_store import RedisStockStore  # noqa: E402
-from hotdeal_core.usecases.context import Context  # noqa: E402
-from hotdeal_core.usecases.products import create_product  # noqa: E402
-from tests.random_refs import random_name  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -28,11 +28,12 @@ from devtools.chaos.faults import (
     ROOT,
     Fault,
     Stack,
-    listening,
+    broker_ready,
     ready_file,
     run,
     sigkill,
 )
+from hotdeal_core.settings import PG_PORT
 from hotdeal_core.stock.redis_store import RES, deal_keys
 
 REDIS_SH = "scripts/cluster/redis.sh"
@@ -48,7 +49,7 @@ class ClusterStack(Stack):
 
     infra_dir: Path = ROOT / ".infra-chaos-cluster"
     run_dir: Path = ROOT / ".run-chaos-cluster"
-    pg_port: int = int(os.environ.get("HOTDEAL_PG_PORT", "55432"))
+    pg_port: int = int(os.environ.get("HOTDEAL_PG_PORT", PG_PORT))
     redis_port: int = 26201  # the first of nine nodes; bus ports 10000 below
     kafka_port: int = 29192  # three brokers, then their three controllers
     api_port: int = 28200  # HAProxy; the two APIs on the next two ports
@@ -73,10 +74,6 @@ class ClusterStack(Stack):
             "HOTDEAL_KAFKA_CLUSTER_PORTS": " ".join(map(str, self.kafka_ports)),
             "HOTDEAL_KAFKA_CLUSTER_CONTROLLER_PORTS": " ".join(
                 str(p + 3) for p in self.kafka_ports),
-            # The single-node ports of the run are not used, but infra.sh reserves them.
-            "HOTDEAL_REDIS_PORT": str(self.redis_port - 1),
-            "HOTDEAL_KAFKA_PORT": str(self.kafka_port - 2),
-            "HOTDEAL_KAFKA_CONTROLLER_PORT": str(self.kafka_port - 1),
             **extra})
 
 
@@ -116,8 +113,6 @@ async def tear_down(stack: ClusterStack) -> list[str]:
 
 # ---------------------------------------------------------------- Redis Cluster
 async def _ask(port: int, *cmd: str) -> str | None:
-    if not listening(port):
-        return None
     client = Redis(port=port, socket_timeout=1, socket_connect_timeout=1, decode_responses=True)
     try:
         return str(await client.execute_command(*cmd))  # type: ignore[no-untyped-call]
@@ -179,8 +174,6 @@ class RedisMasterFault:
 # ---------------------------------------------------------------- probes
 def api_replica_ready(port: int) -> Callable[[Stack], Awaitable[bool]]:
     async def probe(_: Stack) -> bool:
-        if not listening(port):
-            return False
         try:
             async with httpx.AsyncClient(timeout=1.0) as client:
                 return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
@@ -191,11 +184,7 @@ def api_replica_ready(port: int) -> Callable[[Stack], Awaitable[bool]]:
 
 def broker_answers(port: int) -> Callable[[Stack], Awaitable[bool]]:
     async def probe(stack: Stack) -> bool:
-        if not listening(port):
-            return False
-        code, _ = await run(stack, sys.executable, "scripts/kafka_ready.py",
-                            f"127.0.0.1:{port}", "--timeout", "1", timeout=10)
-        return code == 0
+        return await broker_ready(stack, port)
     return probe
 
 

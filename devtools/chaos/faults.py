@@ -22,7 +22,8 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
-from devtools.procs import LOAD_API_ENV
+from devtools.procs import LOAD_API_ENV, read_pid, running
+from hotdeal_core.settings import local_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,9 +34,7 @@ class Stack:
 
     infra_dir: Path = ROOT / ".infra-chaos"
     run_dir: Path = ROOT / ".run-chaos"
-    # Below the kernel's ephemeral range (32768-60999): while a service is down its clients
-    # keep reconnecting, and a connection attempt given the very port it aims at as its
-    # source port connects to itself and keeps the restarted server from binding.
+    # Apart from `make up`'s (scripts/lib/ports.sh), below the ephemeral range as they are.
     pg_port: int = 25442
     redis_port: int = 26389
     kafka_port: int = 29102  # and its controller on the next port
@@ -48,7 +47,7 @@ class Stack:
 
     @property
     def database_url(self) -> str:
-        return f"postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:{self.pg_port}/{self.database}"
+        return local_database_url(self.database, port=self.pg_port)
 
     @property
     def kafka(self) -> str:
@@ -73,10 +72,7 @@ class Stack:
                 "OUTBOX_POLL_INTERVAL_MS": "20", **extra}
 
     def pid(self, path: Path) -> int | None:
-        try:
-            return int(path.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+        return read_pid(path)
 
 
 async def run(stack: Stack, *cmd: str, timeout: float = 300.0) -> tuple[int, str]:
@@ -99,46 +95,20 @@ PROCS_UP = (sys.executable, "-m", "devtools.procs", "up", "--run-dir")
 PROCS_DOWN = (sys.executable, "-m", "devtools.procs", "down", "--run-dir")
 
 
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except OSError:
-        return True
-    return state in ("Z", "X")
-
-
 async def sigkill(pid: int | None, what: str) -> None:
     """SIGKILL and wait until the process is gone (a zombie counts as gone)."""
     if pid is None:
         raise RuntimeError(f"{what}: no pid file, is it running?")
     os.kill(pid, signal.SIGKILL)
     for _ in range(300):
-        if _gone(pid):
+        if not running(pid):
             return
         await asyncio.sleep(0.05)
     raise RuntimeError(f"{what} (pid {pid}) still alive 15 s after SIGKILL")
 
 
 # ---------------------------------------------------------------- probes
-def listening(port: int) -> bool:
-    """Someone listens on the local port (from /proc/net/tcp, not by connecting). Every probe
-    asks this first: a connection attempt to a port nobody listens on can be given that very
-    port as its source and connect to itself (our ports are in the ephemeral range), and its
-    TIME_WAIT then keeps the restarted server from binding (scripts/lib/ports.sh)."""
-    suffix = f":{port:04X}"
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        if any(f[1].endswith(suffix) and f[3] == "0A" for f in map(str.split, lines)):
-            return True
-    return False
-
-
 async def api_ready(stack: Stack) -> bool:
-    if not listening(stack.api_port):
-        return False
     try:
         async with httpx.AsyncClient(timeout=1.0) as client:
             return (await client.get(f"{stack.api_url}/readyz")).status_code == 200
@@ -151,13 +121,11 @@ def ready_file(stack: Stack, name: str) -> Callable[[Stack], Awaitable[bool]]:
     behind, but `procs up` removes it before it writes the new pid."""
     async def probe(_: Stack) -> bool:
         pid = stack.pid(stack.run_dir / f"{name}.pid")
-        return pid is not None and not _gone(pid) and (stack.run_dir / f"{name}.ready").exists()
+        return running(pid) and (stack.run_dir / f"{name}.ready").exists()
     return probe
 
 
 async def pg_answers(stack: Stack) -> bool:
-    if not listening(stack.pg_port):
-        return False
     try:
         conn = await asyncpg.connect(stack.database_url.replace("+asyncpg", ""), timeout=1)
     except (OSError, asyncpg.PostgresError, TimeoutError):
@@ -169,8 +137,6 @@ async def pg_answers(stack: Stack) -> bool:
 
 
 async def redis_answers(stack: Stack) -> bool:
-    if not listening(stack.redis_port):
-        return False
     client = Redis(port=stack.redis_port, socket_timeout=1, socket_connect_timeout=1)
     try:
         return bool(await client.ping())
@@ -180,12 +146,27 @@ async def redis_answers(stack: Stack) -> bool:
         await client.aclose()
 
 
-async def kafka_answers(stack: Stack) -> bool:
-    if not listening(stack.kafka_port):
+async def accepts(port: int) -> bool:
+    """Something accepts a connection on the local port (cheaper than a full probe)."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1)
+    except (OSError, TimeoutError):
         return False
-    code, _ = await run(stack, sys.executable, "scripts/kafka_ready.py", stack.kafka,
+    writer.close()
+    return True
+
+
+async def broker_ready(stack: Stack, port: int) -> bool:
+    """The broker on `port` answers a metadata request (a Python start only once it accepts)."""
+    if not await accepts(port):
+        return False
+    code, _ = await run(stack, sys.executable, "scripts/kafka_ready.py", f"127.0.0.1:{port}",
                         "--timeout", "1", timeout=10)
     return code == 0
+
+
+async def kafka_answers(stack: Stack) -> bool:
+    return await broker_ready(stack, stack.kafka_port)
 
 
 # ---------------------------------------------------------------- faults

@@ -41,7 +41,7 @@ from devtools.chaos.faults import (
 from devtools.chaos.load import Buyers, Ledger, LoadConfig
 from devtools.chaos.timeline import FaultRun, first_accept_after, run_figures, window_figures
 from devtools.swarm import hotdeal
-from hotdeal_core.settings import load_settings
+from hotdeal_core.settings import DEV_WEBHOOK_SECRET, load_settings
 from loadtest.buyers import BuyerAuth
 
 
@@ -155,7 +155,7 @@ async def chaos(stack: Stack, plan: Plan, only: set[str] | None,
                    env=env)
     ledger = Ledger()
     cfg = LoadConfig(stack.api_url, int(product["id"]), env.get(
-        "PAYMENT_WEBHOOK_SECRET", "dev-webhook-secret-change-me"), buyers=plan.buyers)
+        "PAYMENT_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET), buyers=plan.buyers)
     # The run's API verifies with the development secret it allows (Stack.env); the faults'
     # restarts make the run's length unknown, so the tokens live a day.
     auth = BuyerAuth.from_settings(None, load_settings().model_copy(

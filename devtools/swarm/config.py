@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from hotdeal_core.settings import ORDER_API_PORT
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 RUN_DIR, INFRA = ROOT / ".run", ROOT / ".infra"
@@ -27,7 +29,7 @@ class SwarmConfig:
     stock: int = 1000
     per_user_limit: int = 1
     processes: int = 1
-    api_url: str = "http://127.0.0.1:58000"
+    api_url: str = f"http://127.0.0.1:{ORDER_API_PORT}"
     env: Mapping[str, str] = field(default_factory=dict)  # more locust env (payment ratios)
 
 

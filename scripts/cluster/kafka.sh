@@ -11,11 +11,9 @@
 #   scripts/cluster/kafka.sh start N  start node N again (after `kill`)
 #
 # Idempotent: `up` twice reuses the running nodes. Data, logs and pids live under
-# ${HOTDEAL_INFRA_DIR:-.infra}/kafka-cluster/node-N/; the broker jars are the ones
-# scripts/infra.sh fetches into .infra/kafka/libs (fetched here too if missing).
-# Ports (override with the environment; three each, space- or comma-separated):
-#   HOTDEAL_KAFKA_CLUSTER_PORTS="59192 59193 59194"
-#   HOTDEAL_KAFKA_CLUSTER_CONTROLLER_PORTS="59195 59196 59197"
+# ${HOTDEAL_INFRA_DIR:-.infra}/kafka-cluster/node-N/; the broker jars are scripts/infra.sh's
+# (scripts/lib/kafka.sh fetches them once). Environment (ports: scripts/lib/ports.sh):
+#   HOTDEAL_KAFKA_CLUSTER_PORTS, HOTDEAL_KAFKA_CLUSTER_CONTROLLER_PORTS   three each
 #   HOTDEAL_KAFKA_CLUSTER_HEAP=512m   (each JVM's -Xmx: the machine has 2 cores, 3 JVMs)
 set -euo pipefail
 
@@ -23,16 +21,19 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 INFRA="${HOTDEAL_INFRA_DIR:-$ROOT/.infra}"
 PY="${HOTDEAL_PYTHON:-$ROOT/.venv/bin/python}"
 DIR="$INFRA/kafka-cluster"
-LIBS="$INFRA/kafka/libs"
 HEAP="${HOTDEAL_KAFKA_CLUSTER_HEAP:-512m}"
-read -r -a PORTS <<<"$(tr ',' ' ' <<<"${HOTDEAL_KAFKA_CLUSTER_PORTS:-59192 59193 59194}")"
-read -r -a CPORTS <<<"$(tr ',' ' ' <<<"${HOTDEAL_KAFKA_CLUSTER_CONTROLLER_PORTS:-59195 59196 59197}")"
 NODES=(1 2 3)
 
 LOG_TAG=kafka-cluster
-# log, die, fail_with_log, pid_alive, listening, port_free, wait_ports_free
+# log, die, fail_with_log, pid_alive, wait_ports_free; the ports
 # shellcheck source=scripts/lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
+# fetch_kafka_jars, write_kafka_log4j, KAFKA_LIBS
+# shellcheck source=scripts/lib/kafka.sh
+. "$ROOT/scripts/lib/kafka.sh"
+LIBS=$KAFKA_LIBS
+read -r -a PORTS <<<"$(tr ',' ' ' <<<"$HOTDEAL_KAFKA_CLUSTER_PORTS")"
+read -r -a CPORTS <<<"$(tr ',' ' ' <<<"$HOTDEAL_KAFKA_CLUSTER_CONTROLLER_PORTS")"
 [ "${#PORTS[@]}" = 3 ] && [ "${#CPORTS[@]}" = 3 ] \
   || die "HOTDEAL_KAFKA_CLUSTER_PORTS and HOTDEAL_KAFKA_CLUSTER_CONTROLLER_PORTS need 3 ports each"
 
@@ -43,22 +44,12 @@ pid_file() { echo "$DIR/node-$1/kafka.pid"; }
 bootstrap() { local n s=""; for n in "${NODES[@]}"; do s="$s${s:+,}127.0.0.1:$(port_of "$n")"; done; echo "$s"; }
 voters() { local n s=""; for n in "${NODES[@]}"; do s="$s${s:+,}$n@127.0.0.1:$(cport_of "$n")"; done; echo "$s"; }
 
-# Alive (not a zombie: lib/common.sh) and still a Kafka JVM (not a pid reused by another
-# program).
-jvm_alive() {
-  pid_alive "$1" && tr '\0' ' ' <"/proc/$(head -n 1 "$1")/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka'
-}
+jvm_alive() { pid_alive "$1" 'kafka\.Kafka'; }  # not a pid reused by another program
 
 # How many brokers the cluster's metadata lists, and whether the group coordinator answers
 # (the offsets topic, 3 replicas, is ready): prints the count, exits 0 only when all 3 are in.
 brokers_in_metadata() { # timeout seconds
-  # Bootstrap only from ports listened on: no probe connection to a closed port (lib/ports.sh).
-  local n live=""
-  for n in "${NODES[@]}"; do
-    listening "$(port_of "$n")" && live="$live${live:+,}127.0.0.1:$(port_of "$n")"
-  done
-  [ -n "$live" ] || { echo 0; return 1; }
-  "$PY" - "$live" "${1:-3}" <<'EOF'
+  "$PY" - "$(bootstrap)" "${1:-3}" <<'EOF'
 import asyncio, sys
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -83,18 +74,6 @@ except Exception:  # no broker answers
 print(count if coordinator else f"{count} (no group coordinator yet)")
 sys.exit(0 if count == 3 and coordinator else 1)
 EOF
-}
-
-fetch_jars() {
-  [ -f "$LIBS/.complete" ] && return 0
-  command -v mvn >/dev/null || die "mvn (Apache Maven) is needed to fetch the Kafka jars"
-  log "fetching broker jars from Maven Central into $LIBS (once, ~45 MB)"
-  mkdir -p "$INFRA/kafka"
-  rm -rf "$LIBS"
-  mvn -q -B -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$LIBS" >"$INFRA/kafka/mvn.log" 2>&1 \
-    || fail_with_log "mvn could not fetch the Kafka jars" "$INFRA/kafka/mvn.log"
-  touch "$LIBS/.complete"
 }
 
 write_config() { # node
@@ -151,7 +130,6 @@ cluster_id() {
 
 start_node() { # node
   local n=$1 d port cport; d=$(node_dir "$1"); port=$(port_of "$1"); cport=$(cport_of "$1")
-  reserve_ports "$port" "$cport"
   if jvm_alive "$(pid_file "$n")"; then
     log "node $n already running (pid $(head -n 1 "$(pid_file "$n")"), :$port)"
     return 0
@@ -210,9 +188,8 @@ node_arg() { # validates N of `kill N` / `start N`
 case "${1:-}" in
   up)
     [ -x "$PY" ] || die "python venv missing at $PY (run: make venv)"
-    command -v java >/dev/null || die "java (17+) is needed to run Kafka"
     started=$SECONDS
-    fetch_jars
+    fetch_kafka_jars
     for n in "${NODES[@]}"; do start_node "$n"; done
     wait_all_brokers 180
     log "3 brokers in the metadata, ready in $((SECONDS - started)) s:"
@@ -223,7 +200,7 @@ case "${1:-}" in
     n=$(node_arg "${2:-}")
     if jvm_alive "$(pid_file "$n")"; then kill -9 "$(head -n 1 "$(pid_file "$n")")"; log "node $n killed"; fi
     ;;
-  start) fetch_jars; start_node "$(node_arg "${2:-}")" ;;
+  start) fetch_kafka_jars; start_node "$(node_arg "${2:-}")" ;;
   status)
     for n in "${NODES[@]}"; do
       if jvm_alive "$(pid_file "$n")"; then state="up (ours, pid $(head -n 1 "$(pid_file "$n")"))"; else state=down; fi

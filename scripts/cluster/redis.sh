@@ -15,31 +15,30 @@
 # Idempotent: `up` twice reuses the running nodes; `up` after a node died (or was killed)
 # restarts only that node, which rejoins the cluster from its nodes.conf (as the replica of
 # the node promoted in its place). Environment:
-#   HOTDEAL_REDIS_CLUSTER_PORT=57001   first of nine consecutive ports (57001-57009); each
-#                                      node's cluster bus is its port - 10000 (47001-47009: the
-#                                      default, port + 10000, is above 65535)
+#   HOTDEAL_REDIS_CLUSTER_PORT         first of nine consecutive ports (scripts/lib/ports.sh);
+#                                      each node's cluster bus is its port - 10000 (Redis's
+#                                      default, port + 10000, would fall in the ephemeral range)
 #   HOTDEAL_REDIS_CLUSTER_NODE_TIMEOUT_MS=2000   cluster-node-timeout: how long a master may
 #                                      be unreachable before a replica is promoted
 #   HOTDEAL_INFRA_DIR=.infra           the nodes' folders are under $HOTDEAL_INFRA_DIR/redis-cluster/
-# The application connects to any one node: REDIS_URL=redis://127.0.0.1:57001/0 REDIS_CLUSTER=true.
+# The application connects to any one node: REDIS_URL=redis://127.0.0.1:<first port>/0 REDIS_CLUSTER=true.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 INFRA="${HOTDEAL_INFRA_DIR:-$ROOT/.infra}"
 DIR="$INFRA/redis-cluster"
-PY="${HOTDEAL_PYTHON:-$ROOT/.venv/bin/python}"
-BASE="${HOTDEAL_REDIS_CLUSTER_PORT:-57001}"
 NODE_TIMEOUT="${HOTDEAL_REDIS_CLUSTER_NODE_TIMEOUT_MS:-2000}"
+
+LOG_TAG=redis-cluster
+# log, die, fail_with_log, pid_alive, stop_pid, wait_ports_free, apt_ensure; the ports
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
+BASE=$HOTDEAL_REDIS_CLUSTER_PORT
 PORTS=()
 for i in 0 1 2 3 4 5 6 7 8; do PORTS+=($((BASE + i))); done
 
-LOG_TAG=redis-cluster
-# log, die, fail_with_log, pid_alive, listening, port_free, wait_ports_free
-# shellcheck source=scripts/lib/common.sh
-. "$ROOT/scripts/lib/common.sh"
-
 cli() { local port=$1; shift; redis-cli -h 127.0.0.1 -p "$port" "$@"; }
-answers() { listening "$1" && [ "$(cli "$1" ping 2>/dev/null)" = PONG ]; }
+answers() { [ "$(cli "$1" ping 2>/dev/null)" = PONG ]; }
 field() { # port, section command..., field: one "name:value" line of INFO / CLUSTER INFO
   local port=$1 name=$2; shift 2
   cli "$port" "$@" 2>/dev/null | tr -d '\r' | sed -n "s/^$name://p"
@@ -53,7 +52,7 @@ node_up() { # port
     return 0
   fi
   mkdir -p "$node"
-  wait_ports_free 30 "$port" && wait_ports_free 30 "$((port - 10000))" \
+  wait_ports_free 30 "$port" "$((port - 10000))" \
     || die "port $port or $((port - 10000)) still in use 30 s after the old node went away"
   # cluster-require-full-coverage no: while one master is down (before its replica is
   # promoted) the other masters keep serving their deals. appendonly: a node restarted
@@ -150,10 +149,9 @@ balanced() { # every master has two replicas (or one replica is moved, and false
 }
 
 up() {
-  command -v redis-server >/dev/null || die "redis-server is not installed; run: sudo apt-get install -y redis-server"
+  apt_ensure redis-server redis-server
   mkdir -p "$DIR"
   local port
-  for port in "${PORTS[@]}"; do reserve_ports "$port" "$((port - 10000))"; done
   for port in "${PORTS[@]}"; do node_up "$port"; done
   if formed; then join_loners; else create; fi
   local deadline=$((SECONDS + 60))
@@ -166,23 +164,16 @@ up() {
 }
 
 down() {
-  local port pid
+  local port
   for port in "${PORTS[@]}"; do
-    if ours "$port"; then
-      pid=$(head -n 1 "$DIR/$port/redis.pid")
-      kill "$pid"
-      local deadline=$((SECONDS + 20))
-      while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      log "node :$port stopped"
-    fi
+    if ours "$port"; then stop_pid "$DIR/$port/redis.pid" 20; log "node :$port stopped"; fi
     if [ -d "$DIR/$port" ]; then
       rm -rf "$DIR/$port/nodes.conf" "$DIR/$port/appendonlydir" "$DIR/$port/dump.rdb" \
         "$DIR/$port/redis.pid"
     fi
   done
   for port in "${PORTS[@]}"; do
-    wait_ports_free 30 "$port" && wait_ports_free 30 "$((port - 10000))" \
+    wait_ports_free 30 "$port" "$((port - 10000))" \
       || die "port $port or $((port - 10000)) still in use 30 s after its node was stopped"
   done
 }

@@ -33,11 +33,8 @@ from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.flush import flush_deal
 from tests.random_refs import random_name
 
-_PG_PORT = os.environ.get("HOTDEAL_PG_PORT", "55432")
-_REDIS_PORT = os.environ.get("HOTDEAL_REDIS_PORT", "56379")
-ENV = {"DATABASE_URL": f"postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:{_PG_PORT}/hotdeal_test",
-       "REDIS_URL": f"redis://127.0.0.1:{_REDIS_PORT}/1",
-       "KAFKA_TOPIC_PREFIX": os.environ["KAFKA_TOPIC_PREFIX"]}
+# The test session's services (tests/conftest.py), whatever a .env would say.
+ENV = {name: os.environ[name] for name in ("DATABASE_URL", "REDIS_URL", "KAFKA_TOPIC_PREFIX")}
 runner = CliRunner()
 
 

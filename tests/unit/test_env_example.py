@@ -16,10 +16,16 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, TypeAdapter
 
-from hotdeal_core.settings import Settings
+from hotdeal_core.settings import Settings, local_database_url, local_redis_url
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA_PORTS = {"HOTDEAL_PG_PORT", "HOTDEAL_REDIS_PORT", "HOTDEAL_KAFKA_PORT"}
+PORTS_SH = ROOT / "scripts" / "lib" / "ports.sh"
+
+
+def script_ports() -> dict[str, str]:
+    """The scripts' default ports (scripts/lib/ports.sh's `: "${NAME:=value}"` lines)."""
+    return dict(re.findall(r'^: "\$\{(\w+):=([^}]*)\}"$', PORTS_SH.read_text(), re.MULTILINE))
 _LINE = re.compile(r"^(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
 
 
@@ -66,6 +72,12 @@ def test_env_example_values_are_the_defaults() -> None:
         assert parsed == default, f"{key}={value} in .env.example, default {default!r}"
 
 
+def test_env_example_infra_ports_are_the_scripts_defaults() -> None:
+    ports = script_ports()
+    for key in INFRA_PORTS:
+        assert documented()[key] == (False, ports[key]), key
+
+
 def test_only_unset_or_derived_settings_are_commented_out() -> None:
     for key, (commented, _) in documented().items():
         if commented and key not in INFRA_PORTS:
@@ -83,12 +95,14 @@ def make_sees(tmp_path: Path, target: str, env_file: str | None,
               environ: dict[str, str] | None = None) -> str:
     """What the repository's Makefile makes of a variable, run in a copy of it."""
     shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "scripts" / "lib").mkdir(parents=True, exist_ok=True)
+    shutil.copy(PORTS_SH, tmp_path / "scripts" / "lib" / "ports.sh")
     (tmp_path / ".env").unlink(missing_ok=True)
     if env_file is not None:
         (tmp_path / ".env").write_text(env_file)
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS",
-                        "ALLOW_DEV_SECRETS", "MAKEFLAGS", "MFLAGS"}}
+                        "ALLOW_DEV_SECRETS", "MAKEFLAGS", "MFLAGS", *script_ports()}}
     args = ["make", "-s", "--no-print-directory", *(f"--eval={p}" for p in PRINT), target]
     return subprocess.run(args, cwd=tmp_path, env={**env, **(environ or {})}, text=True,
                           capture_output=True, check=True, timeout=30).stdout.strip()
@@ -105,7 +119,7 @@ def test_make_exports_the_env_files_value_not_its_own_default(tmp_path: Path) ->
     assert make_sees(tmp_path, "printenv-ALLOW_DEV_SECRETS", env_file,
                      {"ALLOW_DEV_SECRETS": "false"}) == "false"
     # what .env does not set keeps the Makefile's default
-    assert make_sees(tmp_path, "printenv-REDIS_URL", env_file) == "redis://127.0.0.1:56379/0"
+    assert make_sees(tmp_path, "printenv-REDIS_URL", env_file) == local_redis_url()
 
 
 @needs_make
@@ -133,6 +147,13 @@ def test_a_copy_of_env_example_gives_make_the_same_values_as_no_env_file(
 
 @needs_make
 def test_without_env_file_make_uses_its_defaults(tmp_path: Path) -> None:
-    assert make_sees(tmp_path, "printenv-DATABASE_URL", None) == \
-        "postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:55432/hotdeal"
+    assert make_sees(tmp_path, "printenv-DATABASE_URL", None) == local_database_url()
     assert make_sees(tmp_path, "printenv-ALLOW_DEV_SECRETS", None) == "true"
+
+
+@needs_make
+def test_make_takes_the_scripts_default_ports_and_the_environment_wins(tmp_path: Path) -> None:
+    for name, value in script_ports().items():
+        assert make_sees(tmp_path, f"print-{name}", None) == value, name
+    assert make_sees(tmp_path, "printenv-DATABASE_URL", None,
+                     {"HOTDEAL_PG_PORT": "5433"}) == local_database_url(port=5433)
