@@ -22,12 +22,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from devtools import charts
+from hotdeal_core.observability.outcomes import CLIENT_OUTCOMES
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.client import close_redis, make_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDERS_ROW = "POST /orders"
-OUTCOMES = ("accepted", "sold_out", "limit_exceeded", "deal_not_active", "failure")
 COMPONENTS = ("order API", "stock worker", "reconciler", "Postgres", "Redis", "Kafka",
               "load generator")
 
@@ -58,8 +58,9 @@ def locust_stats(prefix: Path, buy_row: str = ORDERS_ROW) -> dict[str, Any]:
                for e in json.loads(prefix.with_suffix(".json").read_text())}
     buy = entries.get(f"POST {buy_row}")
     orders = _entry(buy) if buy else {"requests": 0, "failures": 0, "rps": 0.0, "seconds": 0.0}
-    outcomes = {o: int(entries[f"OUTCOME outcome:{o}"]["num_requests"])
-                if f"OUTCOME outcome:{o}" in entries else 0 for o in OUTCOMES}
+    # locustfile.py's `record_outcome` entries, one per outcome seen
+    outcomes = {o.value: int(entries[f"OUTCOME outcome:{o}"]["num_requests"])
+                if f"OUTCOME outcome:{o}" in entries else 0 for o in CLIENT_OUTCOMES}
     seconds = orders["seconds"]
     webhook = entries.get("POST POST /payments/webhook")
     failures_csv = Path(f"{prefix}_failures.csv")

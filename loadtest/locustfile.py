@@ -77,7 +77,7 @@ if _ROOT not in sys.path:  # locust puts only loadtest/ itself on sys.path
 from hotdeal_core.settings import InsecureSecrets  # noqa: E402
 from hotdeal_core.signature import sign  # noqa: E402
 from loadtest.buyers import BuyerAuth  # noqa: E402
-from loadtest.outcomes import ACCEPTED, FAILURE, OUTCOMES, classify, error_code  # noqa: E402
+from loadtest.outcomes import CLIENT_OUTCOMES, Outcome, classify, error_code  # noqa: E402
 from loadtest.shapes import (  # noqa: E402
     SpikeConfig,
     StepConfig,
@@ -112,7 +112,7 @@ if SHAPE not in ("constant", "spike", "step"):
 BUY_PATH, BUY_NAME = ("/noop", "POST /noop") if TARGET == "noop" else ("/orders", "POST /orders")
 
 #: This process's outcome counts (locust stats carry the cross-process sums).
-OUTCOME_COUNTS: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+OUTCOME_COUNTS: dict[str, int] = {o.value: 0 for o in CLIENT_OUTCOMES}
 
 _buyer_seq = itertools.count()
 _auth: BuyerAuth | None = None
@@ -207,11 +207,11 @@ class Buyer(FastHttpUser):
             content = resp.content if status else None
             payload = _json_or_none(content)
             outcome = classify(status, payload)
-            if outcome == ACCEPTED and TARGET == "orders":
+            if outcome == Outcome.ACCEPTED and TARGET == "orders":
                 order_id, total = _accepted_order(payload)
                 if order_id is None:
-                    outcome = FAILURE
-            if outcome == FAILURE:
+                    outcome = Outcome.FAILURE
+            if outcome == Outcome.FAILURE:
                 resp.failure(_describe(status, getattr(resp, "error", None), payload, content))
             else:
                 resp.success()

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hotdeal_core.errors import TooManyRequests
 from hotdeal_core.observability.metrics import order_outcome
+from hotdeal_core.observability.outcomes import Outcome
 from hotdeal_core.usecases import orders
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.orders import refused_by_memo
@@ -88,7 +89,7 @@ class SoldOutFastPath:
         try:  # RATE LIMIT (address): any order request, before its body is read
             order_limits(self.state).check_address(scope)
         except TooManyRequests as exc:
-            scope[OUTCOME] = "rate_limited"
+            scope[OUTCOME] = Outcome.RATE_LIMITED
             await _send(send, await _rate_limited(scope, exc))
             return
         ctx: Context | None = getattr(self.state, "ctx", None)  # None before the lifespan
@@ -138,19 +139,19 @@ class SoldOutFastPath:
         try:  # RATE LIMIT (buyer): the one call on this path, as the route makes it
             order_limits(self.state).check_buyer(user_id)
         except TooManyRequests as exc:
-            scope[OUTCOME] = "rate_limited"
+            scope[OUTCOME] = Outcome.RATE_LIMITED
             await _send(send, await _rate_limited(scope, exc))
             return
         try:  # the memo's key check reads Redis too: its failures are answered the same way
             if await refused_by_memo(ctx, order.product_id, user_id, key):
                 response = _REFUSAL
-                scope[OUTCOME] = "sold_out"  # counted by order_api/observe.py
+                scope[OUTCOME] = Outcome.SOLD_OUT  # counted by order_api/observe.py
             else:
                 placed = await orders.place_order(ctx, orders.PlaceOrder(
                     order.product_id, user_id, order.quantity, key))
                 response = JSONResponse(order_response(placed).model_dump(mode="json"),
                                         status_code=202)
-                scope[OUTCOME] = "accepted"
+                scope[OUTCOME] = Outcome.ACCEPTED
         except Exception as exc:  # noqa: BLE001 - answered as FastAPI would
             await _answer(scope, send, exc)
             return

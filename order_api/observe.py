@@ -29,6 +29,7 @@ from hotdeal_core.observability.exposition import (
     render,
 )
 from hotdeal_core.observability.metrics import count_order, http_observer, order_outcome
+from hotdeal_core.observability.outcomes import error_code
 from hotdeal_core.usecases import audit
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,9 @@ def route_of(scope: Scope) -> str:
 
 def _error_code(body: bytes) -> str | None:
     try:
-        code = json.loads(body)["error"]["code"]
-    except (ValueError, KeyError, TypeError):
+        return error_code(json.loads(body))
+    except ValueError:  # not JSON, not UTF-8
         return None
-    return code if isinstance(code, str) else None
 
 
 class ObservedApp:
