@@ -13,13 +13,15 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]],
     if not set(align) <= _RULES.keys() or len(align) > len(header):
         raise ValueError(f"align {align!r}: one of l or r per column, at most {len(header)}")
     rules = [_RULES[a] for a in align.ljust(len(header), "l")]
-    lines = [_row(header, len(header)), "|" + "|".join(rules) + "|"]
-    lines += [_row(row, len(header)) for row in rows]
+    lines = [markdown_row(header), "|" + "|".join(rules) + "|"]
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"{len(row)} cells in a table of {len(header)} columns: {row!r}")
+        lines.append(markdown_row(row))
     return lines
 
 
-def _row(cells: Sequence[object], width: int) -> str:
-    if len(cells) != width:
-        raise ValueError(f"{len(cells)} cells in a table of {width} columns: {cells!r}")
+def markdown_row(cells: Sequence[object]) -> str:
+    """One row, for a table printed as its rows come (its header: `markdown_table(h, [])`)."""
     # A pipe inside a cell would end it (in a code span too): escaped, it is shown.
     return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
