@@ -1,10 +1,5 @@
-"""A swarm run's report: read locust's result files, collect the machine, build the report
-dict (`build_report`, also the JSON document) and render it as markdown (`render_markdown`).
-
-Figures come from locust's `--json-file` (written at shutdown from the final stats); the
-`--csv` files are rewritten only once a second by a background greenlet, so they can miss the
-last second of the run. Percentiles use locust's own nearest-rank rule on its buckets.
-"""
+"""A swarm run's report: locust's result files and the machine read into a dict
+(`build_report`, also report.json) and rendered as Markdown (`render_markdown`)."""
 
 from __future__ import annotations
 
@@ -55,6 +50,8 @@ def _entry(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def locust_stats(prefix: Path, buy_row: str = ORDERS_ROW) -> dict[str, Any]:
     """The run's figures from `<prefix>.json` (final stats) and `<prefix>_failures.csv`."""
+    # Not the --csv stats: a background greenlet rewrites them once a second, so they can
+    # miss the run's last second; the JSON file is written at shutdown.
     entries = {f"{e['method']} {e['name']}": e
                for e in json.loads(prefix.with_suffix(".json").read_text())}
     buy = entries.get(f"POST {buy_row}")

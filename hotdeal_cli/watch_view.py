@@ -1,10 +1,6 @@
-"""What `hotdeal deal watch` computes and draws, with no I/O: the order API's scrape parsed,
-rates between two samples, a histogram's p95 over the last interval, the rich view.
-
-A figure that could not be read is None and shows as "n/a" (no --api-url, API unreachable);
-one that was read but has nothing to say over the interval (no reservation in the last
-second) shows as "-".
-"""
+"""What `hotdeal deal watch` computes and draws, with no I/O: the API's scrape parsed, rates
+between two samples, a histogram's p95 over the interval, the rich view. "n/a": a figure not
+read (no --api-url, API down); "-": read, but nothing to say over the interval."""
 
 from __future__ import annotations
 

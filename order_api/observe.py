@@ -1,14 +1,6 @@
-"""What the order API records per request, and its /metrics answer.
-
-`ObservedApp` is the outermost ASGI layer inside Starlette's error middleware: one timing
-per request (hotdeal_http_request_duration_seconds{route,status}, `route` the matched
-route's template, so ids never become labels) and, for `POST /orders`, its outcome
-(hotdeal_orders_total{outcome}). The sold-out fast path, which answers before routing,
-leaves its outcome in the scope (`OUTCOME`); for an order FastAPI answered, a refusal's
-error code is read from its body (small, and rare next to the fast path's).
-
-Measured cost: docs/observability.md ("Cost on the order path").
-"""
+"""The order API's per-request record (`ObservedApp`: a timing per route template, and each
+`POST /orders` outcome, whether the fast path or FastAPI answered) and its /metrics answer.
+Measured cost: docs/observability.md ("Cost on the order path")."""
 
 from __future__ import annotations
 
@@ -66,6 +58,8 @@ class ObservedApp:
         start = time.perf_counter()
         status = 500  # unless a response starts: an exception becomes Starlette's 500
         is_order = scope["method"] == "POST" and scope["path"] == ORDERS_ROUTE
+        # The fast path leaves its outcome in the scope; a refusal FastAPI answered gives
+        # its error code in its body (small, and rare next to the fast path's).
         refusal: list[bytes] = []
 
         async def observed_send(message: Message) -> None:
