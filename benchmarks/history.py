@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from devtools.tables import markdown_table
 
 NAME = "POST /orders"
 
@@ -52,13 +53,8 @@ def _ms(text: str) -> str:
     return text if text == "N/A" else f"{float(text):,.0f}"
 
 
-def _line(cells: Sequence[object]) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
 def steps(rows: list[Row], start: int, step: int, seconds: float, top: int) -> list[str]:
-    out = ["| step | users | requests | req/s | failures | error % | p50 ms | p95 ms | p99 ms |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out: list[list[object]] = []
     before = Row(0, 0, 0, 0, "N/A", "N/A", "N/A")
     for k, users in enumerate(range(start, top + 1, step), 1):
         span = [r for r in rows if r.users == users]
@@ -66,11 +62,12 @@ def steps(rows: list[Row], start: int, step: int, seconds: float, top: int) -> l
             break
         last = span[-1]
         n, failed = last.requests - before.requests, last.failures - before.failures
-        out.append(_line([k, users, f"{n:,}", f"{n / seconds:,.0f}", f"{failed:,}",
-                          f"{100 * failed / n if n else 0:.2f}", _ms(last.p50),
-                          _ms(last.p95), _ms(last.p99)]))
+        out.append([k, users, f"{n:,}", f"{n / seconds:,.0f}", f"{failed:,}",
+                    f"{100 * failed / n if n else 0:.2f}", _ms(last.p50), _ms(last.p95),
+                    _ms(last.p99)])
         before = last
-    return out
+    return markdown_table(["step", "users", "requests", "req/s", "failures", "error %",
+                           "p50 ms", "p95 ms", "p99 ms"], out, "r" * 9)
 
 
 def spike(rows: list[Row], peak: int) -> list[str]:
@@ -80,11 +77,12 @@ def spike(rows: list[Row], peak: int) -> list[str]:
     first, last = at_peak[0], at_peak[-1]
     n, failed, span = (last.requests - first.requests, last.failures - first.failures,
                        last.t - first.t)
-    return ["| seconds at the peak | requests | req/s | failures | error % | p50 ms | p95 ms "
-            "| p99 ms |", "|---:|---:|---:|---:|---:|---:|---:|---:|",
-            _line([span, f"{n:,}", f"{n / span:,.0f}", f"{failed:,}",
-                   f"{100 * failed / n if n else 0:.2f}", _ms(last.p50), _ms(last.p95),
-                   _ms(last.p99)])]
+    return markdown_table(
+        ["seconds at the peak", "requests", "req/s", "failures", "error %", "p50 ms", "p95 ms",
+         "p99 ms"],
+        [[span, f"{n:,}", f"{n / span:,.0f}", f"{failed:,}",
+          f"{100 * failed / n if n else 0:.2f}", _ms(last.p50), _ms(last.p95), _ms(last.p99)]],
+        "r" * 8)
 
 
 def main(argv: list[str] | None = None) -> None:

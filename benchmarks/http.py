@@ -69,6 +69,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from benchmarks.provenance import git_commit
 from devtools.procs import LOAD_API_ENV, ROOT, Proc
+from devtools.tables import markdown_table
 from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.settings import load_settings
 from hotdeal_core.signature import sign
@@ -380,17 +381,18 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 def render(label: str, rounds: list[dict[str, dict[str, Any]]]) -> str:
     by_target = {t: summarize([r[t] for r in rounds]) for t in TARGETS if t in rounds[0]}
     base = by_target.get("trivial", {}).get("rps")
-    head = ("| target | req/s | of trivial | mean ms | p50 ms | p99 ms | max ms | timeouts | "
-            "errors | " + " | ".join(f"CPU ms/req {c}" for c in COMPONENTS) + " |")
+    head = ["target", "req/s", "of trivial", "mean ms", "p50 ms", "p99 ms", "max ms", "timeouts",
+            "errors", *(f"CPU ms/req {c}" for c in COMPONENTS)]
     many = f" (medians of {len(rounds)} rounds; req/s min-max)" if len(rounds) > 1 else ""
-    lines = [f"### {label}{many}", "", head, "|---|" + "---:|" * (8 + len(COMPONENTS))]
+    rows = []
     for name, t in by_target.items():
         ratio = f"{100 * t['rps'] / base:.0f} %" if base else "-"
         spread = f" ({t['rps_min']:,.0f}-{t['rps_max']:,.0f})" if len(rounds) > 1 else ""
-        cpu = " | ".join(f"{t['cpu_ms'][c]:.3f}" for c in COMPONENTS)
-        lines.append(f"| {name} | {t['rps']:,.0f}{spread} | {ratio} | {t['mean']:,.1f} | "
-                     f"{t['p50']:,.1f} | {t['p99']:,.1f} | {t['max']:,.1f} | "
-                     f"{t['timeouts']:,} | {t['errors']:,} | {cpu} |")
+        rows.append([name, f"{t['rps']:,.0f}{spread}", ratio, f"{t['mean']:,.1f}",
+                     f"{t['p50']:,.1f}", f"{t['p99']:,.1f}", f"{t['max']:,.1f}",
+                     f"{t['timeouts']:,}", f"{t['errors']:,}",
+                     *(f"{t['cpu_ms'][c]:.3f}" for c in COMPONENTS)])
+    lines = [f"### {label}{many}", "", *markdown_table(head, rows, "l" + "r" * (len(head) - 1))]
     notes = [f"webhook: {r['webhook']['signed_orders']:,} signed orders, "
              f"{r['webhook']['duplicates']:,} replays" for r in rounds if "webhook" in r]
     notes += [f"{n}: outbox drained {x['outbox_drain_s']:.1f} s after wrk (CPU window "
@@ -401,8 +403,7 @@ def render(label: str, rounds: list[dict[str, dict[str, Any]]]) -> str:
 
 def compare(runs: dict[str, list[dict[str, dict[str, Any]]]]) -> str:
     labels = list(runs)
-    lines = ["### by configuration: req/s (API CPU ms per request)", "",
-             "| target | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    rows = []
     for name in TARGETS:
         cells = []
         for x in labels:
@@ -411,8 +412,9 @@ def compare(runs: dict[str, list[dict[str, dict[str, Any]]]]) -> str:
                 continue
             t = summarize([r[name] for r in runs[x]])
             cells.append(f"{t['rps']:,.0f} ({t['cpu_ms']['API']:.3f})")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join([*lines, ""])
+        rows.append([name, *cells])
+    return "\n".join(["### by configuration: req/s (API CPU ms per request)", "",
+                      *markdown_table(["target", *labels], rows, "l" + "r" * len(labels)), ""])
 
 
 def main() -> None:

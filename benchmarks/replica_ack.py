@@ -26,6 +26,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from benchmarks.reservation import CONCURRENCIES, HUGE_STOCK, Result, drive, measure
+from devtools.tables import markdown_table
 from hotdeal_core.batching import Batcher
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.client import close_redis, make_redis
@@ -82,11 +83,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     results = asyncio.run(bench(args.ops, args.warmup, args.ack_ms))
-    print("| reservation | concurrency | ops/s | p50 ms | p99 ms | batches |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for r in results:
-        print(f"| {r.backend} | {r.concurrency} | {r.ops_per_s:,.0f} | {r.p50_ms:.2f} | "
-              f"{r.p99_ms:.2f} | {r.server_calls} |")
+    print("\n".join(markdown_table(
+        ["reservation", "concurrency", "ops/s", "p50 ms", "p99 ms", "batches"],
+        [[r.backend, r.concurrency, f"{r.ops_per_s:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}",
+          r.server_calls] for r in results], "lrrrrr")))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
 

@@ -53,6 +53,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from devtools.tables import markdown_table
 from hotdeal_core.settings import local_database_url, local_redis_url
 from hotdeal_core.stock.port import ReserveOutcome, ReserveRequest
 from hotdeal_core.stock.redis_store import RedisStockStore
@@ -204,13 +205,13 @@ def render(results: list[Result], machine: dict[str, Any]) -> str:
     lines = [f"machine: {machine['cpu_count']} CPUs, {machine['platform']}, "
              f"Python {machine['python']}, Redis {machine['redis_version']}, "
              f"PostgreSQL {machine['postgres_version']}", "",
-             "| backend | concurrency | ops | ops/s | client p50 ms | client p99 ms "
-             "| server mean us/call (calls) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r.backend} | {r.concurrency} | {r.ops} | {r.ops_per_s:,.1f} | "
-              f"{r.p50_ms:.3f} | {r.p99_ms:.3f} | "
-              + ("-" if r.server_usec_per_call is None else
-                 f"{r.server_usec_per_call:.2f} ({r.server_calls:,})") + " |" for r in results]
+             *markdown_table(
+                 ["backend", "concurrency", "ops", "ops/s", "client p50 ms", "client p99 ms",
+                  "server mean us/call (calls)"],
+                 [[r.backend, r.concurrency, r.ops, f"{r.ops_per_s:,.1f}", f"{r.p50_ms:.3f}",
+                   f"{r.p99_ms:.3f}", "-" if r.server_usec_per_call is None else
+                   f"{r.server_usec_per_call:.2f} ({r.server_calls:,})"] for r in results],
+                 "lrrrrrr")]
     lines += ["", "client p50/p99: perf_counter around the client call (pool checkout and event-"
               "loop queueing included); server mean: Redis INFO commandstats cmdstat_evalsha "
               "usec/calls delta over the pass (script execution only, no network/queueing)", ""]

@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from devtools.tables import markdown_row, markdown_table
 from hotdeal_core.settings import load_settings
 
 SUFFIX = uuid.uuid4().hex[:8]
@@ -147,11 +148,12 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
 
 def show(size: int, r: dict[str, Any]) -> None:
     core, raw = r["core"], r["asyncpg"]
-    print(f"| {size} | {core['batches']} | {core['ms_per_batch']:.3f} | {raw['ms_per_batch']:.3f}"
-          f" | {core['rows_per_s']:,.0f} | {raw['rows_per_s']:,.0f} | "
-          f"x{raw['rows_per_s'] / core['rows_per_s']:.2f} | "
-          f"{core['client_cpu_ms_per_batch']:.3f} | {raw['client_cpu_ms_per_batch']:.3f} |",
-          flush=True)
+    print(markdown_row([
+        size, core["batches"], f"{core['ms_per_batch']:.3f}", f"{raw['ms_per_batch']:.3f}",
+        f"{core['rows_per_s']:,.0f}", f"{raw['rows_per_s']:,.0f}",
+        f"x{raw['rows_per_s'] / core['rows_per_s']:.2f}",
+        f"{core['client_cpu_ms_per_batch']:.3f}", f"{raw['client_cpu_ms_per_batch']:.3f}"]),
+        flush=True)
 
 
 def main() -> None:
@@ -163,9 +165,10 @@ def main() -> None:
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     a.batches = [int(x) for x in a.batches.split(",")]
-    print("| rows/batch | batches/pass | core ms/batch | asyncpg ms/batch | core rows/s | "
-          "asyncpg rows/s | asyncpg/core | core client CPU ms/batch | "
-          "asyncpg client CPU ms/batch |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(markdown_table(  # the header; each row printed as it is measured
+        ["rows/batch", "batches/pass", "core ms/batch", "asyncpg ms/batch", "core rows/s",
+         "asyncpg rows/s", "asyncpg/core", "core client CPU ms/batch",
+         "asyncpg client CPU ms/batch"], [], "r" * 9)))
     results = asyncio.run(run(a))
     if a.json:
         a.json.write_text(json.dumps({"args": {**vars(a)}, "results": results}, indent=2,

@@ -31,6 +31,7 @@ from devtools.swarm import (
     run_swarm,
     stamp,
 )
+from devtools.tables import markdown_table
 from hotdeal_core.settings import load_settings
 
 Run = Mapping[str, Any]
@@ -135,29 +136,29 @@ def render(doc: Mapping[str, Any]) -> str:
            f"Command: `{doc['command']}`; {a['users']} virtual users, {a['users']} distinct "
            f"buyers, {a['duration']} each, shape {a['shape']}, deal of {a['stock']:,} units, "
            f"per-user limit {a['limit']}, payments 80 % succeed / 10 % fail / 10 % never.", "",
-           "| figure | DB (hot row lock) | Redis (Lua) | ratio |", "|---|---:|---:|---:|"]
-    for label, get, fmt, kind in ROWS:
-        r, d = get(redis), get(db)
-        out.append(f"| {label} | {_fmt(d, fmt)} | {_fmt(r, fmt)} | {_ratio(r, d, kind)} |")
-    out += [f"| verifications | {_checks(db)} | {_checks(redis)} | |", "",
-            "References (same harness, users and duration):", "",
-            "| reference | throughput /s | p50 ms | p95 ms | % of trivial | verifications |",
-            "|---|---:|---:|---:|---:|---|"]
+           *markdown_table(["figure", "DB (hot row lock)", "Redis (Lua)", "ratio"], [
+               *([label, _fmt(get(db), fmt), _fmt(get(redis), fmt),
+                  _ratio(get(redis), get(db), kind)] for label, get, fmt, kind in ROWS),
+               ["verifications", _checks(db), _checks(redis), ""]], "lrrr"), "",
+           "References (same harness, users and duration):", ""]
     ceiling = _o(runs["trivial"], "rps") or 0.0
 
-    def ref(label: str, run: Run, rate: float | None) -> str:
+    def ref(label: str, run: Run, rate: float | None) -> list[str]:
         pct = f"{100 * rate / ceiling:.0f} %" if rate is not None and ceiling else "-"
         checks = _checks(run) if run.get("checks") else "-"
-        return (f"| {label} | {_fmt(rate, '{:,.0f}')} | {_fmt(_o(run, 'p50_ms'), '{:,.0f}')} | "
-                f"{_fmt(_o(run, 'p95_ms'), '{:,.0f}')} | {pct} | {checks} |")
+        return [label, _fmt(rate, "{:,.0f}"), _fmt(_o(run, "p50_ms"), "{:,.0f}"),
+                _fmt(_o(run, "p95_ms"), "{:,.0f}"), pct, checks]
     acc, sold = runs["accepted"], runs["sold_out"]
-    out += [ref("trivial FastAPI endpoint (POST /noop)", runs["trivial"], ceiling),
-            ref("Redis mode: POST /orders, every answer", redis, _o(redis, "rps")),
-            ref("Redis mode: accepted orders, no refusals (limit = stock = 10^6)", acc,
-                acc["stats"]["outcome_rps"]["accepted"]),
-            ref("Redis mode: sold-out refusals (409 sold_out, deal of 1 unit)", sold,
-                sold["stats"]["outcome_rps"]["sold_out"]),
-            ref("DB mode: POST /orders, every answer", db, _o(db, "rps")), "",
+    out += [*markdown_table(
+                ["reference", "throughput /s", "p50 ms", "p95 ms", "% of trivial",
+                 "verifications"],
+                [ref("trivial FastAPI endpoint (POST /noop)", runs["trivial"], ceiling),
+                 ref("Redis mode: POST /orders, every answer", redis, _o(redis, "rps")),
+                 ref("Redis mode: accepted orders, no refusals (limit = stock = 10^6)", acc,
+                     acc["stats"]["outcome_rps"]["accepted"]),
+                 ref("Redis mode: sold-out refusals (409 sold_out, deal of 1 unit)", sold,
+                     sold["stats"]["outcome_rps"]["sold_out"]),
+                 ref("DB mode: POST /orders, every answer", db, _o(db, "rps"))], "lrrrrl"), "",
             f"Machine: {m['cpus']} CPUs, {m['platform']}; Python {m['python']}, PostgreSQL "
             f"{m['postgres']}, Redis {m['redis']}, Kafka {m['kafka']}. Load generator, "
             "services and processes share this machine.", "",

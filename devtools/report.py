@@ -1,10 +1,5 @@
-"""A swarm run's report: read locust's result files, collect the machine, build the report
-dict (`build_report`, also the JSON document) and render it as markdown (`render_markdown`).
-
-Figures come from locust's `--json-file` (written at shutdown from the final stats); the
-`--csv` files are rewritten only once a second by a background greenlet, so they can miss the
-last second of the run. Percentiles use locust's own nearest-rank rule on its buckets.
-"""
+"""A swarm run's report: locust's result files and the machine read into a dict
+(`build_report`, also report.json) and rendered as Markdown (`render_markdown`)."""
 
 from __future__ import annotations
 
@@ -22,12 +17,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from devtools import charts
+from devtools.tables import markdown_table
+from hotdeal_core.observability.outcomes import CLIENT_OUTCOMES
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.client import close_redis, make_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDERS_ROW = "POST /orders"
-OUTCOMES = ("accepted", "sold_out", "limit_exceeded", "deal_not_active", "failure")
 COMPONENTS = ("order API", "stock worker", "reconciler", "Postgres", "Redis", "Kafka",
               "load generator")
 
@@ -54,12 +50,15 @@ def _entry(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def locust_stats(prefix: Path, buy_row: str = ORDERS_ROW) -> dict[str, Any]:
     """The run's figures from `<prefix>.json` (final stats) and `<prefix>_failures.csv`."""
+    # Not the --csv stats: a background greenlet rewrites them once a second, so they can
+    # miss the run's last second; the JSON file is written at shutdown.
     entries = {f"{e['method']} {e['name']}": e
                for e in json.loads(prefix.with_suffix(".json").read_text())}
     buy = entries.get(f"POST {buy_row}")
     orders = _entry(buy) if buy else {"requests": 0, "failures": 0, "rps": 0.0, "seconds": 0.0}
-    outcomes = {o: int(entries[f"OUTCOME outcome:{o}"]["num_requests"])
-                if f"OUTCOME outcome:{o}" in entries else 0 for o in OUTCOMES}
+    # locustfile.py's `record_outcome` entries, one per outcome seen
+    outcomes = {o.value: int(entries[f"OUTCOME outcome:{o}"]["num_requests"])
+                if f"OUTCOME outcome:{o}" in entries else 0 for o in CLIENT_OUTCOMES}
     seconds = orders["seconds"]
     webhook = entries.get("POST POST /payments/webhook")
     failures_csv = Path(f"{prefix}_failures.csv")
@@ -113,45 +112,41 @@ def _ms(value: float | None) -> str:
 
 
 def _cpu_rows(cpu: Mapping[str, Any]) -> list[str]:
-    rows = ["| component | CPU seconds | % of one core | share of the machine |",
-            "|---|---:|---:|---:|"]
     wall, cpus = cpu["wall_seconds"], cpu["cpus"]
-    for name in COMPONENTS:
-        sec = cpu["components"].get(name)
-        rows.append(f"| {name} | - | - | - |" if sec is None else
-                    f"| {name} | {sec:.1f} | {100 * sec / wall:.0f} % | "
-                    f"{100 * sec / wall / cpus:.0f} % |")
+
+    def row(name: str, sec: float | None) -> list[str]:
+        if sec is None:
+            return [name, "-", "-", "-"]
+        return [name, f"{sec:.1f}", f"{100 * sec / wall:.0f} %", f"{100 * sec / wall / cpus:.0f} %"]
     other = max(0.0, cpu["machine_busy_seconds"]
                 - sum(v or 0.0 for v in cpu["components"].values()))
-    rows.append(f"| other processes (not the system's) | {other:.1f} | "
-                f"{100 * other / wall:.0f} % | {100 * other / wall / cpus:.0f} % |")
-    rows.append(f"| **whole machine busy** | {cpu['machine_busy_seconds']:.1f} | "
-                f"{100 * cpu['machine_busy_seconds'] / wall:.0f} % | "
-                f"{100 * cpu['machine_busy_seconds'] / wall / cpus:.0f} % |")
-    return rows
+    return markdown_table(
+        ["component", "CPU seconds", "% of one core", "share of the machine"],
+        [*(row(name, cpu["components"].get(name)) for name in COMPONENTS),
+         row("other processes (not the system's)", other),
+         row("**whole machine busy**", cpu["machine_busy_seconds"])], "lrrr")
 
 
 def load_lines(stats: Mapping[str, Any]) -> list[str]:
     o, out = stats["orders"], stats["outcomes"]
-    lines = ["| figure | value |", "|---|---:|",
-             f"| requests (`POST /orders`) | {o['requests']:,} |",
-             f"| accepted (202) | {out['accepted']:,} |",
-             f"| sold out (409 sold_out) | {out['sold_out']:,} |",
-             f"| limit exceeded (409 limit_exceeded) | {out['limit_exceeded']:,} |",
-             f"| deal not active (409 deal_not_active) | {out['deal_not_active']:,} |",
-             f"| failures (5xx, timeouts, unexpected) | {o['failures']:,} "
-             f"({stats['error_rate_pct']:.2f} %) |"]
+    rows = [["requests (`POST /orders`)", f"{o['requests']:,}"],
+            ["accepted (202)", f"{out['accepted']:,}"],
+            ["sold out (409 sold_out)", f"{out['sold_out']:,}"],
+            ["limit exceeded (409 limit_exceeded)", f"{out['limit_exceeded']:,}"],
+            ["deal not active (409 deal_not_active)", f"{out['deal_not_active']:,}"],
+            ["failures (5xx, timeouts, unexpected)",
+             f"{o['failures']:,} ({stats['error_rate_pct']:.2f} %)"]]
     if o["requests"]:
-        lines += [f"| latency p50 / p95 / p99 | {_ms(o['p50_ms'])} / {_ms(o['p95_ms'])} / "
-                  f"{_ms(o['p99_ms'])} |",
-                  f"| latency avg / max | {_ms(o['avg_ms'])} / {_ms(o['max_ms'])} |",
-                  f"| throughput | {o['rps']:,.0f} req/s over {o['seconds']:.1f} s |",
-                  f"| accepted orders per second | {stats['outcome_rps']['accepted']:,.0f} /s |"]
+        rows += [["latency p50 / p95 / p99",
+                  f"{_ms(o['p50_ms'])} / {_ms(o['p95_ms'])} / {_ms(o['p99_ms'])}"],
+                 ["latency avg / max", f"{_ms(o['avg_ms'])} / {_ms(o['max_ms'])}"],
+                 ["throughput", f"{o['rps']:,.0f} req/s over {o['seconds']:.1f} s"],
+                 ["accepted orders per second", f"{stats['outcome_rps']['accepted']:,.0f} /s"]]
     w = stats.get("webhook")
     if w:
-        lines.append(f"| payment webhooks | {w['requests']:,} ({w['failures']:,} failed), "
-                     f"p95 {_ms(w['p95_ms'])} |")
-    return lines
+        rows.append(["payment webhooks",
+                     f"{w['requests']:,} ({w['failures']:,} failed), p95 {_ms(w['p95_ms'])}"])
+    return markdown_table(["figure", "value"], rows, "lr")
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
@@ -176,28 +171,30 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         out += [f"Charts not drawn: {r['charts_error']}", ""]
     out += ["## CPU per component (during the swarm window)", "", *_cpu_rows(r["cpu"]), ""]
     if "orders_by_status" in r:
-        out += ["## Orders by status", "", "| status | reason | orders | units |",
-                "|---|---|---:|---:|",
-                *(f"| {s['status']} | {s['reason'] or ''} | {s['orders']:,} | {s['units']:,} |"
-                  for s in r["orders_by_status"]), ""]
+        out += ["## Orders by status", "", *markdown_table(
+            ["status", "reason", "orders", "units"],
+            [[s["status"], s["reason"] or "", f"{s['orders']:,}", f"{s['units']:,}"]
+             for s in r["orders_by_status"]], "llrr"), ""]
     if r.get("audit"):
-        out += ["## Stock audit", "", "| when | initial | = on sale | + pending | + confirmed "
-                "| + in flight | cancelled | verdict |", "|---|---:|---:|---:|---:|---:|---:|---|"]
-        for key, when in (("audit_at_stop", "reconciled (`deal stop --wait`)"),
-                          ("audit", "after settlement")):
-            a = r[key]
-            out.append(f"| {when} | {a['initial']:,} | {a['on_sale']:,} | {a['pending']:,} | "
-                       f"{a['confirmed']:,} | {a['in_flight']:,} | {a['cancelled']:,} | "
-                       f"**{'holds' if a['balanced'] else 'DOES NOT HOLD'}** ({a['status']}) |")
+        audits = [(when, r[key]) for key, when in (
+            ("audit_at_stop", "reconciled (`deal stop --wait`)"), ("audit", "after settlement"))]
+        out += ["## Stock audit", "", *markdown_table(
+            ["when", "initial", "= on sale", "+ pending", "+ confirmed", "+ in flight",
+             "cancelled", "verdict"],
+            [[when, *(f"{a[k]:,}" for k in ("initial", "on_sale", "pending", "confirmed",
+                                             "in_flight", "cancelled")),
+              f"**{'holds' if a['balanced'] else 'DOES NOT HOLD'}** ({a['status']})"]
+             for when, a in audits], "lrrrrrrl")]
         st = r["settlement"]
         out += ["", f"Settlement: the stock worker applied every recorded payment "
                 f"{st['seconds']:.0f} s after the reconciliation" if not st["unsettled"] else
                 f"Settlement: **{st['unsettled']:,} paid orders still PENDING** after "
                 f"{st['seconds']:.0f} s (stock worker lag)", ""]
     if r.get("checks"):
-        out += ["## Verifications", "", "| check | result | detail |", "|---|---|---|",
-                *(f"| {c['name']} | {'pass' if c['ok'] else '**FAIL**'} | {c['detail']} |"
-                  for c in r["checks"]), ""]
+        out += ["## Verifications", "", *markdown_table(
+            ["check", "result", "detail"],
+            [[c["name"], "pass" if c["ok"] else "**FAIL**", c["detail"]] for c in r["checks"]]),
+            ""]
     if r.get("outbox_delay"):
         d = r["outbox_delay"]
         out += ["## Outbox publish delay (OrderPlaced: published_at - created_at)", "",

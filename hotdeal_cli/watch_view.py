@@ -13,9 +13,11 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from hotdeal_core.observability.outcomes import BUSINESS_REFUSALS
+
 ORDERS_METRIC = "hotdeal_orders"  # the parser's family name of hotdeal_orders_total
 LATENCY_METRIC = "hotdeal_reservation_duration_seconds"
-REFUSALS = ("sold_out", "limit_exceeded", "deal_not_active")
+REFUSALS = tuple(o.value for o in BUSINESS_REFUSALS)  # the refusal rates shown, in order
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,14 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:  # locust puts only loadtest/ itself on sys.path
     sys.path.insert(0, _ROOT)
 
-from hotdeal_core.settings import InsecureSecrets  # noqa: E402
+from hotdeal_core.settings import (  # noqa: E402
+    DEV_WEBHOOK_SECRET,
+    ORDER_API_PORT,
+    InsecureSecrets,
+)
 from hotdeal_core.signature import sign  # noqa: E402
 from loadtest.buyers import BuyerAuth  # noqa: E402
-from loadtest.outcomes import ACCEPTED, FAILURE, OUTCOMES, classify, error_code  # noqa: E402
+from loadtest.outcomes import CLIENT_OUTCOMES, Outcome, classify, error_code  # noqa: E402
 from loadtest.shapes import (  # noqa: E402
     SpikeConfig,
     StepConfig,
@@ -39,14 +43,14 @@ from loadtest.shapes import (  # noqa: E402
 
 log = logging.getLogger("hotdeal.loadtest")
 
-API_URL = os.environ.get("HOTDEAL_API_URL", "http://127.0.0.1:58000")
+API_URL = os.environ.get("HOTDEAL_API_URL", f"http://127.0.0.1:{ORDER_API_PORT}")
 TARGET = os.environ.get("HOTDEAL_TARGET", "orders").strip().lower() or "orders"
 PRODUCT_ID = env_int("HOTDEAL_PRODUCT_ID", 0)
 BUYERS = env_int("HOTDEAL_USERS", 100, minimum=1)
 QUANTITY = env_int("HOTDEAL_QUANTITY", 1, minimum=1)
 PAY_SUCCESS = env_float("HOTDEAL_PAY_SUCCESS_RATIO", 0.8, 0.0, 1.0)
 PAY_FAIL = env_float("HOTDEAL_PAY_FAIL_RATIO", 0.1, 0.0, 1.0)
-SECRET = os.environ.get("PAYMENT_WEBHOOK_SECRET", "dev-webhook-secret-change-me")
+SECRET = os.environ.get("PAYMENT_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
 WAIT = env_float("HOTDEAL_WAIT", 0.0, minimum=0.0)
 ACCEPTED_FILE = os.environ.get("HOTDEAL_ACCEPTED_FILE", "").strip()
 SHAPE = os.environ.get("HOTDEAL_SHAPE", "constant").strip().lower() or "constant"
@@ -61,7 +65,7 @@ if SHAPE not in ("constant", "spike", "step"):
 BUY_PATH, BUY_NAME = ("/noop", "POST /noop") if TARGET == "noop" else ("/orders", "POST /orders")
 
 #: This process's outcome counts (locust stats carry the cross-process sums).
-OUTCOME_COUNTS: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+OUTCOME_COUNTS: dict[str, int] = {o.value: 0 for o in CLIENT_OUTCOMES}
 
 _buyer_seq = itertools.count()
 _auth: BuyerAuth | None = None
@@ -160,11 +164,11 @@ class Buyer(FastHttpUser):
             content = resp.content if status else None
             payload = _json_or_none(content)
             outcome = classify(status, payload)
-            if outcome == ACCEPTED and TARGET == "orders":
+            if outcome == Outcome.ACCEPTED and TARGET == "orders":
                 order_id, total = _accepted_order(payload)
                 if order_id is None:
-                    outcome = FAILURE
-            if outcome == FAILURE:
+                    outcome = Outcome.FAILURE
+            if outcome == Outcome.FAILURE:
                 resp.failure(_describe(status, getattr(resp, "error", None), payload, content))
             else:
                 resp.success()

@@ -1,10 +1,6 @@
-"""The one place where errors become HTTP answers: `{"error": {"code", "message"}}`.
-
-A client's mistake is a 4xx, a dependency that is down is a 503 with Retry-After, and
-nothing a client or a dependency can cause is a 500. Which errors mean "down" is decided
-at the adapters (they raise `DependencyUnavailable`); here the only question is
-`is_retriable`.
-"""
+"""The one place where errors become HTTP answers: `{"error": {"code", "message"}}`; a
+client's mistake is a 4xx, a dependency down a 503 with Retry-After (the adapters raise
+`DependencyUnavailable`, here only `is_retriable` is asked), never a 500."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from hotdeal_core.observability.exposition import (
     render,
 )
 from hotdeal_core.observability.metrics import count_order, http_observer, order_outcome
+from hotdeal_core.observability.outcomes import error_code
 from hotdeal_core.usecases import audit
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,9 @@ def route_of(scope: Scope) -> str:
 
 def _error_code(body: bytes) -> str | None:
     try:
-        code = json.loads(body)["error"]["code"]
-    except (ValueError, KeyError, TypeError):
+        return error_code(json.loads(body))
+    except ValueError:  # not JSON, not UTF-8
         return None
-    return code if isinstance(code, str) else None
 
 
 class ObservedApp:
@@ -58,6 +58,8 @@ class ObservedApp:
         start = time.perf_counter()
         status = 500  # unless a response starts: an exception becomes Starlette's 500
         is_order = scope["method"] == "POST" and scope["path"] == ORDERS_ROUTE
+        # The fast path leaves its outcome in the scope; a refusal FastAPI answered gives
+        # its error code in its body (small, and rare next to the fast path's).
         refusal: list[bytes] = []
 
         async def observed_send(message: Message) -> None:

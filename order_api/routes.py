@@ -18,13 +18,15 @@ from hotdeal_core.errors import Unauthorized
 from hotdeal_core.observability import tracing
 from hotdeal_core.usecases import deals, orders, payments, products
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.views import OrderView
 from order_api.buyers import Buyer, BuyerRoute, claimed
 from order_api.errors import BEARER_REFUSALS, JsonBodyRoute, declared, error_response
 from order_api.limits import order_limits
 from order_api.observe import metrics_response
+from order_api.responses import order_response
 from schemas.http import (
     BIGINT_LIMIT,
+    IDEMPOTENCY_KEY_MAX,
+    IDEMPOTENCY_KEY_PATTERN,
     CancelOrderRequest,
     EndDealResponse,
     ErrorResponse,
@@ -85,18 +87,10 @@ async def require_admin(request: Request,
         raise Unauthorized("unauthorized", "a valid admin bearer token is required")
 
 
-def order_response(order: OrderView) -> OrderResponse:
-    return OrderResponse(
-        order_id=order.id, status=order.status,
-        product_id=order.product_id, hot_deal_id=order.hot_deal_id, user_id=order.user_id,
-        quantity=order.quantity, unit_price=order.unit_price, total=order.total,
-        cancel_reason=order.cancel_reason, expires_at=order.expires_at,
-        created_at=order.created_at, updated_at=order.updated_at)
-
-
 async def place_order(request: Request, body: PlaceOrderRequest, ctx: Ctx, buyer: Buyer,
                       idempotency_key: Annotated[str | None, Header(
-                          min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")] = None,
+                          min_length=1, max_length=IDEMPOTENCY_KEY_MAX,
+                          pattern=IDEMPOTENCY_KEY_PATTERN)] = None,
                       ) -> OrderResponse:
     """Reserve stock and create a PENDING order for the token's buyer."""
     # order_api/fastpath.py answers most of these before FastAPI, with the same bytes.

@@ -15,6 +15,11 @@ BIGINT_LIMIT = 2**63
 UserId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 ProductId = Annotated[StrictInt, Field(ge=1, lt=BIGINT_LIMIT)]
 MAX_ORDER_QUANTITY = 100
+# The Idempotency-Key header of POST /orders: 1 to 128 printable ASCII characters, no space.
+IDEMPOTENCY_KEY_MAX = 128
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
+IdempotencyKey = Annotated[str, Field(min_length=1, max_length=IDEMPOTENCY_KEY_MAX,
+                                      pattern=IDEMPOTENCY_KEY_PATTERN)]
 MAX_OPENING_WINDOW_SECONDS = 60  # hotdeal_core.domain's (a test keeps them equal)
 
 

@@ -1,20 +1,6 @@
-"""The chaos run's buyers: a steady swarm of clients that retry like real ones.
-
-Each buyer places an order with a fresh Idempotency-Key and retries that same request (same
-key, same body) until it gets an answer that settles it: 202 (accepted) or a business 409
-(sold_out, limit_exceeded, deal_not_active). A 503 waits its Retry-After (capped), a
-connection error or timeout a short backoff; `idempotency_in_progress` (another attempt of
-the same key is still being written) is retried too. An accepted order is then paid
-(succeeded), paid with a failure, or never paid (its reservation expires), by ratio; a
-payment is retried with the same payment id, re-signed each time, until a 200.
-
-Each buyer id's token (`Authorization: Bearer <JWT>`, `sub` = the id) is minted before the
-load starts, all `buyer_ids` of them (a few milliseconds), and sent with each of its orders.
-
-Every attempt is recorded (send time, latency, status, error) so the report can tell, per
-fault window, which requests failed and when orders were accepted again. An in-process
-asyncio client rather than locust: the retry loop and the per-attempt timeline are the point.
-"""
+"""The chaos run's buyers: clients that retry one request (same Idempotency-Key, same body)
+until a 202 or a business 409 settles it, then pay, fail to pay or never pay, by ratio; every
+attempt is recorded, so the report can tell per fault window what failed and when it healed."""
 
 from __future__ import annotations
 
@@ -29,11 +15,9 @@ from typing import Any
 
 import httpx
 
+from hotdeal_core.observability.outcomes import BUSINESS_REFUSALS, error_code
 from hotdeal_core.signature import sign
 from loadtest.buyers import BuyerAuth
-
-#: 409 codes that settle an order request (the business said no).
-BUSINESS_NO = frozenset({"sold_out", "limit_exceeded", "deal_not_active"})
 
 
 @dataclass(frozen=True)
@@ -81,11 +65,9 @@ class Ledger:
 
 def _code(resp: httpx.Response) -> str | None:
     try:
-        body = resp.json()
+        return error_code(resp.json())
     except ValueError:
         return None
-    err = body.get("error") if isinstance(body, dict) else None
-    return err.get("code") if isinstance(err, dict) else None
 
 
 async def _attempt(ledger: Ledger, kind: str, send: Callable[[], Any],
@@ -175,7 +157,7 @@ class Buyers:
 
         answer = await self._until_settled("order", key, send, _definitive)
         if answer is None or answer[0].status_code != 202:
-            if answer is not None and _code(answer[0]) not in BUSINESS_NO:
+            if answer is not None and _code(answer[0]) not in BUSINESS_REFUSALS:
                 self.ledger.refused.append(f"order {key}: {answer[0].status_code} "
                                            f"{_code(answer[0])}")
             return None

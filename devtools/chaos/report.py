@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from devtools.tables import markdown_table
+
 
 def _s(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f} s"
@@ -35,6 +37,17 @@ def _whole_run(rep: Mapping[str, Any]) -> list[str]:
             + ".", ""]
 
 
+def _fault_row(f: Mapping[str, Any]) -> list[str]:
+    promoted = f.get("extra", {}).get("ready_to_restart_after_s", "absent")
+    how = f["how"] if promoted == "absent" else f"{f['how']} (after {_s(promoted)})"
+    return [f"{f['name']}: {how}", _restart(f["restart_command"]), f"{f['window_s']:.1f} s",
+            f"{f['attempts']:,}",
+            f"{f['failed']:,} ({f['failed_orders']:,} / {f['failed_payments']:,})",
+            _reasons(f["failed_by_reason"]), _s(f["answered_after_s"]),
+            f"{_s(f['accepting_after_s'])} / {_s(f.get('first_202_answered_after_s'))}",
+            f"{f['longest_gap_without_202_s']:.1f} s"]
+
+
 def render(rep: Mapping[str, Any]) -> str:
     m = rep["machine"]
     plan = rep["plan"]
@@ -51,30 +64,21 @@ def render(rep: Mapping[str, Any]) -> str:
         f"{rep['payments']:,} payments.", "",
         *_whole_run(rep),
         "## Per fault", "",
-        "| fault | restart command | window | attempts in it | failed (orders / payments) "
-        "| main reasons | component answered after | orders accepted again after "
-        "(sent / answered) | longest gap without a 202 |",
-        "|---|---|---:|---:|---:|---|---:|---:|---:|",
+        *markdown_table(
+            ["fault", "restart command", "window", "attempts in it",
+             "failed (orders / payments)", "main reasons", "component answered after",
+             "orders accepted again after (sent / answered)", "longest gap without a 202"],
+            [_fault_row(f) for f in rep["faults"]], "llrrrlrrr"),
     ]
-    for f in rep["faults"]:
-        promoted = f.get("extra", {}).get("ready_to_restart_after_s", "absent")
-        how = f["how"] if promoted == "absent" else f"{f['how']} (after {_s(promoted)})"
-        lines.append(
-            f"| {f['name']}: {how} | {_restart(f['restart_command'])} "
-            f"| {f['window_s']:.1f} s | {f['attempts']:,} | {f['failed']:,} "
-            f"({f['failed_orders']:,} / {f['failed_payments']:,}) "
-            f"| {_reasons(f['failed_by_reason'])} | {_s(f['answered_after_s'])} "
-            f"| {_s(f['accepting_after_s'])} / {_s(f.get('first_202_answered_after_s'))} "
-            f"| {f['longest_gap_without_202_s']:.1f} s |")
     lines += ["", "Window: from the kill until the component answered, the restart command "
               "returned and a request sent after the kill was accepted (whichever is last). "
               "Orders accepted again: the first 202 to a request sent after the kill, by the "
               "time it was sent / by the time it was answered. "
               "Failed: no response, a 503, or `idempotency_in_progress`; every one of them "
               "was retried by its client.", "", "## Promises", "",
-              "| check | result | detail |", "|---|---|---|"]
-    lines += [f"| {c['name']} | {'ok' if c['ok'] else '**FAILED**'} | {c['detail']} |"
-              for c in rep["checks"]]
+              *markdown_table(["check", "result", "detail"], [
+                  [c["name"], "ok" if c["ok"] else "**FAILED**", c["detail"]]
+                  for c in rep["checks"]])]
     a = rep["audit"]
     lines += ["", f"Audit at reconciliation: initial {a['initial']:,} = on sale "
               f"{a['on_sale']:,} + pending {a['pending']:,} + confirmed {a['confirmed']:,} "

@@ -12,6 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from devtools.soak.series import SERIES, judged, keys_of, points
+from devtools.tables import markdown_table
 
 #: One chart per group: its title and the sample keys (prefixes) drawn on it.
 CHARTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -72,10 +73,9 @@ def render(rep: Mapping[str, Any]) -> str:
              "Machine: " + ", ".join(f"{k} {v}" for k, v in rep.get("machine", {}).items())
              + ". The load generator shares it with the processes and the services.", "",
              "## Flatness (median of the last third vs the first, after the warm-up)", "",
-             "| series | first third | last third | limit | flat |", "|---|---|---|---|---|"]
-    for v in rep["verdicts"]:
-        lines.append(f"| {v['series']} ({v['unit']}) | {_v(v['first'])} | {_v(v['last'])} | "
-                     f"{_v(v['limit'])} | {'yes' if v['flat'] else '**NO**: ' + v['detail']} |")
+             *markdown_table(["series", "first third", "last third", "limit", "flat"], [
+                 [f"{v['series']} ({v['unit']})", _v(v["first"]), _v(v["last"]), _v(v["limit"]),
+                  "yes" if v["flat"] else "**NO**: " + v["detail"]] for v in rep["verdicts"]])]
     lines += ["", "Not judged (charted; first and last sample):", ""]
     samples = rep["samples"]
     for spec in SERIES:
@@ -84,13 +84,12 @@ def render(rep: Mapping[str, Any]) -> str:
                 pts = points(key, samples)
                 ends = f"{pts[0][1]:,.4g} -> {pts[-1][1]:,.4g} {spec.unit}" if pts else "-"
                 lines.append(f"- {key}: {ends}; {spec.why}")
-    lines += ["", "## Checks", "", "| check | ok | detail |", "|---|---|---|"]
-    for c in rep["checks"]:
-        lines.append(f"| {c['name']} | {'yes' if c['ok'] else '**NO**'} | {c['detail']} |")
     bad = [(d["deal_id"], c) for d in rep["deals"] for c in d["checks"] if not c["ok"]]
-    lines.append(f"| every deal: audit, no oversell, per-user limit, accepted orders stored | "
-                 f"{'yes' if not bad else '**NO**'} | {len(rep['deals'])} deals"
-                 + "".join(f"; deal {i}: {c['name']}: {c['detail']}" for i, c in bad[:5]) + " |")
+    lines += ["", "## Checks", "", *markdown_table(["check", "ok", "detail"], [
+        *([c["name"], "yes" if c["ok"] else "**NO**", c["detail"]] for c in rep["checks"]),
+        ["every deal: audit, no oversell, per-user limit, accepted orders stored",
+         "yes" if not bad else "**NO**", f"{len(rep['deals'])} deals"
+         + "".join(f"; deal {i}: {c['name']}: {c['detail']}" for i, c in bad[:5])]])]
     lines += ["", "## Answers", "", ", ".join(f"{k}: {n:,}" for k, n in
                                               sorted(rep["outcomes"].items()))
               + f"; dropped by the generator: {rep['dropped']:,}; accepted between deals (no "

@@ -1,16 +1,6 @@
-"""The metrics the processes record as they work, with prometheus-client.
-
-They are process-wide facts, defined once here in prometheus-client's default registry, as
-its multiprocess mode requires: when the order API runs several worker processes, each
-worker writes its values to files in PROMETHEUS_MULTIPROC_DIR (set by order_api/servers.py
-before the workers start) and a scrape of any worker reads and adds up all of them.
-
-Gauges of state that lives in Postgres, Redis or Kafka (a deal's units, the outbox's oldest
-row, a consumer's lag) are not recorded here: they are read when scraped (`exposition`).
-
-Recording costs a few microseconds: the order route's labelled children are bound once
-(`order_outcome`, `http_observer`), not looked up per request.
-"""
+"""The metrics the processes record as they work, in prometheus-client's default registry
+(its multiprocess mode adds up the order API's workers: docs/observability.md). Gauges of
+state in Postgres, Redis or Kafka are read when scraped instead (`exposition`)."""
 
 from __future__ import annotations
 
@@ -18,6 +8,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from prometheus_client import Counter, Histogram, disable_created_metrics
+
+from hotdeal_core.observability.outcomes import API_OUTCOMES, BUSINESS_REFUSALS, Outcome
 
 # No `*_created` series beside every counter and histogram: nothing here reads them, and
 # they double the series of a scrape. Before any metric is built (here and FastStream's).
@@ -30,16 +22,11 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 DELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                  300.0, 600.0)
 
-# What a POST /orders came to (`hotdeal deal watch` reads these names and values).
-ORDER_OUTCOMES = ("accepted", "sold_out", "limit_exceeded", "deal_not_active",
-                  "rate_limited", "rejected", "error")
-# The error codes that are an outcome of their own; any other 4xx is `rejected` (invalid,
-# unknown product, a retry still in progress), a 5xx `error` (e.g. a dependency down).
-_CODED_OUTCOMES = frozenset({"sold_out", "limit_exceeded", "deal_not_active", "rate_limited"})
+# Any other 4xx is `rejected`, a 5xx `error`; these codes are an outcome of their own.
+_CODED_OUTCOMES = frozenset({*BUSINESS_REFUSALS, Outcome.RATE_LIMITED})
 
-ORDERS = Counter("hotdeal_orders", "POST /orders answers by outcome (accepted, sold_out, "
-                 "limit_exceeded, deal_not_active, rate_limited, rejected, error)",
-                 ["outcome"])
+ORDERS = Counter("hotdeal_orders",
+                 f"POST /orders answers by outcome ({', '.join(API_OUTCOMES)})", ["outcome"])
 HTTP_DURATION = Histogram("hotdeal_http_request_duration_seconds",
                           "Order API request duration, by route template and status code",
                           ["route", "status"], buckets=LATENCY_BUCKETS)
@@ -58,19 +45,20 @@ OUTBOX_PUBLISHED = Counter("hotdeal_outbox_published", "Outbox rows published to
 DEAD_LETTERS = Counter("hotdeal_dead_letters", "Consumed records written to the dead-letter "
                        "topic, by consumer group and source topic", ["consumer", "topic"])
 
-_outcome_counters = {outcome: ORDERS.labels(outcome) for outcome in ORDER_OUTCOMES}
+# Bound once, as the HTTP children below: no label lookup per request.
+_outcome_counters = {outcome: ORDERS.labels(outcome) for outcome in API_OUTCOMES}
 
 
-def order_outcome(status: int, code: str | None = None) -> str:
+def order_outcome(status: int, code: str | None = None) -> Outcome:
     """The outcome of an order answer: its HTTP status and, for a refusal, its error code."""
     if 200 <= status < 300:
-        return "accepted"
+        return Outcome.ACCEPTED
     if code in _CODED_OUTCOMES:
-        return code
-    return "rejected" if 400 <= status < 500 else "error"
+        return Outcome(code)
+    return Outcome.REJECTED if 400 <= status < 500 else Outcome.ERROR
 
 
-def count_order(outcome: str) -> None:
+def count_order(outcome: Outcome) -> None:
     _outcome_counters[outcome].inc()
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from devtools import charts, compare, report
 from devtools.sampler import COLUMNS
+from hotdeal_core.observability.outcomes import CLIENT_OUTCOMES
 
 HEADER = ["Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s", "50%", "66%",
           "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%",
@@ -90,8 +91,8 @@ def minimal_report(**extra: Any) -> dict[str, Any]:
         "label": "demo", "started_at": "2026-12-01T16:00:00+00:00", "locust_command": "locust",
         "config": {"duration": "20s", "shape": "constant", "mode": "redis", "users": 10,
                    "buyers": 10, "stock": 100, "per_user_limit": 1},
-        "stats": {"orders": zero, "outcomes": dict.fromkeys(report.OUTCOMES, 0),
-                  "outcome_rps": dict.fromkeys(report.OUTCOMES, 0.0), "error_rate_pct": 0.0,
+        "stats": {"orders": zero, "outcomes": dict.fromkeys(CLIENT_OUTCOMES, 0),
+                  "outcome_rps": dict.fromkeys(CLIENT_OUTCOMES, 0.0), "error_rate_pct": 0.0,
                   "webhook": None, "top_failures": []},
         "cpu": {"wall_seconds": 1.0, "cpus": 2, "components": {},
                 "machine_busy_seconds": 0.5}, **extra},

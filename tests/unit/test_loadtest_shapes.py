@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.outcomes import OUTCOMES, classify
+from loadtest.outcomes import CLIENT_OUTCOMES, classify
 from loadtest.shapes import SpikeConfig, StepConfig, spike_tick, step_tick
 
 
@@ -125,7 +125,7 @@ def test_step_config_from_env_and_validation() -> None:
 ])
 def test_classify(status: int, body: object, expected: str) -> None:
     assert classify(status, body) == expected
-    assert expected in OUTCOMES
+    assert expected in CLIENT_OUTCOMES
 
 
 def test_these_modules_do_not_import_locust() -> None:

@@ -18,23 +18,23 @@ from hotdeal_core.identity import BuyerTokens
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.fake import FakeStockStore, _Deal
 from hotdeal_core.stock.sold_out import SoldOutMemo
-from order_api.fastpath import MAX_BODY, SoldOutFastPath, order_product_id
+from order_api.fastpath import MAX_BODY, SoldOutFastPath, parse_order
 from order_api.limits import OrderLimits
 from schemas.http import PlaceOrderRequest
 from tests.buyers import buyer_token
 from tests.closed_ports import store_on_a_closed_port
 
 
-def _model_accepts(body: bytes) -> bool:
+def _route_reads(body: bytes) -> PlaceOrderRequest | None:
     try:
-        PlaceOrderRequest.model_validate(json.loads(body))  # what the route does
+        return PlaceOrderRequest.model_validate(json.loads(body))  # what the route does
     except (ValueError, RecursionError, ValidationError):
-        return False
-    return True
+        return None
 
 
-def test_a_valid_order_body_yields_its_product_id() -> None:
-    assert order_product_id(b'{"product_id": 7, "user_id": "u-1", "quantity": 1}') == 7
+def test_a_valid_order_body_yields_the_order() -> None:
+    order = parse_order(b'{"product_id": 7, "user_id": "u-1", "quantity": 2}')
+    assert order is not None and (order.product_id, order.user_id, order.quantity) == (7, "u-1", 2)
 
 
 @pytest.mark.parametrize("body", [
@@ -56,8 +56,17 @@ def test_a_valid_order_body_yields_its_product_id() -> None:
     b'{"product_id": 7, "user_id": 1, "quantity": 1}',
 ])
 def test_a_body_the_model_refuses_yields_nothing(body: bytes) -> None:
-    assert not _model_accepts(body)
-    assert order_product_id(body) is None
+    assert _route_reads(body) is None
+    assert parse_order(body) is None
+
+
+@pytest.mark.parametrize("body", [
+    b'{"product_id": 7, "product_id": 8, "quantity": 1}',
+    b'{"product_id": 7, "quantity": 1, "user_id": "x y", "user_id": "u-1"}',
+    b'{"product_id": 7, "quantity": 1, "user_id": "u\\u002d1"}',
+])
+def test_a_repeated_or_escaped_field_reads_as_the_route_reads_it(body: bytes) -> None:
+    assert parse_order(body) == _route_reads(body) is not None
 
 
 _near_ints = st.one_of(st.integers(-2, 3), st.integers(99, 101),
@@ -75,7 +84,7 @@ _bodies = st.dictionaries(
     lambda p, u, q: json.dumps({"product_id": p, "user_id": u, "quantity": q}).encode(),
     _near_ints, _user_ids, _near_ints)))
 def test_the_fast_parse_agrees_with_the_request_model(body: bytes) -> None:
-    assert (order_product_id(body) is not None) == _model_accepts(body)
+    assert parse_order(body) == _route_reads(body)
 
 
 async def _through(app: SoldOutFastPath, scope: Scope, messages: list[Message]
@@ -151,8 +160,8 @@ async def test_a_chunked_body_is_refused_for_a_memod_product() -> None:
 
 
 @pytest.mark.parametrize("scope", [
-    _scope((b"idempotency-key", b"k-new")), _scope((b"idempotency-key", b"k-1x"))],
-    ids=["new-key", "another-key"])
+    _scope((b"idempotency-key", b"k-new")), _scope((b"idempotency-key", b"k-1x")),
+    _scope((b"idempotency-key", b"k" * 128))], ids=["new-key", "another-key", "longest-key"])
 async def test_a_new_idempotency_key_on_a_memod_product_is_refused(scope: Scope) -> None:
     downstream = _Downstream()
     sent = await _through(SoldOutFastPath(downstream, _state(7)), scope, CHUNKS)
@@ -162,12 +171,14 @@ async def test_a_new_idempotency_key_on_a_memod_product_is_refused(scope: Scope)
 @pytest.mark.parametrize(("scope", "memod"), [
     (_scope((b"idempotency-key", b"")), 7),  # an invalid key: FastAPI answers it
     (_scope((b"idempotency-key", b"k 1")), 7),
+    (_scope((b"idempotency-key", b"k\xe9")), 7),
+    (_scope((b"idempotency-key", b"k" * 129)), 7),
     (_scope((b"idempotency-key", b"k-2"), (b"idempotency-key", b"k-3")), 7),
     ({**_scope(), "headers": [(b"content-type", b"text/plain"), AUTH]}, 7),
     ({**_scope(), "headers": [AUTH]}, 7),  # no content type: the route's strict parse refuses it
     ({**_scope(), "path": "/orders/"}, 7),
     ({**_scope(), "method": "PUT"}, 7),
-], ids=["empty-key", "spaced-key", "two-keys", "text-plain",
+], ids=["empty-key", "spaced-key", "latin-1-key", "long-key", "two-keys", "text-plain",
         "no-content-type", "slash", "put"])
 async def test_anything_else_reaches_fastapi_with_its_body_unchanged(scope: Scope,
                                                                      memod: int) -> None:
