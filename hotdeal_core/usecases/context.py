@@ -45,7 +45,8 @@ class Context:
     # Called right after a reservation, before its order is written: a fault hook the
     # composition root injects for crash tests (FAULT_HOOK); nothing otherwise.
     after_reserve: Callable[[], None] = _nothing
-    # The settlement's and payments' rows (hotdeal_core/ports/settlement.py); None: Postgres.
+    # The settlement's and payments' rows (hotdeal_core/ports/settlement.py); None: Postgres
+    # over `engine` (a `dataclasses.replace(ctx, engine=...)` keeps the old one: pass None).
     settlement_db: SettlementDb = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
