@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hotdeal_core.batching import Batcher
 from hotdeal_core.db.engine import make_engine
+from hotdeal_core.db.settlement import PostgresSettlement
 from hotdeal_core.messaging.relay import OutboxRelay, make_producer
 from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.observability.exposition import (
@@ -46,7 +47,7 @@ from hotdeal_core.stock.reserver import reservation_batcher
 from hotdeal_core.stock.sold_out import SoldOutMemo
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.order_writes import ReservedOrder, write_reserved_orders
-from hotdeal_core.usecases.payment_writes import PaymentCallback, PaymentReceipt, write_payments
+from hotdeal_core.usecases.payments import PaymentCallback, PaymentReceipt, record_payments
 from hotdeal_core.usecases.views import OrderView
 
 log = logging.getLogger(__name__)
@@ -161,15 +162,18 @@ def _build(settings: Settings, *, pool_size: int | None, group_commits: bool) ->
     async def write_orders(items: list[ReservedOrder]) -> list[OrderView | BaseException]:
         return await write_reserved_orders(engine, items, relay.publish_now)
 
+    settlement_db = PostgresSettlement(engine, topics)
+
     async def write_callbacks(items: list[PaymentCallback],
                               ) -> list[PaymentReceipt | BaseException]:
-        return await write_payments(engine, topics, items, relay.publish_now)
+        return await record_payments(settlement_db, items, relay.publish_now)
 
     store = TimedRedisStockStore(redis, replica_acks(settings))
     ctx = Context(engine=engine, stock=store, settings=settings,
                   topics=topics, outbox_written=relay.wake,
                   sold_out=SoldOutMemo(settings.sold_out_cache_ms / 1000),
-                  after_reserve=load_hook(settings.fault_hook), draws=DrawWaiters(store))
+                  after_reserve=load_hook(settings.fault_hook), draws=DrawWaiters(store),
+                  settlement_db=settlement_db)
     if group_commits:
         ctx.reserver = reservation_batcher(store, settings.write_batch_max)
         ctx.order_writer = Batcher("orders", write_orders, max_batch=settings.write_batch_max)

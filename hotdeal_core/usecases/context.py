@@ -18,6 +18,7 @@ from hotdeal_core.stock.sold_out import SoldOutMemo
 
 if TYPE_CHECKING:
     from hotdeal_core.batching import Batcher
+    from hotdeal_core.ports.settlement import SettlementDb
     from hotdeal_core.stock.draws import DrawWaiters
 
 
@@ -44,3 +45,12 @@ class Context:
     # Called right after a reservation, before its order is written: a fault hook the
     # composition root injects for crash tests (FAULT_HOOK); nothing otherwise.
     after_reserve: Callable[[], None] = _nothing
+    # The settlement's and payments' rows (hotdeal_core/ports/settlement.py); None: Postgres
+    # over `engine` (a `dataclasses.replace(ctx, engine=...)` keeps the old one: pass None).
+    settlement_db: SettlementDb = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.settlement_db is None:
+            # Imported here: the adapter imports use-case modules that import this one.
+            from hotdeal_core.db.settlement import PostgresSettlement
+            self.settlement_db = PostgresSettlement(self.engine, self.topics)

@@ -1,24 +1,12 @@
 """What one settlement batch makes of each order, decided in memory before anything is
-written (`hotdeal_core.usecases.settlement` reads the rows, then writes the plan).
-
-Which status changes are allowed is the domain's rule (`hotdeal_core.domain.can_transition`:
-PENDING -> CONFIRMED | CANCELLED, a paid order only to CONFIRMED, nothing out of a final
-status); the writes then apply each
-change as a compare-and-set on the status read, under the row lock.
-
-The commands of one order apply in the order given, each seeing the previous one's effect
-on the `LockedOrder`. A cancellation gives the units back where the deal keeps them
-(`_give_back`): to Postgres in the batch's transaction (an ordinary product, a db-backed
-deal, a deal already reconciled), to Redis after the commit (an ACTIVE Redis deal), or to
-the flush or the rebuild (the deal's Redis state is closed or being rebuilt: deferred).
-A successful payment that cannot settle its order asks for a refund.
-"""
+written (`settlement.py` reads the rows, then writes the plan), and "paid in time"."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 from hotdeal_core.domain import (
@@ -28,7 +16,12 @@ from hotdeal_core.domain import (
     StockBackend,
     can_transition,
 )
+from hotdeal_core.ports.settlement import DealState, LockedOrder
 from schemas.events import AnyEvent, OrderCancelled, OrderConfirmed, RefundRequested
+
+__all__ = ["Cancel", "Command", "Confirm", "DealState", "LockedOrder", "Plan",
+           "SettleResult", "apply_command", "due_to_expire", "in_time", "marks_paid"]
+
 
 Outcome = Literal["applied", "already_processed", "not_found", "no_change"]
 
@@ -59,22 +52,6 @@ class Cancel:
 Command = Confirm | Cancel
 
 
-@dataclass(slots=True)
-class LockedOrder:
-    """An order row as locked, and what the batch makes of it."""
-
-    id: UUID
-    product_id: int
-    deal_id: int | None
-    user_id: str
-    quantity: int
-    status: str
-    payment_id: str | None
-    paid: bool
-    was: tuple[str, str | None] = ("", None)  # (status, payment_id) as read: the CAS
-    cancel_reason: str | None = None
-
-
 @dataclass
 class Plan:
     """Everything one batch writes, gathered before the statements that write it."""
@@ -88,16 +65,26 @@ class Plan:
     forget: dict[UUID, int] = field(default_factory=dict)
 
 
-class DealState(NamedTuple):
-    """The deal of an order the batch cancels, read under its shared fence."""
+# "Paid in time is never expired": these three functions here, the same rule in SQL in
+# hotdeal_core/db/settlement_rules.py (the settlement contract suite holds them together).
+def in_time(expires_at: datetime, at: datetime) -> bool:
+    """A payment made `at` is in time: the reservation has not expired (`expires_at` included)."""
+    return at <= expires_at
 
-    id: int
-    status: str
-    stock_backend: str
+
+def marks_paid(status: str, paid: bool, expires_at: datetime, at: datetime) -> bool:
+    """A successful payment of the right amount made `at` marks the order paid in time,
+    after which it can only be confirmed (`domain.can_transition(paid=True)`)."""
+    return status == OrderStatus.PENDING and not paid and in_time(expires_at, at)
+
+
+def due_to_expire(status: str, paid: bool, expires_at: datetime, at: datetime) -> bool:
+    """The sweeper may cancel the order: PENDING, and no payment can mark it any more."""
+    return status == OrderStatus.PENDING and not paid and not in_time(expires_at, at)
 
 
 def apply_command(plan: Plan, command: Command, order: LockedOrder | None,
-           deals: dict[int, DealState]) -> SettleResult:
+                  deals: dict[int, DealState]) -> SettleResult:
     if order is None:
         return SettleResult("not_found")
     if isinstance(command, Confirm):

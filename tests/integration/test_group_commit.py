@@ -23,8 +23,7 @@ from hotdeal_core.usecases.order_writes import (
     write_reserved_orders,
 )
 from hotdeal_core.usecases.orders import PlaceOrder, place_order
-from hotdeal_core.usecases.payment_writes import PaymentCallback, write_payments
-from hotdeal_core.usecases.payments import record_payment
+from hotdeal_core.usecases.payments import PaymentCallback, record_payment, record_payments
 from hotdeal_core.usecases.views import OrderView
 from tests.conftest import ProductFactory
 from tests.random_refs import random_user
@@ -114,7 +113,7 @@ async def test_a_payment_batch_judges_each_callback_alone(
              PaymentCallback(f"pay-{uuid.uuid4().hex}", other.id, "succeeded", 1),
              PaymentCallback(f"pay-{uuid.uuid4().hex}", uuid.uuid4(), "failed", 5)]
     handed: list[OutboxRow] = []
-    first, replay, mismatch, unknown = await write_payments(ctx.engine, ctx.topics, items,
+    first, replay, mismatch, unknown = await record_payments(ctx.settlement_db, items,
                                                             handed.extend)
     assert (first.outcome, first.duplicate) == ("accepted", False)  # type: ignore[union-attr]
     assert (replay.outcome, replay.duplicate) == ("accepted", True)  # type: ignore[union-attr]
