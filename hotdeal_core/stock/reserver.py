@@ -1,21 +1,23 @@
 """Reservations in natural batches: the buyers of one deal who arrive while a reservation
-call is on its way are reserved together by the next one (one script call carrying them
-all, same hash tag, per-buyer outcomes in arrival order; see `StockStore.reserve_many`).
+call is on its way are reserved together by the next one (`StockStore.reserve_groups`).
 
-A batch of several deals is one `reserve_groups` call: one script per deal, one round trip
-(and, with replica acks, one WAIT) per Redis node. A deal's failed call is not retried
-buyer by buyer: a script that failed part-way may have reserved for some of them, and a
-second reservation of the same order id would take its units twice. Every buyer of that
-deal gets the error (the orphan sweep releases anything the call left behind, as for a
-single reservation); the buyers of the other deals of the batch get their own outcomes.
+A deal's failed call is not retried buyer by buyer (a script that failed part-way may have
+reserved for some); only a call that never reached Redis (`NotSent`) is sent again, for up
+to `failover_wait_s`, so a Cluster failover costs the buyers seconds, not a 503.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 
 from hotdeal_core.batching import Batcher
-from hotdeal_core.stock.port import ReserveRequest, ReserveResult, StockStore
+from hotdeal_core.stock.port import NotSent, ReserveRequest, ReserveResult, StockStore
+
+# Between two sends of a reservation that never reached Redis: the slot map is reloaded in
+# the background meanwhile (hotdeal_core/stock/client.py `_refresh_later`).
+RESEND_PAUSE_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +26,26 @@ class ReserveItem:
     request: ReserveRequest
 
 
-def reservation_batcher(store: StockStore, max_batch: int) -> Batcher[ReserveItem, ReserveResult]:
+@dataclass
+class ReservationBatcher(Batcher[ReserveItem, ReserveResult]):
+    # How long a reservation that never reached Redis is sent again before its caller gets
+    # the NotSent (503); 0: at once.
+    failover_wait_s: float = 0.0
+    resend_pause_s: float = RESEND_PAUSE_S
+
+    async def submit(self, item: ReserveItem) -> ReserveResult:
+        deadline = time.monotonic() + self.failover_wait_s
+        while True:
+            try:
+                return await super().submit(item)
+            except NotSent:
+                if time.monotonic() + self.resend_pause_s > deadline:
+                    raise
+            await asyncio.sleep(self.resend_pause_s)  # a pause between sends
+
+
+def reservation_batcher(store: StockStore, max_batch: int, *, failover_wait_s: float = 0.0
+                        ) -> ReservationBatcher:
     async def reserve(items: list[ReserveItem]) -> list[ReserveResult | BaseException]:
         by_product: dict[int, list[int]] = {}
         for i, item in enumerate(items):
@@ -38,5 +59,6 @@ def reservation_batcher(store: StockStore, max_batch: int) -> Batcher[ReserveIte
                 outcomes[i] = group if isinstance(group, BaseException) else group[n]
         return outcomes
 
-    return Batcher("reservations", reserve, max_batch=max_batch, split_on_failure=False,
-                   dependency="redis")
+    return ReservationBatcher("reservations", reserve, max_batch=max_batch,
+                              split_on_failure=False, dependency="redis",
+                              failover_wait_s=failover_wait_s)
