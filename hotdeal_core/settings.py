@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     # Unset: 100 ms with REDIS_CLUSTER, else 100 ms whenever the primary has replicas
     # (hotdeal_core/stock/client.py `replica_acks`). Set: always that; 0 turns it off.
     redis_replica_ack_timeout_ms: int | None = Field(default=None, ge=0)
+    # How long a reservation that never reached Redis (its node refused the connection, its
+    # slot is moving to a promoted replica) is sent again before the buyer gets 503: a
+    # Cluster failover takes 3-5 s here (docs/scaling.md "Losing a Redis master"). 0: never.
+    redis_failover_wait_seconds: float = Field(default=3.5, ge=0)
     db_max_overflow: int = Field(default=20, ge=0)
     # Seconds a request waits for a database connection before answering 503.
     db_pool_timeout: float = Field(default=10.0, gt=0)

@@ -53,12 +53,16 @@ class Plan:
     after: float  # steady load after each recovery
     stock: int = 200_000
     per_user_limit: int = 5
+    # Seconds between two kills, whatever the restarts take (0: each fault waits for the
+    # previous one's recovery and `after` seconds of quiet). Faults of one family (the two
+    # API replicas, the two Redis masters...) never overlap: the later one waits.
+    every: float = 0.0
 
     @classmethod
     def of(cls, short: bool, cluster: bool = False) -> Plan:
-        if cluster:  # nine faults in about 80 s (issue 21): each dead 2 s, 3 s of quiet after
-            return cls(buyers=8, warmup=3, down=1, after=2) if short else \
-                cls(buyers=30, warmup=5, down=2, after=3)
+        if cluster:  # nine faults in 80 s (issue 21): a kill every 8 s, each dead 2 s
+            return cls(buyers=8, warmup=3, down=1, after=2, every=4) if short else \
+                cls(buyers=30, warmup=5, down=2, after=3, every=8)
         return cls(buyers=8, warmup=3, down=1, after=3) if short else \
             cls(buyers=30, warmup=10, down=5, after=10)
 
@@ -140,8 +144,44 @@ async def inject(fault: Fault, stack: Stack, ledger: Ledger, plan: Plan,
         f"{'never' if f.answered_at is None else f'{f.answered_at - f.kill_at:.1f} s'}, "
         f"orders accepted again after "
         f"{'never' if f.accepting_at is None else f'{f.accepting_at - f.kill_at:.1f} s'}")
-    await _hold(plan.after, buyers_task)
+    if not plan.every:
+        await _hold(plan.after, buyers_task)
     return f
+
+
+# The cluster run's order on a schedule: each family's second fault comes after the other
+# families' first, so a replica is back before its twin dies; the Redis pair last.
+SCHEDULE = ("api-1", "stock-worker-1", "reconciler-1", "kafka", "api-2", "stock-worker-2",
+            "reconciler-2", "redis-master", "redis-promoted")
+
+
+def family(component: str) -> str:
+    """api-1 -> api, redis-promoted -> redis: faults that must not overlap."""
+    return component.rsplit("-", 1)[0] if component[-1].isdigit() else component.split("-")[0]
+
+
+async def on_schedule(faults: list[Fault], stack: Stack, ledger: Ledger, plan: Plan,
+                      buyers_task: asyncio.Task[None]) -> list[FaultRun]:
+    """A kill every `plan.every` s from the warm-up's end, the restarts running meanwhile; a
+    fault whose family's previous one is not over yet waits for it. Then the tail's quiet."""
+    order = sorted(faults, key=lambda f: SCHEDULE.index(f.component)
+                   if f.component in SCHEDULE else len(SCHEDULE))
+    last: dict[str, asyncio.Task[FaultRun]] = {}
+    tasks: list[asyncio.Task[FaultRun]] = []
+    start = ledger.now()
+    for i, fault in enumerate(order):
+        await _hold(max(0.0, start + i * plan.every - ledger.now()), buyers_task)
+        previous = last.get(family(fault.component))
+        if previous is not None and not previous.done():
+            say(f"{fault.name}: waiting for {previous.get_name()} to be over")
+            await asyncio.wait({previous, buyers_task}, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(inject(fault, stack, ledger, plan, buyers_task),
+                                   name=fault.name)
+        last[family(fault.component)] = task
+        tasks.append(task)
+    runs = list(await asyncio.gather(*tasks))
+    await _hold(plan.after, buyers_task)
+    return runs
 
 
 async def chaos(stack: Stack, plan: Plan, only: set[str] | None,
@@ -166,9 +206,12 @@ async def chaos(stack: Stack, plan: Plan, only: set[str] | None,
     try:
         say(f"{plan.buyers} buyers on deal {deal['deal_id']}; warming up {plan.warmup:g} s")
         await _hold(plan.warmup, buyers_task)
-        for fault in (faults_of or (lambda _: faults(stack)))(int(product["id"])):
-            if only is None or fault.component in only:
-                runs.append(await inject(fault, stack, ledger, plan, buyers_task))
+        chosen = [f for f in (faults_of or (lambda _: faults(stack)))(int(product["id"]))
+                  if only is None or f.component in only]
+        if plan.every:
+            runs = await on_schedule(chosen, stack, ledger, plan, buyers_task)
+        for fault in chosen if not plan.every else []:
+            runs.append(await inject(fault, stack, ledger, plan, buyers_task))
     finally:
         buyers.stop()
         await asyncio.wait_for(buyers_task, 180)

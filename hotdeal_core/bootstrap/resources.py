@@ -175,7 +175,9 @@ def _build(settings: Settings, *, pool_size: int | None, group_commits: bool) ->
                   after_reserve=load_hook(settings.fault_hook), draws=DrawWaiters(store),
                   settlement_db=settlement_db)
     if group_commits:
-        ctx.reserver = reservation_batcher(store, settings.write_batch_max)
+        ctx.reserver = reservation_batcher(
+            store, settings.write_batch_max,
+            failover_wait_s=settings.redis_failover_wait_seconds)
         ctx.order_writer = Batcher("orders", write_orders, max_batch=settings.write_batch_max)
         ctx.payment_writer = Batcher("payments", write_callbacks,
                                      max_batch=settings.write_batch_max)

@@ -24,9 +24,12 @@ from redis.exceptions import (
     ResponseError,
     TryAgainError,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hotdeal_core.errors import DependencyUnavailable
 from hotdeal_core.settings import Settings
+from hotdeal_core.stock.port import NotSent
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +182,9 @@ async def evalsha_on_owners(client: RedisClient, script: AsyncScript,
             node = client.get_node_from_key(keys[0])
         except RedisClusterException as exc:  # no master owns the slot (mid-failover)
             _refresh_later(client)
-            raise DependencyUnavailable("redis", f"Redis Cluster: {exc}") from exc
+            raise NotSent(f"Redis Cluster: {exc}") from exc
         if node is None:
-            raise DependencyUnavailable("redis", f"no Redis node owns the slot of {keys[0]}")
+            raise NotSent(f"no Redis node owns the slot of {keys[0]}")
         groups.setdefault(node.name, (node, []))[1].append(i)
     replies: list[OwnerReply] = [OwnerReply(None, False)] * len(calls)
     outcomes = await asyncio.gather(*(
@@ -216,6 +219,7 @@ async def _on_node(client: RedisCluster, node: ClusterNode, script: AsyncScript,
                    timeout_ms: int) -> list[OwnerReply]:
     conn = node.acquire_connection()
     try:
+        await _connected(conn)
         replies = await _run(conn, script, calls, timeout_ms)
     finally:
         node.release(conn)
@@ -226,10 +230,29 @@ async def _on_node(client: RedisCluster, node: ClusterNode, script: AsyncScript,
             for r in replies]
 
 
-def _moved(exc: BaseException) -> DependencyUnavailable:
-    moved = DependencyUnavailable("redis", f"the deal's Redis node is changing ({exc}); retry")
+def _moved(exc: BaseException) -> NotSent:
+    moved = NotSent(str(exc))
     moved.__cause__ = exc
     return moved
+
+
+async def _connected(conn: AbstractConnection) -> None:
+    """Make `conn` a live connection before anything is sent on it, or raise `NotSent`: a
+    pooled socket its node closed (a dead node) is dropped rather than written to, so a
+    failure to reach a dead node is known not to have run anything."""
+    if conn.is_connected:
+        try:
+            stale = await conn.can_read()  # unread bytes: not ours to read
+        except (RedisConnectionError, OSError):
+            stale = True  # the node closed it
+        if stale:
+            await conn.disconnect()
+    if not conn.is_connected:
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            where = f"{getattr(conn, 'host', '?')}:{getattr(conn, 'port', '?')}"
+            raise NotSent(f"{where} unreachable: {exc}") from exc
 
 
 async def _run(conn: AbstractConnection, script: AsyncScript,
@@ -280,8 +303,8 @@ _refreshing: set[asyncio.Task[None]] = set()
 
 def _refresh_later(client: RedisClient) -> None:
     """Reload the slot map in the background (after a failover the cached owner is gone)."""
-    if not isinstance(client, RedisCluster):
-        return
+    if not isinstance(client, RedisCluster) or _refreshing:
+        return  # one reload at a time: the waiting callers all ask again after it
 
     async def refresh() -> None:
         try:

@@ -10,6 +10,16 @@ from enum import IntEnum
 from typing import Protocol
 from uuid import UUID
 
+from hotdeal_core.errors import DependencyUnavailable
+
+
+class NotSent(DependencyUnavailable):
+    """A call that never reached Redis (its node refused the connection, its slot is moving
+    or has no master): sending it again cannot run it twice."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("redis", f"the deal's Redis node is changing ({detail}); retry")
+
 
 class ReserveOutcome(IntEnum):
     RESERVED = 1

@@ -1,13 +1,19 @@
 """Reservations in natural batches: the buyers who arrive while a call is on its way are
 reserved by the next one (one script per deal, one round trip per node). A deal's failed call
-is never retried buyer by buyer (docs/architecture.md, "The batched design")."""
+is never retried buyer by buyer; only one that never reached Redis (`NotSent`) is sent again."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 
 from hotdeal_core.batching import Batcher
-from hotdeal_core.stock.port import ReserveRequest, ReserveResult, StockStore
+from hotdeal_core.stock.port import NotSent, ReserveRequest, ReserveResult, StockStore
+
+# Between two sends of a reservation that never reached Redis: the slot map is reloaded in
+# the background meanwhile (hotdeal_core/stock/client.py `_refresh_later`).
+RESEND_PAUSE_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,7 +22,26 @@ class ReserveItem:
     request: ReserveRequest
 
 
-def reservation_batcher(store: StockStore, max_batch: int) -> Batcher[ReserveItem, ReserveResult]:
+@dataclass
+class ReservationBatcher(Batcher[ReserveItem, ReserveResult]):
+    # How long a reservation that never reached Redis is sent again before its caller gets
+    # the NotSent (503); 0: at once.
+    failover_wait_s: float = 0.0
+    resend_pause_s: float = RESEND_PAUSE_S
+
+    async def submit(self, item: ReserveItem) -> ReserveResult:
+        deadline = time.monotonic() + self.failover_wait_s
+        while True:
+            try:
+                return await super().submit(item)
+            except NotSent:
+                if time.monotonic() + self.resend_pause_s > deadline:
+                    raise
+            await asyncio.sleep(self.resend_pause_s)  # a pause between sends
+
+
+def reservation_batcher(store: StockStore, max_batch: int, *, failover_wait_s: float = 0.0
+                        ) -> ReservationBatcher:
     async def reserve(items: list[ReserveItem]) -> list[ReserveResult | BaseException]:
         by_product: dict[int, list[int]] = {}
         for i, item in enumerate(items):
@@ -30,5 +55,6 @@ def reservation_batcher(store: StockStore, max_batch: int) -> Batcher[ReserveIte
                 outcomes[i] = group if isinstance(group, BaseException) else group[n]
         return outcomes
 
-    return Batcher("reservations", reserve, max_batch=max_batch, split_on_failure=False,
-                   dependency="redis")
+    return ReservationBatcher("reservations", reserve, max_batch=max_batch,
+                              split_on_failure=False, dependency="redis",
+                              failover_wait_s=failover_wait_s)
