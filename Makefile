@@ -122,12 +122,14 @@ demo: venv ## the main job: infra + processes + deal + swarm + report
 swarm: venv infra-up ## one locust swarm in one stock mode (MODE=redis|db USERS= DURATION= ...)
 	$(PY) -m hotdeal_core.db.migrate
 	$(PY) -m devtools.swarm --mode $(MODE) $(SWARM_ARGS) \
-		--command "make swarm MODE=$(MODE) $(SWARM_VARS)"
+		--command "make swarm MODE=$(MODE) $(SWARM_VARS)" $(if $(RESULT),--result $(RESULT))
 
 # Redis vs Postgres stock under identical load, plus the trivial-endpoint and sold-out references.
+# RESULT=docs/scenarios/results/<name>.json (also load-order-overload): a small committed result.
 compare: venv infra-up ## Redis vs Postgres stock under identical load, with references
 	$(PY) -m hotdeal_core.db.migrate
-	$(PY) -m devtools.compare $(SWARM_ARGS) --command "make compare $(SWARM_VARS)"
+	$(PY) -m devtools.compare $(SWARM_ARGS) --command "make compare $(SWARM_VARS)" \
+		$(if $(RESULT),--result $(RESULT))
 
 # The seed scenario's load under its own name (docs/scenarios/deal-order-latency.md): MAX_VUS
 # virtual users ordering as NUM_USERS distinct buyers, stock in Postgres then in Redis, side
@@ -139,7 +141,8 @@ load-order-overload: venv infra-up ## the seed scenario: MAX_VUS= users as NUM_U
 	$(PY) -m hotdeal_core.db.migrate
 	$(PY) -m devtools.compare --users $(MAX_VUS) --buyers $(NUM_USERS) --duration $(DURATION) \
 		--stock $(STOCK) --limit $(LIMIT) \
-		--command "make load-order-overload MAX_VUS=$(MAX_VUS) NUM_USERS=$(NUM_USERS)"
+		--command "make load-order-overload MAX_VUS=$(MAX_VUS) NUM_USERS=$(NUM_USERS)" \
+		$(if $(RESULT),--result $(RESULT))
 
 # Plain-HTTP benchmark with wrk (installed by scripts/ensure-wrk.sh): the trivial endpoint,
 # POST /orders, the payment webhook and sold-out refusals side by side; starts and stops its

@@ -21,6 +21,7 @@ import argparse
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from devtools.tables import markdown_table
 
@@ -49,12 +50,14 @@ def read(path: Path, name: str = NAME) -> list[Row]:
     return rows
 
 
-def _ms(text: str) -> str:
-    return text if text == "N/A" else f"{float(text):,.0f}"
+def _ms_value(text: str) -> float | None:
+    return None if text == "N/A" else float(text)
 
 
-def steps(rows: list[Row], start: int, step: int, seconds: float, top: int) -> list[str]:
-    out: list[list[object]] = []
+def step_figures(rows: list[Row], start: int, step: int, seconds: float,
+                 top: int) -> list[dict[str, Any]]:
+    """Per step of the step shape: users, requests, req/s, failures, p50/p95/p99 ms."""
+    out: list[dict[str, Any]] = []
     before = Row(0, 0, 0, 0, "N/A", "N/A", "N/A")
     for k, users in enumerate(range(start, top + 1, step), 1):
         span = [r for r in rows if r.users == users]
@@ -62,26 +65,47 @@ def steps(rows: list[Row], start: int, step: int, seconds: float, top: int) -> l
             break
         last = span[-1]
         n, failed = last.requests - before.requests, last.failures - before.failures
-        out.append([k, users, f"{n:,}", f"{n / seconds:,.0f}", f"{failed:,}",
-                    f"{100 * failed / n if n else 0:.2f}", _ms(last.p50), _ms(last.p95),
-                    _ms(last.p99)])
+        out.append({"step": k, "users": users, "requests": n, "rps": round(n / seconds, 1),
+                    "failures": failed, "error_pct": round(100 * failed / n if n else 0, 2),
+                    "p50_ms": _ms_value(last.p50), "p95_ms": _ms_value(last.p95),
+                    "p99_ms": _ms_value(last.p99)})
         before = last
-    return markdown_table(["step", "users", "requests", "req/s", "failures", "error %",
-                           "p50 ms", "p95 ms", "p99 ms"], out, "r" * 9)
+    return out
 
 
-def spike(rows: list[Row], peak: int) -> list[str]:
+def spike_figures(rows: list[Row], peak: int) -> dict[str, Any]:
+    """The figures at the peak: from the first row at PEAK users to the last one."""
     at_peak = [r for r in rows if r.users == peak]
     if len(at_peak) < 2:
         raise SystemExit(f"fewer than two rows at {peak} users")
     first, last = at_peak[0], at_peak[-1]
     n, failed, span = (last.requests - first.requests, last.failures - first.failures,
                        last.t - first.t)
+    return {"seconds": span, "requests": n, "rps": round(n / span, 1), "failures": failed,
+            "error_pct": round(100 * failed / n if n else 0, 2), "p50_ms": _ms_value(last.p50),
+            "p95_ms": _ms_value(last.p95), "p99_ms": _ms_value(last.p99)}
+
+
+def _cell(value: float | None) -> str:
+    return "N/A" if value is None else f"{value:,.0f}"
+
+
+def steps(rows: list[Row], start: int, step: int, seconds: float, top: int) -> list[str]:
+    return markdown_table(
+        ["step", "users", "requests", "req/s", "failures", "error %", "p50 ms", "p95 ms",
+         "p99 ms"],
+        [[f["step"], f["users"], f"{f['requests']:,}", f"{f['rps']:,.0f}", f"{f['failures']:,}",
+          f"{f['error_pct']:.2f}", _cell(f["p50_ms"]), _cell(f["p95_ms"]), _cell(f["p99_ms"])]
+         for f in step_figures(rows, start, step, seconds, top)], "r" * 9)
+
+
+def spike(rows: list[Row], peak: int) -> list[str]:
+    f = spike_figures(rows, peak)
     return markdown_table(
         ["seconds at the peak", "requests", "req/s", "failures", "error %", "p50 ms", "p95 ms",
          "p99 ms"],
-        [[span, f"{n:,}", f"{n / span:,.0f}", f"{failed:,}",
-          f"{100 * failed / n if n else 0:.2f}", _ms(last.p50), _ms(last.p95), _ms(last.p99)]],
+        [[f["seconds"], f"{f['requests']:,}", f"{f['rps']:,.0f}", f"{f['failures']:,}",
+          f"{f['error_pct']:.2f}", _cell(f["p50_ms"]), _cell(f["p95_ms"]), _cell(f["p99_ms"])]],
         "r" * 8)
 
 

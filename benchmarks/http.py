@@ -68,6 +68,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from benchmarks.provenance import git_commit
+from benchmarks.results import Recorder
 from devtools.procs import LOAD_API_ENV, ROOT, Proc
 from devtools.tables import markdown_table
 from hotdeal_core.messaging.topics import Topics
@@ -433,8 +434,9 @@ def main() -> None:
                    help="buyers (pre-minted tokens) the order targets rotate over")
     p.add_argument("--rounds", type=int, default=1,
                    help="repeat the configurations, in alternating order; medians reported")
-    p.add_argument("--json", type=Path, help="write every figure here")
+    p.add_argument("--json", type=Path, help="write every figure here (benchmarks/results.py)")
     a = p.parse_args()
+    recorder = Recorder()
     # The API it starts may use the development secrets, and so may the token minter.
     os.environ.setdefault("ALLOW_DEV_SECRETS", "true")
     if a.buyers < a.threads:
@@ -470,8 +472,7 @@ def main() -> None:
                         *([compare(runs)] if len(runs) > 1 else [])])
     print("\n" + report)
     if a.json:
-        a.json.write_text(json.dumps({"git": git_commit(), "machine": machine, "args": vars(a),
-                                      "runs": runs}, indent=2, default=str) + "\n")
+        recorder.write(a.json, {"load": machine, "args": vars(a), "runs": runs})
     print(f"[bench] logs in {out}")
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import math
 import os
 import platform
@@ -53,6 +52,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from benchmarks.results import Recorder
 from devtools.tables import markdown_table
 from hotdeal_core.settings import local_database_url, local_redis_url
 from hotdeal_core.stock.port import ReserveOutcome, ReserveRequest
@@ -245,18 +245,18 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--ops", type=int, default=5000, help="measured ops per pass")
     parser.add_argument("--warmup", type=int, default=200, help="unrecorded ops per pass")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also write the result file here (benchmarks/results.py)")
     args = parser.parse_args(argv)
     if args.ops < 1 or args.warmup < 0:
         parser.error("--ops must be >= 1 and --warmup >= 0")
+    recorder = Recorder()
     results, machine = asyncio.run(run(args.ops, args.warmup))
     print(render(results, machine))
     if args.json is not None:
-        payload = {"machine": machine, "ops": args.ops, "warmup": args.warmup,
-                   "results": [asdict(r) for r in results],
-                   "ratios": {str(c): v for c, v in ratios(results).items()}}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        print(f"\nwrote {args.json}")
+        recorder.write(args.json, {"versions": machine, "ops": args.ops, "warmup": args.warmup,
+                                   "results": [asdict(r) for r in results],
+                                   "ratios": {str(c): v for c, v in ratios(results).items()}})
     return 0
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -56,6 +55,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 from sqlalchemy import text
 
+from benchmarks.results import Recorder
 from devtools.procs import Proc
 from hotdeal_core.db.engine import make_engine
 from hotdeal_core.db.migrate import upgrade
@@ -262,12 +262,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="stock workers in the group")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    recorder = Recorder()
     result = asyncio.run(run(args.orders, args.warmup, args.rate, args.timeout,
                              args.workers))
     for key, value in result.items():
         print(f"{key:16} {value}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        recorder.write(args.json, result)
 
 
 if __name__ == "__main__":

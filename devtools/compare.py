@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.results import Recorder
 from devtools import charts, report
 from devtools.procs import MODULES, Proc
 from devtools.swarm import (
@@ -166,6 +167,25 @@ def render(doc: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
+def summary(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The comparison's figures, small enough to commit (benchmarks/results.py)."""
+    runs = doc["runs"]
+    table = {label: {"db": get(runs["db"]), "redis": get(runs["redis"]),
+                     "ratio": _ratio(get(runs["redis"]), get(runs["db"]), kind)}
+             for label, get, _, kind in ROWS}
+    acc, sold = runs["accepted"], runs["sold_out"]
+    refs = {"trivial": (runs["trivial"], _o(runs["trivial"], "rps")),
+            "redis_all_answers": (runs["redis"], _o(runs["redis"], "rps")),
+            "redis_accepted_only": (acc, acc["stats"]["outcome_rps"]["accepted"]),
+            "redis_sold_out": (sold, sold["stats"]["outcome_rps"]["sold_out"]),
+            "db_all_answers": (runs["db"], _o(runs["db"], "rps"))}
+    return {"args": doc["args"], "versions": doc["machine"], "passed": doc["passed"],
+            "db_vs_redis": table,
+            "references": {name: {"per_s": rate, "p50_ms": _o(run, "p50_ms"),
+                                  "p95_ms": _o(run, "p95_ms"), "checks": _checks(run)}
+                           for name, (run, rate) in refs.items()}}
+
+
 def mode_charts(runs: Mapping[str, Run], out: Path) -> list[Path]:
     """The DB and Redis runs side by side over time (their folders' history and samples)."""
     series = {f"{mode.upper() if mode == 'db' else 'Redis'} mode":
@@ -179,7 +199,10 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_load_arguments(p)
     p.add_argument("--command", default="python -m devtools.compare")
+    p.add_argument("--result", type=Path, help="also write a small result file here "
+                   "(benchmarks/results.py), e.g. docs/scenarios/results/<name>.json")
     a = p.parse_args()
+    recorder = Recorder(a.command)
     out = ROOT / "reports" / f"compare-{stamp()}"
     base = SwarmConfig(out, users=a.users, buyers=a.buyers, duration=a.duration, shape=a.shape,
                        stock=a.stock, per_user_limit=a.limit, processes=a.processes)
@@ -220,6 +243,8 @@ def main() -> None:
     (out / "comparison.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     (out / "comparison.md").write_text(markdown)
     print("\n" + markdown)
+    if a.result:
+        recorder.write(a.result, summary(doc))
     print(f"[compare] written to {out.relative_to(ROOT)}/ (comparison.md, comparison.json, "
           "one folder per run)")
     sys.exit(0 if doc["passed"] else 1)

@@ -5,15 +5,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shlex
 import sys
+from pathlib import Path
+from typing import Any
 
 import devtools.swarm
+from benchmarks import history
+from benchmarks.results import Recorder, swarm_figures
 from devtools import report
 from devtools.swarm.cli import mode_env, procs
 from devtools.swarm.config import ROOT, SwarmConfig, add_load_arguments, stamp
 from devtools.swarm.run import run_swarm
 from hotdeal_core.settings import load_settings
+from loadtest.shapes import SpikeConfig, StepConfig
+
+
+def shape_figures(shape: str, users: int, csv: Path) -> dict[str, Any]:
+    """The spike's figures at its peak, or each step's, from locust's full history (the
+    shape's knobs as run_swarm passes them to locust: its peak / top is --users)."""
+    env = {**os.environ, "HOTDEAL_SPIKE_USERS": str(users), "HOTDEAL_STEP_MAX": str(users)}
+    if shape == "spike":
+        return {"at_peak": history.spike_figures(history.read(csv),
+                                                 SpikeConfig.from_env(env).peak)}
+    if shape == "step":
+        s = StepConfig.from_env(env)
+        return {"steps": history.step_figures(history.read(csv), s.start, s.step, s.seconds,
+                                              s.max_users)}
+    return {}
 
 
 def main() -> None:
@@ -24,7 +44,10 @@ def main() -> None:
     add_load_arguments(p)
     p.add_argument("--command", default=shlex.join(["python", "-m", "devtools.swarm",
                                                      *sys.argv[1:]]))
+    p.add_argument("--result", type=Path, help="also write a small result file here "
+                   "(benchmarks/results.py), e.g. docs/scenarios/results/<name>.json")
     a = p.parse_args()
+    recorder = Recorder(a.command)
     out = ROOT / "reports" / f"swarm-{a.mode}-{stamp()}"
     procs("down")
     procs("up", mode_env(a.mode))
@@ -35,6 +58,9 @@ def main() -> None:
     machine = asyncio.run(report.machine_info(settings.database_url, settings.redis_url))
     rep = report.build_report(run, machine, a.command, title=f"hotdeal swarm ({a.mode} stock)")
     print(report.write_report(rep, out))
+    if a.result:
+        shape = shape_figures(a.shape, a.users, out / "locust_stats_history.csv")
+        recorder.write(a.result, {"versions": machine, **swarm_figures(run), **shape})
     print(f"[swarm] report in {out}; the processes keep running in {a.mode} mode "
           "(`make down` stops them)")
     sys.exit(0 if rep["passed"] else 1)

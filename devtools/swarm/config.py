@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,7 +30,9 @@ class SwarmConfig:
     stock: int = 1000
     per_user_limit: int = 1
     processes: int = 1
-    api_url: str = f"http://127.0.0.1:{ORDER_API_PORT}"
+    # devtools.procs starts the API on ORDER_API_PORT: the swarm aims at the same port
+    api_url: str = field(default_factory=lambda: "http://127.0.0.1:"
+                         + os.environ.get("ORDER_API_PORT", str(ORDER_API_PORT)))
     env: Mapping[str, str] = field(default_factory=dict)  # more locust env (payment ratios)
 
 
