@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hotdeal_core.db.deals import PgDeals
 from hotdeal_core.messaging.topics import Topics
+from hotdeal_core.ports.deals import DealsDb
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.port import StockStore
 from hotdeal_core.stock.sold_out import SoldOutMemo
@@ -44,3 +46,9 @@ class Context:
     # Called right after a reservation, before its order is written: a fault hook the
     # composition root injects for crash tests (FAULT_HOOK); nothing otherwise.
     after_reserve: Callable[[], None] = _nothing
+    # The deals' Postgres (hotdeal_core/ports/deals.py); None: the adapter over `engine`.
+    deals_db: DealsDb = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.deals_db is None:
+            self.deals_db = PgDeals(self.engine, self.topics)
