@@ -1,11 +1,5 @@
-"""The audit: is every unit of a deal accounted for?
-
-The invariant, for every deal at every moment:
-    initial = on sale + pending + confirmed + in flight
-where "on sale" is the Redis (or db hot-row) stock before the flush and the units given
-back to Postgres after it, and "in flight" are reservations whose order row is not written
-(or whose cancellation has not reached Redis yet).
-"""
+"""The audit: is every unit of a deal accounted for? initial = on sale + pending +
+confirmed + in flight (docs/architecture.md, "Deals, recovery and the flush")."""
 
 from __future__ import annotations
 

@@ -46,12 +46,9 @@ def opening_window(settings: Settings, asked: float | None) -> float:
 
 
 async def start_deal(ctx: Context, cmd: StartDeal) -> StartedDeal:
-    """Move `stock` units from the product's Postgres stock into a new ACTIVE deal.
-
-    Refuses a product with a live deal, and never overwrites live stock in Redis. The deal
-    row commits first, then its Redis state opens; a crash in between leaves an ACTIVE deal
-    without Redis state, which orders see as not active until the rebuild.
-    """
+    """Move `stock` units from the product into a new ACTIVE deal, then open its Redis
+    state (never over a live one); a crash in between leaves an ACTIVE deal without Redis
+    state, which orders see as not active until the rebuild."""
     if cmd.stock < 1 or cmd.per_user_limit < 1:
         raise Unprocessable("validation_error", "stock and per_user_limit must be >= 1")
     if cmd.duration_seconds is not None and cmd.duration_seconds <= 0:
@@ -94,11 +91,8 @@ async def _clear_stale_redis_state(ctx: Context, product_id: int) -> None:
 
 async def end_deal(ctx: Context, product_id: int,
                    reason: EndReason = "stopped") -> tuple[int, bool]:
-    """Stop intake of the product's live deal at once, mark it ENDED, publish HotDealEnded.
-
-    Returns (deal id, whether this call ended it). Ending an ENDED deal again republishes
-    nothing; the reconciler's flush does the rest.
-    """
+    """Stop intake of the product's live deal, mark it ENDED, publish HotDealEnded: (deal
+    id, whether this call ended it). Again on an ENDED deal: nothing more is published."""
     deal = await ctx.deals_db.live_deal(product_id)
     if deal is None:
         raise NotFound("deal_not_found", f"product {product_id} has no live deal")

@@ -126,9 +126,10 @@ class FakeDeals:
 
     def add_order(self, deal_id: int, quantity: int = 1,
                   status: OrderStatus = OrderStatus.PENDING, user_id: str | None = None,
-                  idempotency_key: str | None = None) -> UUID:
-        order = FakeOrder(uuid.uuid4(), deal_id, user_id or f"user-{uuid.uuid4().hex[:8]}",
-                          quantity, status, idempotency_key, self.now())
+                  idempotency_key: str | None = None, order_id: UUID | None = None) -> UUID:
+        user_id = user_id or f"user-{uuid.uuid4().hex[:8]}"
+        order = FakeOrder(order_id or uuid.uuid4(), deal_id, user_id, quantity, status,
+                          idempotency_key, self.now())
         self.orders[order.id] = order
         return order.id
 

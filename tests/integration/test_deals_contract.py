@@ -47,7 +47,7 @@ class Books:
     async def product_stock(self, product_id: int) -> int:
         if self.ctx is None:
             return self.fake.products[product_id].stock
-        return int(await self._one("SELECT stock FROM products WHERE id = :p", p=product_id))
+        return await self._one("SELECT stock FROM products WHERE id = :p", p=product_id)
 
     async def order(self, deal_id: int, quantity: int = 1,
                     status: OrderStatus = OrderStatus.PENDING, user_id: str | None = None,
@@ -88,10 +88,10 @@ class Books:
                 "SELECT event_type FROM outbox WHERE payload->>'hot_deal_id' = :d ORDER BY id"),
                 {"d": str(deal_id)})).scalars())
 
-    async def _one(self, sql: str, **params: object) -> object:
+    async def _one(self, sql: str, **params: object) -> int:
         assert self.ctx is not None
         async with self.ctx.engine.connect() as conn:
-            return (await conn.execute(text(sql), params)).scalar_one()
+            return int((await conn.execute(text(sql), params)).scalar_one())
 
     async def _run(self, sql: str, **params: object) -> None:
         assert self.ctx is not None
