@@ -47,8 +47,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from benchmarks.provenance import git_commit
 from hotdeal_core.db.migrate import upgrade
+from hotdeal_core.db.retention import OUTBOX_DELETE, PROCESSED_EVENTS_DELETE
 from hotdeal_core.messaging import claims
-from hotdeal_core.usecases import retention, settlement
+from hotdeal_core.usecases import settlement
 from hotdeal_core.usecases.retention import purge_expired
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ LIVE_SET = [
        FROM generate_series(1, {unpublished})""",
     "DROP TABLE h",
 ]
-# The other delete form of each table (by key), compared with the one retention.py uses.
+# The other delete form of each table (by key), compared with the one hotdeal_core/db/retention.py uses.
 OTHER_DELETE = {
     "outbox": text("""DELETE FROM outbox WHERE id IN (
         SELECT id FROM outbox WHERE published_at IS NOT NULL
@@ -115,7 +116,7 @@ OTHER_DELETE = {
         WHERE processed_at < now() - make_interval(secs => CAST(:seconds AS double precision))
         LIMIT :n)"""),
 }
-USED_DELETE = {"outbox": retention._OUTBOX, "processed_events": retention._PROCESSED}
+USED_DELETE = {"outbox": OUTBOX_DELETE, "processed_events": PROCESSED_EVENTS_DELETE}
 HOURS = {"outbox": OUTBOX_HOURS, "processed_events": PROCESSED_HOURS}
 
 

@@ -10,14 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 # key, which looks every row up again through the primary key (benchmarks/retention.py).
 # The ctids are read and used in one statement; a row updated in between (only unpublished
 # outbox rows ever are) is skipped. An unpublished row is never deleted.
-_PUBLISHED_OUTBOX = text("""
+OUTBOX_DELETE = text("""
     DELETE FROM outbox WHERE ctid = ANY(ARRAY(
         SELECT ctid FROM outbox
         WHERE published_at IS NOT NULL
           AND published_at < now() - make_interval(secs => CAST(:seconds AS double precision))
         LIMIT :n))
 """)
-_PROCESSED_EVENTS = text("""
+PROCESSED_EVENTS_DELETE = text("""
     DELETE FROM processed_events WHERE ctid = ANY(ARRAY(
         SELECT ctid FROM processed_events
         WHERE processed_at < now() - make_interval(secs => CAST(:seconds AS double precision))
@@ -29,7 +29,7 @@ async def delete_published_outbox(engine: AsyncEngine, older_than_seconds: float
                                   batch: int) -> int:
     """Up to `batch` outbox rows published longer ago than this, in one transaction."""
     async with engine.begin() as conn:
-        result = await conn.execute(_PUBLISHED_OUTBOX,
+        result = await conn.execute(OUTBOX_DELETE,
                                     {"seconds": older_than_seconds, "n": batch})
     return int(result.rowcount)
 
@@ -38,6 +38,6 @@ async def delete_processed_events(engine: AsyncEngine, older_than_seconds: float
                                   batch: int) -> int:
     """Up to `batch` processed-event records older than this, in one transaction."""
     async with engine.begin() as conn:
-        result = await conn.execute(_PROCESSED_EVENTS,
+        result = await conn.execute(PROCESSED_EVENTS_DELETE,
                                     {"seconds": older_than_seconds, "n": batch})
     return int(result.rowcount)
