@@ -49,8 +49,9 @@ def is_live() -> ColumnElement[bool]:
 
 
 async def live_deal_row(conn: AsyncConnection, product_id: int) -> Deal | None:
-    found = await deals_where(conn, hot_deals.c.product_id == product_id, is_live())
-    return found[0] if found else None
+    row = (await conn.execute(select(*DEAL_COLUMNS).where(
+        hot_deals.c.product_id == product_id, is_live()))).first()
+    return None if row is None else as_deal(row)
 
 
 def is_due() -> ColumnElement[bool]:

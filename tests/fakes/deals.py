@@ -219,7 +219,8 @@ class FakeDeals:
 
     async def mark_ended(self, deal: Deal, reason: EndReason) -> bool:
         self.fault("mark_ended")
-        if self.deals[deal.id].status is not DealStatus.ACTIVE:
+        current = self.deals.get(deal.id)
+        if current is None or current.status is not DealStatus.ACTIVE:
             return False
         self.update(deal.id, status=DealStatus.ENDED)
         self.ended_at[deal.id] = self.now()

@@ -507,3 +507,34 @@ async def test_the_audit_of_a_reconciled_deal_counts_what_was_given_back() -> No
     audit = await audit_deal(ctx, deal_id)
     assert (audit.status, audit.on_sale, audit.in_flight, audit.balanced) == (
         "RECONCILED", 7, 0, True)
+
+
+# -- start_deal
+
+async def test_a_start_drops_the_redis_state_left_by_a_flushed_deal() -> None:
+    ctx = _ctx()
+    pid, old = await _deal(ctx, stock=5)
+    await flush_deal(ctx, old)
+    await ctx.stock.open(pid, old, 5, 1, epoch=1, unit_price=700)  # keys a crash left behind
+    started = await start_deal(ctx, StartDeal(pid, 3, 1))
+    snap = await ctx.stock.peek(pid)
+    assert (snap.deal_id, snap.stock, snap.epoch) == (started.deal_id, 3, 1)
+
+
+async def test_a_start_over_redis_state_of_a_live_deal_is_a_conflict() -> None:
+    ctx = _ctx()
+    pid, deal_id = await _deal(ctx, stock=5)
+    await ctx.deals_db.mark_ended(await ctx.deals_db.deal(deal_id), "stopped")  # not flushed
+    with pytest.raises(Conflict) as live:
+        await start_deal(ctx, StartDeal(pid, 3, 1))
+    assert live.value.code == "deal_already_active"
+    assert (await ctx.stock.peek(pid)).deal_id == deal_id
+
+
+async def test_a_start_refused_by_postgres_opens_nothing_in_redis() -> None:
+    ctx = _ctx()
+    pid = _db(ctx).add_product(2)
+    with pytest.raises(Conflict) as short:
+        await start_deal(ctx, StartDeal(pid, 3, 1))
+    assert short.value.code == "insufficient_stock"
+    assert (await ctx.stock.peek(pid)).status is None
