@@ -105,7 +105,7 @@ LIVE_SET = [
        FROM generate_series(1, {unpublished})""",
     "DROP TABLE h",
 ]
-# The other delete form of each table (by key), compared with the one hotdeal_core/db/retention.py uses.
+# The other delete form of each table (by key), compared with hotdeal_core/db/retention.py.
 OTHER_DELETE = {
     "outbox": text("""DELETE FROM outbox WHERE id IN (
         SELECT id FROM outbox WHERE published_at IS NOT NULL
