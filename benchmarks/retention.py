@@ -23,7 +23,7 @@ hotdeal_test_ret_full, migrated to head, dropped at the end unless --keep):
 Each query is timed (median and p95 of --samples executions, each in a transaction rolled
 back, the tables vacuumed before each stage) and its buffers counted (EXPLAIN ANALYZE):
 the relay's claim (claims.claim, 500 rows), and the settlement's statements for a batch of
-500 (settlement.py: the processed_events insert, the orders lock, the compare-and-set).
+500 (db/settlement.py: the processed_events insert, the orders lock, the compare-and-set).
 """
 
 from __future__ import annotations
@@ -46,10 +46,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from benchmarks.provenance import git_commit
+from hotdeal_core.db import settlement
 from hotdeal_core.db.migrate import upgrade
+from hotdeal_core.db.retention import OUTBOX_DELETE, PROCESSED_EVENTS_DELETE
 from hotdeal_core.messaging import claims
 from hotdeal_core.settings import local_database_url
-from hotdeal_core.usecases import retention, settlement
 from hotdeal_core.usecases.retention import purge_expired
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,7 +106,7 @@ LIVE_SET = [
        FROM generate_series(1, {unpublished})""",
     "DROP TABLE h",
 ]
-# The other delete form of each table (by key), compared with the one retention.py uses.
+# The other delete form of each table (by key), compared with hotdeal_core/db/retention.py.
 OTHER_DELETE = {
     "outbox": text("""DELETE FROM outbox WHERE id IN (
         SELECT id FROM outbox WHERE published_at IS NOT NULL
@@ -116,7 +117,7 @@ OTHER_DELETE = {
         WHERE processed_at < now() - make_interval(secs => CAST(:seconds AS double precision))
         LIMIT :n)"""),
 }
-USED_DELETE = {"outbox": retention._OUTBOX, "processed_events": retention._PROCESSED}
+USED_DELETE = {"outbox": OUTBOX_DELETE, "processed_events": PROCESSED_EVENTS_DELETE}
 HOURS = {"outbox": OUTBOX_HOURS, "processed_events": PROCESSED_HOURS}
 
 
@@ -171,7 +172,7 @@ async def _queries(conn: AsyncConnection, live: list[uuid.UUID]) -> dict[str, St
         ids = sorted(random.sample(live, BATCH))
         await c.execute(settlement._LOCK, {"ids": ids})
         n = len(ids)
-        return settlement._UPDATE, {"ids": ids, "was_status": ["PENDING"] * n,
+        return settlement._CAS, {"ids": ids, "was_status": ["PENDING"] * n,
                                     "was_payment": [None] * n, "status": ["CONFIRMED"] * n,
                                     "payment": [f"pay-{i}" for i in ids],
                                     "reason": [None] * n}

@@ -1,33 +1,6 @@
-"""Composition root of the reconciler.
-
-Consumes `hotdeals.v1` in the consumer group `reconciler` (HotDealEnded -> flush) and runs
-the deal duties: end deals whose duration is over, rebuild Redis state lost by a restart,
-release orphan reservations, and flush ended deals whose event has not arrived yet; and
-keeps the outbox and processed_events bounded (the retention duty).
-
-Several reconcilers may run (`make up CLUSTER=1` starts two): the group shares the topic's
-partitions, and each duty runs in one replica at a time, the holder of its Postgres advisory
-lock (`Duty.exclusive`, hotdeal_core/bootstrap/duty_locks.py); another takes over within an
-interval when it stops or dies. Would a duty also be safe run by two at once (the lock's one
-window: a leader that lost its session mid-run)? All are; the lock saves the doubled work, the lock
-waits and the log noise of N replicas doing the same thing:
-
-- end-due-deals: safe. `end_deal` moves ACTIVE -> ENDED by compare-and-set; one call wins
-  and writes the one HotDealEnded, the other ends nothing (or finds the deal gone).
-- recover-lost-redis-state: safe. A flagged deal is looked at again under the exclusive deal
-  fence and rebuilt only if the loss is still there, so the second of two replicas finds
-  the first one's rebuild and leaves it. (Without that second look, a second rebuild under
-  a newer epoch would fence the reservations taken on the first: refused buyers, never an
-  oversold unit.)
-- release-orphans: safe. Voiding is an insert ON CONFLICT DO NOTHING, a release is guarded
-  by the reservation record (a second release is a no-op); only the work is doubled.
-- flush-stuck-deals: safe. `flush_deal` locks the deal (fence + row) and returns the stored
-  report if the deal is RECONCILED already.
-- retention: safe. Each batch is a DELETE of rows past their retention; two at once delete
-  different rows or the same ones once (a deleted row is skipped by the other).
-- the hotdeals.v1 subscriber: one member per partition (Kafka's group), and a redelivered
-  HotDealEnded is a flush again: safe, as above.
-"""
+"""Composition root of the reconciler: the hotdeals.v1 consumer (HotDealEnded -> flush) and
+the deal and retention duties, each safe even if two replicas ran it at once
+(docs/architecture.md, "Deals, recovery and the flush")."""
 
 from __future__ import annotations
 
@@ -39,10 +12,8 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import REGISTRY
-from sqlalchemy import select, text
 
 from hotdeal_core.bootstrap.consumer_process import ConsumerProcess, Duty
-from hotdeal_core.db.tables import hot_deals
 from hotdeal_core.messaging.admin import server_list
 from hotdeal_core.messaging.consumer import RetryPolicy, handle
 from hotdeal_core.messaging.membership import membership
@@ -52,7 +23,7 @@ from hotdeal_core.observability.logs import bind_ids
 from hotdeal_core.settings import Settings
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import end_due_deals
-from hotdeal_core.usecases.flush import flush_deal
+from hotdeal_core.usecases.flush import flush_deal, flush_stuck
 from hotdeal_core.usecases.orphans import release_orphans
 from hotdeal_core.usecases.recovery import recover_lost_states
 from hotdeal_core.usecases.retention import purge_expired
@@ -61,21 +32,8 @@ from schemas.events import HotDealEnded, HotDealEvent, hotdeal_event_adapter
 log = logging.getLogger(__name__)
 GROUP = "reconciler"
 RETENTION_DUTY = "retention"
-STUCK_AFTER_SECONDS = 10
 # SIGTERM: an in-flight flush gets this long to finish (compose's stop_grace_period is longer).
 GRACEFUL_TIMEOUT = 20.0
-
-
-async def flush_stuck(ctx: Context) -> int:
-    """Safety net: ENDED deals not reconciled a while after they ended are flushed here."""
-    async with ctx.engine.connect() as conn:
-        stuck = (await conn.execute(select(hot_deals.c.id).where(
-            hot_deals.c.status == "ENDED",
-            hot_deals.c.ended_at < text(f"now() - interval '{STUCK_AFTER_SECONDS} seconds'"))
-        )).scalars().all()
-    for deal_id in stuck:
-        await flush_deal(ctx, int(deal_id))
-    return 0
 
 
 def retention_duty(settings: Settings) -> Duty:
@@ -119,10 +77,14 @@ def create_app(settings: Settings) -> FastStream:
         await end_due_deals(ctx)
         return 0
 
+    async def stuck(ctx: Context) -> int:
+        await flush_stuck(ctx)
+        return 0
+
     process = ConsumerProcess(settings, [Duty("end-due-deals", every, due),
                                          Duty("recover-lost-redis-state", every, lost),
                                          Duty("release-orphans", every, orphans),
-                                         Duty("flush-stuck-deals", every * 5, flush_stuck),
+                                         Duty("flush-stuck-deals", every * 5, stuck),
                                          retention_duty(settings)],
                               broker=broker)
 

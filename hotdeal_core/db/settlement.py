@@ -10,13 +10,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hotdeal_core.db import payments
+from hotdeal_core.db.books import give_back_to_product
 from hotdeal_core.db.fence import share_deal
 from hotdeal_core.db.settlement_rules import DUE, PAID_IN_TIME
 from hotdeal_core.messaging import outbox
 from hotdeal_core.messaging.outbox import OutboxRow
 from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.ports.settlement import DealState, LockedOrder, PaymentFact
-from hotdeal_core.usecases.books import give_back_to_product
 from schemas.events import AnyEvent
 
 _FIRST_TIME = text("""

@@ -1,11 +1,5 @@
-"""The audit: is every unit of a deal accounted for?
-
-The invariant, for every deal at every moment:
-    initial = on sale + pending + confirmed + in flight
-where "on sale" is the Redis (or db hot-row) stock before the flush and the units given
-back to Postgres after it, and "in flight" are reservations whose order row is not written
-(or whose cancellation has not reached Redis yet).
-"""
+"""The audit: is every unit of a deal accounted for? initial = on sale + pending +
+confirmed + in flight (docs/architecture.md, "Deals, recovery and the flush")."""
 
 from __future__ import annotations
 
@@ -13,12 +7,9 @@ import asyncio
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import select
-
-from hotdeal_core.db.tables import hot_deals
-from hotdeal_core.domain import LIVE_DEAL_STATUSES, DealStatus, OrderStatus, StockBackend
+from hotdeal_core.domain import DealStatus, OrderStatus, StockBackend
 from hotdeal_core.errors import NotFound
-from hotdeal_core.usecases.books import deal_row, held_units, units_by_status
+from hotdeal_core.usecases.books import held_units
 from hotdeal_core.usecases.context import Context
 
 
@@ -44,13 +35,10 @@ class Audit:
 
 
 async def latest_deal_id(ctx: Context, product_id: int) -> int:
-    async with ctx.engine.connect() as conn:
-        deal_id = (await conn.execute(
-            select(hot_deals.c.id).where(hot_deals.c.product_id == product_id)
-            .order_by(hot_deals.c.id.desc()).limit(1))).scalar_one_or_none()
+    deal_id = await ctx.deals_db.latest_deal_id(product_id)
     if deal_id is None:
         raise NotFound("deal_not_found", f"product {product_id} has never had a deal")
-    return int(deal_id)
+    return deal_id
 
 
 async def audit_deal(ctx: Context, deal_id: int, attempts: int = 3) -> Audit:
@@ -65,20 +53,18 @@ async def audit_deal(ctx: Context, deal_id: int, attempts: int = 3) -> Audit:
 
 
 async def _audit_once(ctx: Context, deal_id: int) -> Audit:
-    async with ctx.engine.connect() as conn:
-        deal = await deal_row(conn, deal_id)
-        units = await units_by_status(conn, deal_id)
-        on_sale, in_flight = int(deal.returned_stock), 0
-        if deal.status != DealStatus.RECONCILED:
-            if deal.stock_backend == StockBackend.DB:
-                on_sale += int(deal.remaining_stock)
-            else:
-                held = await held_units(ctx, conn, deal_id, deal.product_id)
-                if held.state_found:
-                    on_sale += held.stock
-                    in_flight = held.in_flight
-    return Audit(deal_id, int(deal.product_id), str(deal.status), str(deal.stock_backend),
-                 int(deal.initial_stock), on_sale, units[OrderStatus.PENDING],
+    deal, units = await ctx.deals_db.deal_and_units(deal_id)
+    on_sale, in_flight = deal.returned_stock, 0
+    if deal.status is not DealStatus.RECONCILED:
+        if deal.stock_backend is StockBackend.DB:
+            on_sale += deal.remaining_stock
+        else:
+            held = await held_units(ctx.stock, ctx.deals_db, deal)
+            if held.state_found:
+                on_sale += held.stock
+                in_flight = held.in_flight
+    return Audit(deal_id, deal.product_id, deal.status.value, deal.stock_backend.value,
+                 deal.initial_stock, on_sale, units[OrderStatus.PENDING],
                  units[OrderStatus.CONFIRMED], in_flight, units[OrderStatus.CANCELLED])
 
 
@@ -86,9 +72,7 @@ LIVE_AUDITS_AT_ONCE = 8
 
 
 async def audit_live_deals(ctx: Context) -> list[Audit]:
-    async with ctx.engine.connect() as conn:
-        live = (await conn.execute(select(hot_deals.c.id).where(
-            hot_deals.c.status.in_(LIVE_DEAL_STATUSES)))).scalars().all()
+    live = await ctx.deals_db.live_deal_ids()
     # A few at a time: one after another, 178 live deals took over a second (a scrape's
     # timeout); all at once would take every pooled connection from the buyers.
     gate = asyncio.Semaphore(LIVE_AUDITS_AT_ONCE)
@@ -96,4 +80,4 @@ async def audit_live_deals(ctx: Context) -> list[Audit]:
     async def one(deal_id: int) -> Audit:
         async with gate:
             return await audit_deal(ctx, deal_id, attempts=1)
-    return list(await asyncio.gather(*(one(int(deal_id)) for deal_id in live)))
+    return list(await asyncio.gather(*(one(deal_id) for deal_id in live)))

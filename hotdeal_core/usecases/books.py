@@ -1,70 +1,23 @@
-"""The deal's books, the reads and writes the flush, the audit, the recovery and the orphan
-sweep share: the deal row (and its fence), its order units by status, what its Redis state
-holds by what the orders say, and giving units back to the product.
-
-Locks: the flush and the rebuild read the deal with `lock=True`: they own the deal fence
-(`hotdeal_core.db.fence`, exclusive) and lock the deal row `FOR UPDATE`; order inserts and
-cancellations share the fence. So while a flush or a rebuild reads the orders, no order of
-the deal can appear or change status, which is what makes both exact. They hold it across
-one Redis call on purpose (an operator action, not the hot path).
-"""
+"""What the flush, the audit and the deal duties share: a deal's Redis holdings classified
+by what Postgres says of their orders, and a duty's per-deal work kept apart."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
-from uuid import UUID
+from typing import TypeVar
 
-from sqlalchemy import ARRAY, any_, bindparam, func, select, text
-from sqlalchemy.dialects.postgresql import UUID as PG_UUID
-from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import BindParameter
-
-from hotdeal_core.db.fence import own_deal
-from hotdeal_core.db.tables import hot_deals, orders
+from hotdeal_core.db.books import give_back_to_product, order_ids_param
 from hotdeal_core.domain import OrderStatus
-from hotdeal_core.errors import NotFound
-from hotdeal_core.stock.port import Reservation
-from hotdeal_core.usecases.context import Context
+from hotdeal_core.ports.deals import Deal, OrderStatuses
+from hotdeal_core.stock.port import StockStore
 
-
-async def deal_row(conn: AsyncConnection, deal_id: int, *, lock: bool = False) -> Any:
-    query = select(hot_deals).where(hot_deals.c.id == deal_id)
-    if lock:  # the fence stops order writes; the row lock, the db design's hot-row updates
-        await own_deal(conn, deal_id)
-        query = query.with_for_update()
-    row = (await conn.execute(query)).first()
-    if row is None:
-        raise NotFound("deal_not_found", f"deal {deal_id} does not exist")
-    return row
-
-
-async def units_by_status(conn: AsyncConnection, deal_id: int) -> dict[str, int]:
-    rows = (await conn.execute(
-        select(orders.c.status, func.coalesce(func.sum(orders.c.quantity), 0))
-        .where(orders.c.hot_deal_id == deal_id).group_by(orders.c.status))).all()
-    units = {s.value: 0 for s in OrderStatus}
-    units.update({status: int(n) for status, n in rows})
-    return units
-
-
-async def order_statuses(conn: AsyncConnection, order_ids: list[UUID]) -> dict[UUID, str]:
-    if not order_ids:
-        return {}
-    # One array parameter, not one parameter per id: a deal may hold more live
-    # reservations than a statement may have parameters (32,767).
-    rows = (await conn.execute(select(orders.c.id, orders.c.status).where(
-        orders.c.id == any_(order_ids_param(order_ids))))).all()
-    return {row.id: row.status for row in rows}
-
-
-_UUID_ARRAY: ARRAY[Any] = ARRAY(PG_UUID(as_uuid=True))
-
-
-def order_ids_param(items: list[UUID] | list[Reservation]) -> BindParameter[Any]:
-    """Order ids as one uuid[] parameter."""
-    ids = [i if isinstance(i, UUID) else i.order_id for i in items]
-    return bindparam("ids", ids, type_=_UUID_ARRAY)
+# Re-exported only until settlement.py and orphans.py import them from hotdeal_core.db.books.
+__all__ = ["HeldUnits", "each_apart", "give_back_to_product", "held_units", "order_ids_param"]
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +34,11 @@ class HeldUnits:
         return self.orphaned + self.cancelled
 
 
-async def held_units(ctx: Context, conn: AsyncConnection, deal_id: int,
-                     product_id: int) -> HeldUnits:
+async def held_units(stock: StockStore, books: OrderStatuses, deal: Deal) -> HeldUnits:
     """Snapshot the deal's Redis state, read its reservations' order statuses, classify."""
-    snap = await ctx.stock.snapshot(product_id)
-    statuses = await order_statuses(conn, [r.order_id for r in snap.reservations])
-    found = snap.deal_id == deal_id
+    snap = await stock.snapshot(deal.product_id)
+    statuses = await books.order_statuses([r.order_id for r in snap.reservations])
+    found = snap.deal_id == deal.id
     return HeldUnits(
         state_found=found, stock=snap.stock if found else 0,
         orphaned=sum(r.quantity for r in snap.reservations if r.order_id not in statuses),
@@ -94,10 +46,14 @@ async def held_units(ctx: Context, conn: AsyncConnection, deal_id: int,
                       if statuses.get(r.order_id) == OrderStatus.CANCELLED))
 
 
-_GIVE_BACK = text("UPDATE products SET stock = stock + :units, updated_at = now() "
-                  "WHERE id = :product_id")
-
-
-async def give_back_to_product(conn: AsyncConnection, product_id: int, units: int) -> None:
-    """Return `units` to the product's own stock (in the caller's transaction)."""
-    await conn.execute(_GIVE_BACK, {"units": units, "product_id": product_id})
+async def each_apart(items: Iterable[T], work: Callable[[T], Awaitable[R]],
+                     what: str) -> list[R]:
+    """`work` on each item; one's failure (logged) never stops the others' (a duty's
+    deals: one whose Redis keys are unreachable must not keep the rest from ending)."""
+    done = []
+    for item in items:
+        try:
+            done.append(await work(item))
+        except Exception:  # retried at the duty's next round
+            log.exception("%s of %s failed; the others go on", what, item)
+    return done

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hotdeal_core.db.deals import PgDeals
 from hotdeal_core.messaging.topics import Topics
+from hotdeal_core.ports.deals import DealsDb
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.port import StockStore
 from hotdeal_core.stock.sold_out import SoldOutMemo
@@ -45,12 +47,16 @@ class Context:
     # Called right after a reservation, before its order is written: a fault hook the
     # composition root injects for crash tests (FAULT_HOOK); nothing otherwise.
     after_reserve: Callable[[], None] = _nothing
-    # The settlement's and payments' rows (hotdeal_core/ports/settlement.py); None: Postgres
-    # over `engine` (a `dataclasses.replace(ctx, engine=...)` keeps the old one: pass None).
+    # The settlement's and payments' rows (hotdeal_core/ports/settlement.py) and the deals'
+    # (hotdeal_core/ports/deals.py); None: Postgres over `engine` (a
+    # `dataclasses.replace(ctx, engine=...)` keeps the old ones: pass None).
     settlement_db: SettlementDb = None  # type: ignore[assignment]
+    deals_db: DealsDb = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.settlement_db is None:
             # Imported here: the adapter imports use-case modules that import this one.
             from hotdeal_core.db.settlement import PostgresSettlement
             self.settlement_db = PostgresSettlement(self.engine, self.topics)
+        if self.deals_db is None:
+            self.deals_db = PgDeals(self.engine, self.topics)

@@ -1,22 +1,17 @@
-"""Starting and ending hot deals (the CLI and the admin endpoints both call these)."""
+"""Starting and ending hot deals (the CLI, the admin endpoints and the reconciler call these)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import func, select, text
-from sqlalchemy.exc import IntegrityError
-
-from hotdeal_core.db.tables import hot_deals, products
 from hotdeal_core.domain import MAX_OPENING_WINDOW_SECONDS, DealStatus, StockBackend
 from hotdeal_core.errors import Conflict, NotFound, Unprocessable
-from hotdeal_core.messaging.outbox import add_event
+from hotdeal_core.ports.deals import Deal, EndReason, NewDeal
 from hotdeal_core.settings import Settings
+from hotdeal_core.usecases.books import each_apart
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.products import live_deal_row
-from schemas.events import HotDealEnded, HotDealStarted
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +46,9 @@ def opening_window(settings: Settings, asked: float | None) -> float:
 
 
 async def start_deal(ctx: Context, cmd: StartDeal) -> StartedDeal:
-    """Move `stock` units from the product's Postgres stock into a new ACTIVE deal.
-
-    Refuses a product with a live deal, and never overwrites live stock in Redis. The deal
-    row commits first, then its Redis state opens; a crash in between leaves an ACTIVE deal
-    without Redis state, which orders see as not active until the rebuild.
-    """
+    """Move `stock` units from the product into a new ACTIVE deal, then open its Redis
+    state (never over a live one); a crash in between leaves an ACTIVE deal without Redis
+    state, which orders see as not active until the rebuild."""
     if cmd.stock < 1 or cmd.per_user_limit < 1:
         raise Unprocessable("validation_error", "stock and per_user_limit must be >= 1")
     if cmd.duration_seconds is not None and cmd.duration_seconds <= 0:
@@ -70,44 +62,19 @@ async def start_deal(ctx: Context, cmd: StartDeal) -> StartedDeal:
                             "(HOTDEAL_STOCK_REDIS=true)")
     if backend is StockBackend.REDIS:
         await _clear_stale_redis_state(ctx, cmd.product_id)
-    try:
-        async with ctx.engine.begin() as conn:
-            product = (await conn.execute(select(products).where(
-                products.c.id == cmd.product_id).with_for_update())).first()
-            if product is None:
-                raise NotFound("product_not_found", f"product {cmd.product_id} does not exist")
-            if await live_deal_row(conn, cmd.product_id) is not None:
-                raise Conflict("deal_already_active", "this product already has a live deal")
-            if product.stock < cmd.stock:
-                raise Conflict("insufficient_stock",
-                               f"product has {product.stock} units; {cmd.stock} requested")
-            await conn.execute(text("UPDATE products SET stock = stock - :n, updated_at = now() "
-                                    "WHERE id = :pid"), {"n": cmd.stock, "pid": cmd.product_id})
-            # The end by Postgres's clock, the one `end_due_deals` compares with.
-            ends = (func.now() + timedelta(seconds=cmd.duration_seconds)
-                    if cmd.duration_seconds else None)
-            deal_id, ends_at = (await conn.execute(hot_deals.insert().values(
-                product_id=cmd.product_id, initial_stock=cmd.stock,
-                per_user_limit=cmd.per_user_limit, status=DealStatus.ACTIVE,
-                stock_backend=backend,
-                remaining_stock=cmd.stock if backend is StockBackend.DB else 0,
-                ends_at=ends, started_at=text("now()")).returning(
-                    hot_deals.c.id, hot_deals.c.ends_at))).one()
-            await add_event(conn, ctx.topics, HotDealStarted(
-                hot_deal_id=deal_id, product_id=cmd.product_id, stock=cmd.stock,
-                per_user_limit=cmd.per_user_limit, stock_backend=backend.value, ends_at=ends_at))
-            price = int(product.price)
-    except IntegrityError as exc:  # a concurrent start won the unique live-deal index
-        raise Conflict("deal_already_active", "this product already has a live deal") from exc
+    opened = await ctx.deals_db.open_deal(NewDeal(
+        cmd.product_id, cmd.stock, cmd.per_user_limit, backend, cmd.duration_seconds))
     ctx.outbox_written()
     if backend is StockBackend.REDIS:
-        opened = await ctx.stock.open(
-            cmd.product_id, int(deal_id), cmd.stock, cmd.per_user_limit, epoch=1,
-            unit_price=price, opening_window_ms=round(cmd.opening_window_seconds * 1000))
-        if not opened:  # cannot happen after the stale check unless raced; never overwrite
-            log.error("deal %s: Redis already held live state; left for recovery", deal_id)
-    return StartedDeal(int(deal_id), cmd.product_id, cmd.stock, cmd.per_user_limit,
-                       backend.value, ends_at, cmd.opening_window_seconds)
+        in_redis = await ctx.stock.open(
+            cmd.product_id, opened.deal_id, cmd.stock, cmd.per_user_limit, epoch=1,
+            unit_price=opened.unit_price,
+            opening_window_ms=round(cmd.opening_window_seconds * 1000))
+        if not in_redis:  # cannot happen after the stale check unless raced; never overwrite
+            log.error("deal %s: Redis already held live state; left for recovery",
+                      opened.deal_id)
+    return StartedDeal(opened.deal_id, cmd.product_id, cmd.stock, cmd.per_user_limit,
+                       backend.value, opened.ends_at, cmd.opening_window_seconds)
 
 
 async def _clear_stale_redis_state(ctx: Context, product_id: int) -> None:
@@ -116,50 +83,38 @@ async def _clear_stale_redis_state(ctx: Context, product_id: int) -> None:
     snap = await ctx.stock.peek(product_id)
     if snap.status is None:
         return
-    async with ctx.engine.connect() as conn:
-        status = (await conn.execute(select(hot_deals.c.status).where(
-            hot_deals.c.id == snap.deal_id))).scalar_one_or_none()
+    status = await ctx.deals_db.deal_status(snap.deal_id)
     if status in (DealStatus.SCHEDULED, DealStatus.ACTIVE, DealStatus.ENDED):
         raise Conflict("deal_already_active", "Redis holds live stock of this product's deal")
     await ctx.stock.drop(product_id, snap.deal_id)
 
 
 async def end_deal(ctx: Context, product_id: int,
-                   reason: str = "stopped") -> tuple[int, bool]:
-    """Stop intake at once (close the Redis state, mark ENDED), publish HotDealEnded.
-
-    Returns (deal id, whether this call ended it). Ending an ENDED deal again republishes
-    nothing; the reconciler's flush does the rest.
-    """
-    async with ctx.engine.connect() as conn:
-        deal = await live_deal_row(conn, product_id)
+                   reason: EndReason = "stopped") -> tuple[int, bool]:
+    """Stop intake of the product's live deal, mark it ENDED, publish HotDealEnded: (deal
+    id, whether this call ended it). Again on an ENDED deal: nothing more is published."""
+    deal = await ctx.deals_db.live_deal(product_id)
     if deal is None:
         raise NotFound("deal_not_found", f"product {product_id} has no live deal")
-    deal_id = int(deal.id)
-    if deal.stock_backend == StockBackend.REDIS:
-        await ctx.stock.close(product_id, deal_id)
-    async with ctx.engine.begin() as conn:
-        ended = (await conn.execute(text(
-            "UPDATE hot_deals SET status = 'ENDED', ended_at = now(), updated_at = now() "
-            "WHERE id = :d AND status = 'ACTIVE' RETURNING id"), {"d": deal_id})).first()
-        if ended is not None:
-            await add_event(conn, ctx.topics, HotDealEnded(
-                hot_deal_id=deal_id, product_id=product_id,
-                reason="duration_over" if reason == "duration_over" else "stopped"))
-    if ended is not None:
+    return deal.id, await stop_deal(ctx, deal, reason)
+
+
+async def stop_deal(ctx: Context, deal: Deal, reason: EndReason) -> bool:
+    """Close its Redis state, then ACTIVE -> ENDED by compare-and-set: whether this call
+    ended it (another replica's call, or a flush, may have)."""
+    if deal.stock_backend is StockBackend.REDIS:
+        await ctx.stock.close(deal.product_id, deal.id)
+    ended = await ctx.deals_db.mark_ended(deal, reason)
+    if ended:
         ctx.outbox_written()
-    return deal_id, ended is not None
+    return ended
 
 
 async def end_due_deals(ctx: Context) -> list[int]:
-    """End ACTIVE deals whose duration is over (their HotDealEnded triggers the flush)."""
-    async with ctx.engine.connect() as conn:
-        due = (await conn.execute(select(hot_deals.c.product_id).where(
-            hot_deals.c.status == DealStatus.ACTIVE,
-            hot_deals.c.ends_at < func.now()))).scalars().all()
-    ended = []
-    for product_id in due:
-        deal_id, now = await end_deal(ctx, int(product_id), reason="duration_over")
-        if now:
-            ended.append(deal_id)
-    return ended
+    """End ACTIVE deals whose duration is over (their HotDealEnded triggers the flush):
+    the ids this call ended. By deal id, so a deal ended and replaced meanwhile is never
+    confused with its product's next one; one that fails is retried next round."""
+    async def end(deal: Deal) -> int | None:
+        return deal.id if await stop_deal(ctx, deal, "duration_over") else None
+    ended = await each_apart(await ctx.deals_db.due_deals(), end, "ending a due deal")
+    return [deal_id for deal_id in ended if deal_id is not None]

@@ -1,31 +1,21 @@
-"""The flush: once a deal has ended, give back what it did not sell, exactly once.
-
-The orders are the truth of what was sold: `returned = initial - pending - confirmed` goes
-back to the product, whatever Redis says; what Redis still holds (stock, orphan and
-cancelled reservations) is the cross-check (`balanced`). The flush is one Postgres
-transaction under the deal fence and the deal row lock (`books.deal_row(lock=True)`: no
-order of the deal appears or changes status meanwhile); a re-run finds RECONCILED and only
-drops the Redis keys.
-"""
+"""The flush: once a deal has ended, give back what it did not sell, exactly once (the
+rules: docs/architecture.md, "Deals, recovery and the flush")."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from hotdeal_core.db.tables import hot_deals, reconciliations
 from hotdeal_core.domain import DealStatus, OrderStatus, StockBackend
-from hotdeal_core.messaging.outbox import add_event
-from hotdeal_core.usecases.books import deal_row, give_back_to_product, held_units, units_by_status
+from hotdeal_core.ports.deals import LockedDeal, Reconciliation
+from hotdeal_core.usecases.books import each_apart, held_units
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.deals import end_deal
-from schemas.events import HotDealReconciled
+from hotdeal_core.usecases.deals import stop_deal
 
 log = logging.getLogger(__name__)
+
+# An ENDED deal not reconciled this long after it ended: its HotDealEnded flush was lost.
+STUCK_AFTER_SECONDS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,62 +32,54 @@ class FlushReport:
 
 async def flush_deal(ctx: Context, deal_id: int) -> FlushReport:
     """Give back what the ended deal did not sell, exactly once. Safe to re-run."""
-    async with ctx.engine.connect() as conn:
-        deal = await deal_row(conn, deal_id)
-    product_id = int(deal.product_id)
-    if deal.status == DealStatus.ACTIVE:
-        await end_deal(ctx, product_id)
-    elif deal.stock_backend == StockBackend.REDIS and deal.status == DealStatus.ENDED:
-        await ctx.stock.close(product_id, deal_id)
-    async with ctx.engine.begin() as conn:
-        deal = await deal_row(conn, deal_id, lock=True)
-        if deal.status == DealStatus.RECONCILED:
-            report = await _previous_report(conn, deal)
+    deal = await ctx.deals_db.deal(deal_id)
+    if deal.status is DealStatus.ACTIVE:
+        await stop_deal(ctx, deal, "stopped")
+    elif deal.stock_backend is StockBackend.REDIS and deal.status is DealStatus.ENDED:
+        await ctx.stock.close(deal.product_id, deal_id)
+    async with ctx.deals_db.locked(deal_id) as books:
+        if books.deal.status is DealStatus.RECONCILED:
+            report = _report(books, await books.reconciliation(), already=True)
         else:
-            report = await _settle(ctx, conn, deal)
+            report = _report(books, await _settle(ctx, books), already=False)
     if not report.already:
         ctx.outbox_written()
-    if deal.stock_backend == StockBackend.REDIS:
-        await ctx.stock.drop(product_id, deal_id)
+    if deal.stock_backend is StockBackend.REDIS:
+        await ctx.stock.drop(deal.product_id, deal_id)
     return report
 
 
-async def _settle(ctx: Context, conn: AsyncConnection, deal: Any) -> FlushReport:
-    units = await units_by_status(conn, deal.id)
+async def _settle(ctx: Context, books: LockedDeal) -> Reconciliation:
+    """The orders are the truth of what was sold: `initial - pending - confirmed` goes
+    back, whatever Redis says; what Redis still holds is the cross-check (`balanced`)."""
+    deal = books.deal
+    units = await books.units_by_status()
     pending, confirmed = units[OrderStatus.PENDING], units[OrderStatus.CONFIRMED]
-    # The orders are the truth of what was sold; everything else goes back.
-    returned = int(deal.initial_stock) - pending - confirmed
-    redis_stock, orphans, cancelled_held = int(deal.remaining_stock), 0, 0
-    if deal.stock_backend == StockBackend.REDIS:
-        held = await held_units(ctx, conn, deal.id, deal.product_id)
-        redis_stock, orphans, cancelled_held = held.stock, held.orphaned, held.cancelled
+    returned = deal.initial_stock - pending - confirmed
+    held_stock, orphans, cancelled_held, state_found = deal.remaining_stock, 0, 0, True
+    if deal.stock_backend is StockBackend.REDIS:
+        held = await held_units(ctx.stock, books, deal)
+        held_stock, orphans, cancelled_held = held.stock, held.orphaned, held.cancelled
         state_found = held.state_found
-    else:
-        state_found = True
-    # Cross-check: what the stock store still holds must be exactly what goes back.
-    balanced = state_found and redis_stock + orphans + cancelled_held == returned
-    await give_back_to_product(conn, deal.product_id, returned)
-    await conn.execute(hot_deals.update().where(hot_deals.c.id == deal.id).values(
-        status=DealStatus.RECONCILED, returned_stock=returned, remaining_stock=0,
-        reconciled_at=text("now()"), updated_at=text("now()"),
-        ended_at=func.coalesce(hot_deals.c.ended_at, func.now())))
-    await conn.execute(reconciliations.insert().values(
-        hot_deal_id=deal.id, initial_stock=deal.initial_stock, redis_stock=redis_stock,
-        orphans_released=orphans, cancelled_released=cancelled_held, returned_stock=returned,
-        pending_units=pending, confirmed_units=confirmed, balanced=balanced,
-        details=None if state_found else "no Redis state at flush: figures from Postgres"))
-    await add_event(conn, ctx.topics, HotDealReconciled(
-        hot_deal_id=deal.id, product_id=deal.product_id, initial_stock=deal.initial_stock,
-        returned_stock=returned, pending_units=pending, confirmed_units=confirmed,
-        balanced=balanced))
+    balanced = state_found and held_stock + orphans + cancelled_held == returned
+    rec = Reconciliation(
+        deal.initial_stock, held_stock, orphans, cancelled_held, returned, pending, confirmed,
+        balanced, None if state_found else "no Redis state at flush: figures from Postgres")
+    await books.reconcile(rec)
     log.info("deal %s reconciled: returned %d, pending %d, confirmed %d, balanced %s",
              deal.id, returned, pending, confirmed, balanced)
-    return FlushReport(deal.id, deal.product_id, returned, redis_stock, pending, confirmed,
-                       balanced, already=False)
+    return rec
 
 
-async def _previous_report(conn: AsyncConnection, deal: Any) -> FlushReport:
-    rec = (await conn.execute(select(reconciliations).where(
-        reconciliations.c.hot_deal_id == deal.id))).one()
-    return FlushReport(deal.id, deal.product_id, rec.returned_stock, rec.redis_stock,
-                       rec.pending_units, rec.confirmed_units, rec.balanced, already=True)
+def _report(books: LockedDeal, rec: Reconciliation, *, already: bool) -> FlushReport:
+    return FlushReport(books.deal.id, books.deal.product_id, rec.returned_stock,
+                       rec.redis_stock, rec.pending_units, rec.confirmed_units, rec.balanced,
+                       already)
+
+
+async def flush_stuck(ctx: Context) -> list[FlushReport]:
+    """Safety net: ENDED deals not reconciled a while after they ended are flushed here."""
+    async def flush(deal_id: int) -> FlushReport:
+        return await flush_deal(ctx, deal_id)
+    stuck = await ctx.deals_db.stuck_deal_ids(STUCK_AFTER_SECONDS)
+    return await each_apart(stuck, flush, "flushing a stuck deal")

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hotdeal_core.db.tables import hot_deals, products
-from hotdeal_core.domain import LIVE_DEAL_STATUSES, StockBackend
+from hotdeal_core.db.deals import live_deal_row
+from hotdeal_core.db.tables import products
+from hotdeal_core.domain import StockBackend
 from hotdeal_core.errors import NotFound, Unprocessable
 from hotdeal_core.usecases.context import Context
 
@@ -43,26 +42,6 @@ async def create_product(ctx: Context, name: str, price: int, stock: int) -> Pro
         pid = (await conn.execute(products.insert().values(name=name, price=price, stock=stock)
                                   .returning(products.c.id))).scalar_one()
     return ProductView(int(pid), name, price, stock, None)
-
-
-class LiveDeal(NamedTuple):
-    """The columns of a live deal's row that its readers use."""
-
-    id: int
-    status: str
-    stock_backend: str
-    initial_stock: int
-    per_user_limit: int
-    remaining_stock: int
-    epoch: int
-    ends_at: datetime | None
-
-
-async def live_deal_row(conn: AsyncConnection, product_id: int) -> LiveDeal | None:
-    row = (await conn.execute(select(*(hot_deals.c[name] for name in LiveDeal._fields)).where(
-        hot_deals.c.product_id == product_id,
-        hot_deals.c.status.in_(LIVE_DEAL_STATUSES)))).first()
-    return None if row is None else LiveDeal(*row)
 
 
 async def get_product(ctx: Context, product_id: int) -> ProductView:

@@ -18,9 +18,11 @@ async def _buyers(ledger: Ledger, stop: asyncio.Event) -> None:
 
 
 def _fault(component: str, killed: dict[str, float], ledger: Ledger,
-           back: asyncio.Event | None = None) -> Fault:
+           back: asyncio.Event | None = None, signal: asyncio.Event | None = None) -> Fault:
     async def kill(_: Stack) -> None:
         killed[component] = ledger.now()
+        if signal is not None:
+            signal.set()
 
     async def answers(_: Stack) -> bool:
         return back is None or back.is_set()
@@ -35,18 +37,20 @@ def test_families_pair_the_replicas_of_one_component() -> None:
 
 
 async def test_kills_follow_the_clock_and_a_family_waits_for_its_previous_fault() -> None:
-    ledger, stop, killed = Ledger(), asyncio.Event(), {}
+    ledger, stop = Ledger(), asyncio.Event()
+    killed: dict[str, float] = {}
     slow_back = asyncio.Event()  # api-1 answers again only when the test says so
-    faults = [_fault(c, killed, ledger, slow_back if c == "api-1" else None)
+    kafka_killed = asyncio.Event()
+    faults = [_fault(c, killed, ledger, slow_back if c == "api-1" else None,
+                     kafka_killed if c == "kafka" else None)
               for c in ("api-2", "kafka", "api-1", "stock-worker-1")]
     plan = Plan(buyers=1, warmup=0, down=0.01, after=0.01, every=0.1)
     buyers = asyncio.create_task(_buyers(ledger, stop))
     schedule = asyncio.create_task(on_schedule(faults, Stack(), ledger, plan, buyers))
-    while "kafka" not in killed:  # the schedule's order: api-1, stock-worker-1, kafka, api-2
-        await asyncio.sleep(0.01)
+    # The schedule's order: api-1, stock-worker-1, kafka, api-2.
+    await asyncio.wait_for(kafka_killed.wait(), 10)
     api_2_slot = killed["api-1"] + 3 * plan.every
-    while ledger.now() < api_2_slot + 0.05:  # the clock passes api-2's slot...
-        await asyncio.sleep(0.01)
+    await asyncio.sleep(max(0.0, api_2_slot + 0.05 - ledger.now()))  # past api-2's slot...
     assert "api-2" not in killed  # ...but api-1 is still down: api-2 waits
     slow_back.set()
     runs = await asyncio.wait_for(schedule, 10)
