@@ -213,14 +213,16 @@ chaos: venv ## faults under load: each component killed in turn (SHORT=1: the CI
 # after deal (start, sell out, flush), with payments, failed payments and expiries, sampled
 # every few seconds (RSS, table sizes, outbox, consumer lag, Redis, p50/p99); fails unless
 # every judged series is flat and every deal's checks hold. Report in reports/soak-*/.
-# Its own processes on a free port; `make soak DURATION=10m SOAK_ARGS="--rate 100"`.
+# Its own processes on a free port; `make soak DURATION=10m SOAK_ARGS="--rate 100"`;
+# RESULT=docs/scenarios/results/<name>.json: its figures (no samples) as a committed result.
 SOAK_ARGS ?=
 SOAK_DURATION = $(if $(filter command line environment,$(origin DURATION)),$(DURATION),30m)
 .PHONY: soak
 soak: venv infra-up ## a long steady load, deal after deal; fails if memory, backlogs or latency grow (DURATION=30m)
 	$(PY) -m hotdeal_core.db.migrate
 	$(PY) -m devtools.soak --duration $(SOAK_DURATION) $(SOAK_ARGS) \
-		--command "make soak DURATION=$(SOAK_DURATION)$(if $(SOAK_ARGS), SOAK_ARGS=\"$(SOAK_ARGS)\")"
+		--command "make soak DURATION=$(SOAK_DURATION)$(if $(SOAK_ARGS), SOAK_ARGS=\"$(SOAK_ARGS)\")" \
+		$(if $(RESULT),--result $(RESULT))
 
 # The runtime image's lock files (requirements/*.lock, installed by the Dockerfile), refreshed
 # from pyproject.toml in a fresh venv; commit them.

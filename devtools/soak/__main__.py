@@ -11,9 +11,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from benchmarks.results import Recorder
 from devtools.report import machine_info
 from devtools.soak.flat import Verdict
-from devtools.soak.report import write
+from devtools.soak.report import result_figures, write
 from devtools.soak.run import RETENTION_INTERVAL_S, Plan, say, soak
 from devtools.soak.series import verdicts
 from devtools.swarm import ROOT
@@ -21,7 +22,7 @@ from hotdeal_cli.main import parse_duration
 from hotdeal_core.settings import load_settings
 
 
-def parse(argv: list[str]) -> tuple[Plan, Path, str]:
+def parse(argv: list[str]) -> tuple[Plan, Path, str, Path | None]:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", default="30m", help="load time, e.g. 60s, 30m (default 30m)")
@@ -39,6 +40,8 @@ def parse(argv: list[str]) -> tuple[Plan, Path, str]:
                    help="seconds a published outbox row is kept (the reconciler's duty)")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--command", default=None, help="the command shown in the report")
+    p.add_argument("--result", type=Path, default=None,
+                   help="also write the run's figures (no samples) as a committed result file")
     a = p.parse_args(argv)
     duration = parse_duration(a.duration)
     interval = a.interval or (2.0 if duration < 300 else 5.0)
@@ -49,11 +52,13 @@ def parse(argv: list[str]) -> tuple[Plan, Path, str]:
     plan = Plan(duration, interval, a.rate, a.fraction, a.capacity_seconds, a.deal_seconds,
                 a.reservation_ttl, a.outbox_retention, warmup)
     out = a.out or ROOT / "reports" / f"soak-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    return plan, out, a.command or shlex.join(["python", "-m", "devtools.soak", *argv])
+    return plan, out, a.command or shlex.join(["python", "-m", "devtools.soak", *argv]), \
+        a.result
 
 
 def main() -> None:
-    plan, out, command = parse(sys.argv[1:])
+    plan, out, command, result = parse(sys.argv[1:])
+    recorder = Recorder(command)
     rep = asyncio.run(soak(plan, out))
     settings = load_settings()
     rep["machine"] = asyncio.run(machine_info(settings.database_url, settings.redis_url))
@@ -63,6 +68,8 @@ def main() -> None:
         all(c["ok"] for d in rep["deals"] for c in d["checks"]) and bool(rep["deals"])
     path = write(rep, out)
     say(f"report: {path}")
+    if result is not None:
+        recorder.write(result, result_figures(rep))
     for v in found:
         if not v.flat:
             say(f"NOT FLAT: {v.series}: {v.detail}")

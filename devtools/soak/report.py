@@ -106,3 +106,22 @@ def write(rep: dict[str, Any], out: Path) -> Path:
     path = out / "report.md"
     path.write_text(render(rep))
     return path
+
+
+def result_figures(rep: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's figures for its committed result file: everything but the samples and the
+    per-deal details (the report's JSON keeps those)."""
+    deals = rep["deals"]
+    return {
+        "passed": rep["passed"], "duration_s": rep["duration_s"], "rate": round(rep["rate"], 1),
+        "capacity": None if rep.get("capacity") is None else round(rep["capacity"], 1),
+        "plan": rep["plan"], "verdicts": rep["verdicts"], "checks": rep["checks"],
+        "outcomes": rep["outcomes"], "dropped": rep["dropped"],
+        "between_deals": rep["between_deals"], "payments": rep["payments"],
+        "deals": {"count": len(deals), "accepted": sum(d["accepted"] for d in deals),
+                  "sold_out": sum(d["sold_out_s"] is not None for d in deals),
+                  "checks_held": sum(all(c["ok"] for c in d["checks"]) for d in deals)},
+        "loadavg_1m_first_last": [s.get("loadavg_1m") for s in
+                                  (rep["samples"][0], rep["samples"][-1])]
+        if rep["samples"] else None,
+        "machine": rep.get("machine")}
