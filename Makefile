@@ -50,7 +50,7 @@ export ALLOW_DEV_SECRETS
 TEST_ENV := DATABASE_URL=postgresql+asyncpg://hotdeal:hotdeal@127.0.0.1:$(HOTDEAL_PG_PORT)/hotdeal_test \
 	REDIS_URL=redis://127.0.0.1:$(HOTDEAL_REDIS_PORT)/1 KAFKA_TOPIC_PREFIX=test.
 
-.PHONY: help venv infra-up infra-down infra-status migrate test test-unit check clean up down status api-docs demo swarm compare bench bench-fairness
+.PHONY: help venv infra-up infra-down infra-status migrate test test-unit test-tooling check clean up down status api-docs demo swarm compare bench bench-fairness
 
 help: ## this list (every target; `make <target>`)
 	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z][a-zA-Z0-9_.-]*:[^=]*## / \
@@ -78,8 +78,11 @@ test: venv infra-up ## set up everything and run every test tier (CI runs it)
 	$(TEST_ENV) $(PY) -m devtools.testenv
 	$(TEST_ENV) $(PY) -m pytest
 
-test-unit: venv ## the unit tier only (no services)
-	$(PY) -m pytest -m unit
+test-unit: venv ## the unit tier only: the product's code on fakes (no services, seconds)
+	$(PY) -m pytest tests/unit
+
+test-tooling: venv ## the tooling tier only: dev and load tools, benchmarks, compose, docs (no services)
+	$(PY) -m pytest tests/tooling
 
 check: venv ## ruff + mypy
 	$(VENV)/bin/ruff check .

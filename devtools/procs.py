@@ -10,8 +10,8 @@
         the default when HOTDEAL_CLUSTER=1. `down` stops both sets.
 
 Logs and pid files go to the run directory (git-ignored). `up` waits until each process is
-ready (the API's /readyz answers 200; a consumer writes its ready file) and fails with the
-tail of the log if a process exits or does not get ready in time.
+ready (its /readyz answers 200: the API's, a consumer's on its METRICS_PORT) and fails with
+the tail of the log if a process exits or does not get ready in time.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +46,9 @@ CLUSTER_REPLICAS = 2
 # Their buyers reuse each id without pause (locust) or in rotation (wrk): the per-buyer limit
 # is off, the per-address one is off by default.
 LOAD_API_ENV: dict[str, str] = {"ORDER_RATE_PER_BUYER": "0"}
+#: `up` serves each consumer's /metrics and /readyz (METRICS_PORT) on a port of its own,
+#: from ORDER_API_PORT + CONSUMER_PORTS on, the same in single and cluster mode.
+CONSUMER_PORTS = 10
 
 
 class ProcessFailed(RuntimeError):
@@ -78,8 +82,8 @@ class Proc:
         return list(self.argv) or [sys.executable, "-m", self.module]
 
     @property
-    def serves_http(self) -> bool:
-        """Ready when GET /readyz answers 200 (the API and the LB), else by its ready file."""
+    def serves_api(self) -> bool:
+        """The API or the LB (on ORDER_API_PORT); else a consumer (on METRICS_PORT)."""
         return self.module == "order_api" or bool(self.argv)
 
     @property
@@ -91,21 +95,23 @@ class Proc:
         return self.run_dir / f"{self.name}.pid"
 
     @property
-    def ready_file(self) -> Path:
-        return self.run_dir / f"{self.name}.ready"
-
-    @property
     def api_url(self) -> str:
         port = self.env.get("ORDER_API_PORT", os.environ.get("ORDER_API_PORT", ORDER_API_PORT))
         return f"http://127.0.0.1:{port}"
 
+    @property
+    def ready_url(self) -> str:
+        if self.serves_api:
+            return f"{self.api_url}/readyz"
+        return f"http://127.0.0.1:{self.env['METRICS_PORT']}/readyz"
+
     def start(self) -> Proc:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.ready_file.unlink(missing_ok=True)
+        if not self.serves_api and "METRICS_PORT" not in self.env:  # where /readyz answers
+            self.env = {**self.env, "METRICS_PORT": str(free_port())}  # (a shared env stays)
         for path, text in self.files.items():
             path.write_text(text)
-        env = {**os.environ, **self.env, "READY_FILE": str(self.ready_file),
-               "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         with self.log.open("ab") as log:
             self.popen = subprocess.Popen(
                 self.command, cwd=ROOT, env=env,
@@ -115,10 +121,8 @@ class Proc:
         return self
 
     def is_ready(self) -> bool:
-        if not self.serves_http:
-            return self.ready_file.exists()
         try:
-            with urllib.request.urlopen(f"{self.api_url}/readyz", timeout=2) as resp:
+            with urllib.request.urlopen(self.ready_url, timeout=2) as resp:
                 return bool(resp.status == 200)
         except (urllib.error.URLError, OSError):
             return False
@@ -170,8 +174,21 @@ class Proc:
                 while self.alive():
                     time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
-        self.ready_file.unlink(missing_ok=True)
         return self.popen.returncode if self.popen is not None else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def consumer_port(name: str, base: int) -> int:
+    """The METRICS_PORT `up` gives the consumer `name` (single or cluster mode), after the
+    API's port `base` (ORDER_API_PORT) and its replicas'."""
+    consumers = [n for n in MODULES if n != "order-api"]
+    names = [*consumers, *(f"{n}-{i}" for n in consumers for i in range(1, CLUSTER_REPLICAS + 1))]
+    return base + CONSUMER_PORTS + names.index(name)
 
 
 def read_pid(path: Path) -> int | None:
@@ -212,13 +229,16 @@ def load_balancer(run_dir: Path, port: int, apis: list[Proc], name: str = "load-
 def _procs(run_dir: Path, cluster: bool = False) -> list[Proc]:
     """Single mode: one of each. Cluster mode: the replicas (APIs on the ports after
     ORDER_API_PORT, consumers with their static member ids), then the LB on ORDER_API_PORT."""
-    if not cluster:
-        return [Proc(name, run_dir) for name in MODULES]
     base = int(os.environ.get("ORDER_API_PORT", ORDER_API_PORT))
+    if not cluster:
+        return [Proc(name, run_dir, {} if name == "order-api" else
+                     {"METRICS_PORT": str(consumer_port(name, base))}) for name in MODULES]
     replicas = range(1, CLUSTER_REPLICAS + 1)
     apis = [Proc(f"order-api-{i}", run_dir, {"ORDER_API_PORT": str(base + i)},
                  module="order_api") for i in replicas]
-    consumers = [Proc(f"{name}-{i}", run_dir, {"CONSUMER_INSTANCE_ID": f"{name}-{i}"},
+    consumers = [Proc(f"{name}-{i}", run_dir, {"CONSUMER_INSTANCE_ID": f"{name}-{i}",
+                                               "METRICS_PORT": str(consumer_port(f"{name}-{i}",
+                                                                                 base))},
                       module=MODULES[name])
                  for name in ("stock-worker", "reconciler") for i in replicas]
     return [*apis, *consumers, load_balancer(run_dir, base, apis)]

@@ -169,8 +169,6 @@ class Settings(BaseSettings):
     # "module:function" called (no arguments) right after each reservation of the order path:
     # the e2e tests inject a crash there (tests/faults.py). Never set in production.
     fault_hook: str | None = None
-    # A consumer process writes this file once it is running (process supervisors wait on it).
-    ready_file: str | None = None
     reconcile_interval_seconds: float = Field(default=1.0, gt=0)
     # Bounded tables (hotdeal_core/usecases/retention.py, a reconciler duty): published
     # outbox rows older than OUTBOX_RETENTION_HOURS, and processed-event records older than
@@ -191,10 +189,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     # One log line per order API request (off: at flash-sale rates it costs more than an order).
     log_requests: bool = False
-    # The consumers' Prometheus port (GET /metrics); unset: none. The order API serves
-    # /metrics on its own port.
+    # The consumers' HTTP port: GET /metrics (Prometheus), /healthz, /readyz; 0: a free port
+    # the system chooses (logged). The order API serves these on its own port.
     metrics_host: str = "127.0.0.1"
-    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     # Traces of the order path (OpenTelemetry; hotdeal_core/observability/tracing.py): off by
     # default. On: a trace is kept for this share of the requests (a kept one is kept
     # through the outbox, Kafka and the stock worker), sent over OTLP/HTTP to

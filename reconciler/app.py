@@ -7,18 +7,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from faststream import AckPolicy, FastStream
-from faststream.kafka import KafkaBroker
+from faststream import AckPolicy
+from faststream.asgi import AsgiFastStream
 from faststream.kafka.annotations import KafkaMessage
-from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-from prometheus_client import REGISTRY
 
-from hotdeal_core.bootstrap.consumer_process import ConsumerProcess, Duty
-from hotdeal_core.messaging.admin import server_list
+from hotdeal_core.bootstrap.consumer_process import (
+    ConsumerProcess,
+    Duty,
+    consumer_broker,
+    subscription,
+)
 from hotdeal_core.messaging.consumer import RetryPolicy, handle
-from hotdeal_core.messaging.membership import membership
 from hotdeal_core.messaging.topics import Topics
-from hotdeal_core.observability import tracing
 from hotdeal_core.observability.logs import bind_ids
 from hotdeal_core.settings import Settings
 from hotdeal_core.usecases.context import Context
@@ -49,21 +49,10 @@ def retention_duty(settings: Settings) -> Duty:
     return Duty(RETENTION_DUTY, settings.retention_interval_seconds, retention)
 
 
-def create_app(settings: Settings) -> FastStream:
-    tracing.configure(settings, "hotdeal-reconciler")  # off by default (TRACING_ENABLED)
+def create_app(settings: Settings) -> AsgiFastStream:
+    broker = consumer_broker(settings, GROUP, GRACEFUL_TIMEOUT)
     topics = Topics(settings.kafka_topic_prefix)
-    group = settings.kafka_topic_prefix + GROUP  # environments sharing a broker stay apart
     retry = RetryPolicy.from_settings(settings)  # a failing handler: bounded, then dead letter
-    # Per-message logs at DEBUG: at flash-sale rates they would cost more than the work.
-    # acks="all": a dead letter survives the loss of a broker (min.insync.replicas=2).
-    broker = KafkaBroker(server_list(settings.kafka_bootstrap_servers), client_id=group,
-                         acks="all", graceful_timeout=GRACEFUL_TIMEOUT, log_level=logging.DEBUG,
-                         # Through the root logger: LOG_FORMAT's handler, not FastStream's own.
-                         logger=logging.getLogger("hotdeal.faststream.kafka"),
-                         # FastStream's consumer metrics, served with ours (METRICS_PORT).
-                         middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY,
-                                                                app_name=GROUP),
-                                      *tracing.kafka_middlewares()])
     every = settings.reconcile_interval_seconds
 
     async def orphans(ctx: Context) -> bool:
@@ -94,18 +83,15 @@ def create_app(settings: Settings) -> FastStream:
                 report = await flush_deal(process.ctx, event.hot_deal_id)
                 log.info("HotDealEnded %s: %s", event.hot_deal_id, report)
 
-    @broker.subscriber(topics.hotdeals, group_id=group, ack_policy=AckPolicy.NACK_ON_ERROR,
-                       auto_offset_reset="earliest", title=f"{GROUP}:hotdeals",
-                       **membership(settings, "hotdeals"))
+    @broker.subscriber(topics.hotdeals, ack_policy=AckPolicy.NACK_ON_ERROR,
+                       **subscription(settings, GROUP, "hotdeals"))
     async def hotdeals_handler(body: Any, msg: KafkaMessage) -> None:
         await handle(broker, topics, msg, GROUP, hotdeal_event_adapter, on_hotdeal,
                      retry=retry)
 
-    return FastStream(broker, on_startup=[process.start], after_startup=[process.ready],
-                      after_shutdown=[process.stop],
-                      logger=logging.getLogger("hotdeal.faststream"))
+    return process.app()
 
 
-def asyncapi_app() -> FastStream:
+def asyncapi_app() -> AsgiFastStream:
     """For the AsyncAPI document (`python -m devtools.apidocs`)."""
     return create_app(Settings())

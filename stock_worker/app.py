@@ -15,24 +15,23 @@ sweepers would pick the same due orders and queue on their row locks for nothing
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
-from faststream import AckPolicy, FastStream
-from faststream.kafka import KafkaBroker
+from faststream import AckPolicy
+from faststream.asgi import AsgiFastStream
 from faststream.kafka.annotations import KafkaMessage
-from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
-from prometheus_client import REGISTRY
 
-from hotdeal_core.bootstrap.consumer_process import ConsumerProcess, Duty
+from hotdeal_core.bootstrap.consumer_process import (
+    ConsumerProcess,
+    Duty,
+    consumer_broker,
+    subscription,
+)
 from hotdeal_core.domain import CancelReason, OrderStatus
-from hotdeal_core.messaging.admin import server_list
 from hotdeal_core.messaging.consumer import RetryPolicy, handle_batch
-from hotdeal_core.messaging.membership import membership
 from hotdeal_core.messaging.topics import Topics
-from hotdeal_core.observability import tracing
 from hotdeal_core.observability.metrics import observe_settled
 from hotdeal_core.settings import Settings
 from hotdeal_core.usecases.context import Context
@@ -97,21 +96,10 @@ async def raw_bodies(msg: StreamMessage[Any]) -> Any:
     return msg.body
 
 
-def create_app(settings: Settings) -> FastStream:
-    tracing.configure(settings, "hotdeal-stock-worker")  # off by default (TRACING_ENABLED)
+def create_app(settings: Settings) -> AsgiFastStream:
+    broker = consumer_broker(settings, GROUP, GRACEFUL_TIMEOUT)
     topics = Topics(settings.kafka_topic_prefix)
-    group = settings.kafka_topic_prefix + GROUP  # environments sharing a broker stay apart
     retry = RetryPolicy.from_settings(settings)  # a failing handler: bounded, then dead letter
-    # Per-message logs at DEBUG: at flash-sale rates they would cost more than the work.
-    # acks="all": a dead letter survives the loss of a broker (min.insync.replicas=2).
-    broker = KafkaBroker(server_list(settings.kafka_bootstrap_servers), client_id=group,
-                         acks="all", graceful_timeout=GRACEFUL_TIMEOUT, log_level=logging.DEBUG,
-                         # Through the root logger: LOG_FORMAT's handler, not FastStream's own.
-                         logger=logging.getLogger("hotdeal.faststream.kafka"),
-                         # FastStream's consumer metrics, served with ours (METRICS_PORT).
-                         middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY,
-                                                                app_name=GROUP),
-                                      *tracing.kafka_middlewares()])
 
     async def expire(ctx: Context) -> int:
         """Cancel reservations past RESERVATION_TTL_SECONDS, in batches."""
@@ -130,32 +118,28 @@ def create_app(settings: Settings) -> FastStream:
 
     # Batches: one transaction and one offset commit per batch; the offsets are committed
     # only after the batch is applied (MANUAL: handle_batch acks, or rewinds and raises).
-    @broker.subscriber(topics.payments, group_id=group, batch=True,
+    @broker.subscriber(topics.payments, batch=True,
                        max_records=settings.settle_batch_max_records,
                        batch_timeout_ms=settings.settle_batch_timeout_ms,
-                       ack_policy=AckPolicy.MANUAL,
-                       decoder=raw_bodies, auto_offset_reset="earliest",
-                       title=f"{GROUP}:payments", **membership(settings, "payments"))
+                       ack_policy=AckPolicy.MANUAL, decoder=raw_bodies,
+                       **subscription(settings, GROUP, "payments"))
     async def payments_handler(body: Any, msg: KafkaMessage) -> None:
         await handle_batch(broker, topics, msg, GROUP, payment_event_adapter, on_payments,
                            retry=retry)
 
-    @broker.subscriber(topics.order_requests, group_id=group, batch=True,
+    @broker.subscriber(topics.order_requests, batch=True,
                        max_records=settings.settle_batch_max_records,
                        batch_timeout_ms=settings.settle_batch_timeout_ms,
                        ack_policy=AckPolicy.MANUAL, decoder=raw_bodies,
-                       auto_offset_reset="earliest", title=f"{GROUP}:order-requests",
-                       **membership(settings, "order-requests"))
+                       **subscription(settings, GROUP, "order-requests"))
     async def requests_handler(body: Any, msg: KafkaMessage) -> None:
         await handle_batch(broker, topics, msg, GROUP, order_request_adapter, on_requests,
                            retry=retry)
 
-    return FastStream(broker, on_startup=[process.start], after_startup=[process.ready],
-                      after_shutdown=[process.stop],
-                      logger=logging.getLogger("hotdeal.faststream"))
+    return process.app()
 
 
-def asyncapi_app() -> FastStream:
+def asyncapi_app() -> AsgiFastStream:
     """For the AsyncAPI document (`python -m devtools.apidocs`, or
     `faststream docs gen stock_worker.app:asyncapi_app --factory`)."""
     return create_app(Settings())

@@ -48,7 +48,7 @@ os.environ["KAFKA_TOPIC_PREFIX"] = (
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The folder names the tier: tests/unit -> unit, and so on."""
     for item in items:
-        for tier in ("unit", "integration", "e2e"):
+        for tier in ("unit", "tooling", "integration", "e2e"):
             if f"tests/{tier}/" in str(item.path).replace(os.sep, "/"):
                 item.add_marker(getattr(pytest.mark, tier))
 

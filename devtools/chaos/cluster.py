@@ -29,7 +29,7 @@ from devtools.chaos.faults import (
     Fault,
     Stack,
     broker_ready,
-    ready_file,
+    consumer_ready,
     run,
     sigkill,
 )
@@ -200,7 +200,7 @@ def cluster_faults(stack: ClusterStack, product_id: int) -> list[Fault]:
                  _proc_kill(f"order-api-{i}"), api_replica_ready(stack.api_port + i))
            for i in (1, 2)]
     out += [Fault(f"{what} {i}", f"{name}-{i}", "SIGKILL", procs_up,
-                  _proc_kill(f"{name}-{i}"), ready_file(stack, f"{name}-{i}"))
+                  _proc_kill(f"{name}-{i}"), consumer_ready(stack, f"{name}-{i}"))
             for name, what in (("stock-worker", "stock worker"), ("reconciler", "reconciler"))
             for i in (1, 2)]
     broker = stack.kafka_ports[KAFKA_NODE - 1]

@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
-from devtools.procs import LOAD_API_ENV, read_pid, running
+from devtools.procs import LOAD_API_ENV, consumer_port, read_pid, running
 from hotdeal_core.settings import local_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,12 +116,17 @@ async def api_ready(stack: Stack) -> bool:
         return False
 
 
-def ready_file(stack: Stack, name: str) -> Callable[[Stack], Awaitable[bool]]:
-    """The consumer's ready file, with its process alive: the killed process's file stays
-    behind, but `procs up` removes it before it writes the new pid."""
+def consumer_ready(stack: Stack, name: str) -> Callable[[Stack], Awaitable[bool]]:
+    """The consumer's /readyz answers 200, on the METRICS_PORT `procs up` gives it (the
+    killed process answers nothing; its restart answers once subscribed)."""
+    url = f"http://127.0.0.1:{consumer_port(name, stack.api_port)}/readyz"
+
     async def probe(_: Stack) -> bool:
-        pid = stack.pid(stack.run_dir / f"{name}.pid")
-        return running(pid) and (stack.run_dir / f"{name}.ready").exists()
+        try:
+            async with httpx.AsyncClient(timeout=1.0) as client:
+                return (await client.get(url)).status_code == 200
+        except httpx.HTTPError:
+            return False
     return probe
 
 
@@ -226,9 +231,9 @@ def faults(stack: Stack) -> list[Fault]:
     return [
         Fault("order API", "order-api", "SIGKILL", procs_up, _proc_kill("order-api"), api_ready),
         Fault("stock worker", "stock-worker", "SIGKILL", procs_up, _proc_kill("stock-worker"),
-              ready_file(stack, "stock-worker")),
+              consumer_ready(stack, "stock-worker")),
         Fault("reconciler", "reconciler", "SIGKILL", procs_up, _proc_kill("reconciler"),
-              ready_file(stack, "reconciler")),
+              consumer_ready(stack, "reconciler")),
         Fault("Kafka", "kafka", "SIGKILL", INFRA_UP, _infra_kill("kafka/kafka.pid", "kafka"),
               kafka_answers),
         Fault("Postgres", "postgres", "crash (pg_ctl stop -m immediate)", INFRA_UP, _pg_crash,

@@ -1,7 +1,7 @@
-"""The shell of a consumer process (stock worker, reconciler): its periodic duties with
-their leadership, its metrics port, its ready file, SIGUSR1. Its shared resources come from
-`open_resources` (resources.py), entered at start and left at stop: it builds and closes
-nothing of them itself."""
+"""The shell of a consumer process (stock worker, reconciler): its Kafka broker, its periodic
+duties with their leadership, its HTTP port (/metrics, /healthz, /readyz), SIGUSR1. Its
+shared resources come from `open_resources` (resources.py), entered at start and left at
+stop: it builds and closes nothing of them itself."""
 
 from __future__ import annotations
 
@@ -13,38 +13,87 @@ import traceback
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
+import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient
-from faststream import FastStream
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.asgi.types import ASGIApp, Scope
 from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import REGISTRY
 from prometheus_client.core import Metric
 
 from hotdeal_core.bootstrap.duty_locks import DutyLocks, PgDutyLocks
 from hotdeal_core.bootstrap.resources import Resources, open_resources
-from hotdeal_core.messaging.admin import ensure_topics
+from hotdeal_core.messaging.admin import ensure_topics, server_list
+from hotdeal_core.messaging.membership import Membership, membership
 from hotdeal_core.messaging.topics import Topics
-from hotdeal_core.observability.exposition import consumer_lags, lag_family, read_or_skip
+from hotdeal_core.observability import tracing
+from hotdeal_core.observability.exposition import (
+    CONTENT_TYPE,
+    consumer_lags,
+    lag_family,
+    read_or_skip,
+    render,
+)
 from hotdeal_core.observability.logs import configure_logging
-from hotdeal_core.observability.server import MetricsServer
 from hotdeal_core.settings import Settings, load_settings, parse_command_line
 from hotdeal_core.usecases.context import Context
 
 log = logging.getLogger(__name__)
 
 
-def run_consumer(create_app: Callable[[Settings], FastStream], prog: str, summary: str) -> None:
-    """`python -m stock_worker` / `python -m reconciler`: settings read once, run until
-    SIGTERM/SIGINT (graceful: in-flight messages finish or stay uncommitted for redelivery)."""
+def run_consumer(create_app: Callable[[Settings], AsgiFastStream], prog: str, summary: str,
+                 ) -> None:
+    """`python -m stock_worker` / `python -m reconciler`: settings read once, run under
+    uvicorn until SIGTERM/SIGINT (graceful: in-flight messages finish or stay uncommitted
+    for redelivery)."""
     parse_command_line(prog, summary)
     settings = load_settings()
     configure_logging(prog.removeprefix("python -m ").replace("_", "-"), settings.log_format,
                       settings.log_level)
-    if settings.ready_file:  # a restarted container keeps its files: not ready yet
-        Path(settings.ready_file).unlink(missing_ok=True)
-    asyncio.run(create_app(settings).run())
+    # log_config=None: the logs keep our set-up (LOG_FORMAT); the asyncio loop, as before.
+    config = uvicorn.Config(create_app(settings), host=settings.metrics_host,
+                            port=settings.metrics_port, loop="asyncio", lifespan="on",
+                            log_config=None, log_level="warning", access_log=False)
+    # Bound before the lifespan starts the consumer: a port in use fails before it joins.
+    sock = config.bind_socket()
+    log.info("metrics and health on http://%s:%s", settings.metrics_host, sock.getsockname()[1])
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+class Subscription(Membership):
+    """Keyword arguments of `KafkaBroker.subscriber` for one subscription of a consumer."""
+
+    group_id: str
+    title: str
+    auto_offset_reset: Literal["earliest"]
+
+
+def consumer_broker(settings: Settings, group: str, graceful_timeout: float) -> KafkaBroker:
+    """The Kafka broker of the consumer process of `group` (its client id, metrics and
+    tracing middlewares, acks); `subscription` gives each subscriber its group membership."""
+    tracing.configure(settings, f"hotdeal-{group}")  # off by default (TRACING_ENABLED)
+    # Per-message logs at DEBUG: at flash-sale rates they would cost more than the work.
+    # acks="all": a dead letter survives the loss of a broker (min.insync.replicas=2).
+    return KafkaBroker(server_list(settings.kafka_bootstrap_servers),
+                       client_id=settings.kafka_topic_prefix + group, acks="all",
+                       graceful_timeout=graceful_timeout, log_level=logging.DEBUG,
+                       # Through the root logger: LOG_FORMAT's handler, not FastStream's own.
+                       logger=logging.getLogger("hotdeal.faststream.kafka"),
+                       # FastStream's consumer metrics, served with ours (METRICS_PORT).
+                       middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY,
+                                                              app_name=group),
+                                    *tracing.kafka_middlewares()])
+
+
+def subscription(settings: Settings, group: str, name: str) -> Subscription:
+    """The consumer group (prefixed: environments sharing a broker stay apart) and the
+    membership (messaging/membership.py) of the subscriber `name` of `group`."""
+    return Subscription(group_id=settings.kafka_topic_prefix + group, title=f"{group}:{name}",
+                        auto_offset_reset="earliest", **membership(settings, name))
 
 
 def dump_tasks() -> None:
@@ -89,15 +138,15 @@ DUTY_STOP_SECONDS = 5.0
 
 
 class ConsumerProcess:
-    """FastStream's hooks of a consumer process: `start` (topics, resources, metrics port,
-    duties), `ready` (the ready file), `stop` (the reverse, resources last)."""
+    """FastStream's hooks of a consumer process: `start` (topics, resources, duties),
+    `ready` (/readyz answers 200), `stop` (the reverse, resources last); `app` its ASGI app."""
 
     def __init__(self, settings: Settings, duties: list[Duty], pool_size: int = 10,
                  locks: DutyLocks | None = None, broker: KafkaBroker | None = None) -> None:
         self.settings = settings
         # The broker whose subscribers' lag the metrics port reports (METRICS_PORT).
         self.broker = broker
-        self.metrics: MetricsServer | None = None
+        self.is_ready = False
         self.duties = duties
         self.pool_size = pool_size
         self.locks: DutyLocks = locks or PgDutyLocks(settings.database_url)
@@ -120,16 +169,37 @@ class ConsumerProcess:
                             retention_hours=self.settings.kafka_topic_retention_hours)
         self.resources = await self._opened.enter_async_context(
             open_resources(self.settings, pool_size=self.pool_size, group_commits=False))
-        if self.settings.metrics_port is not None:
-            self.metrics = MetricsServer(self.settings.metrics_host, self.settings.metrics_port,
-                                         self.metric_families)
-            await self.metrics.start()
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
         self._tasks = [asyncio.create_task(self._every(d), name=d.name) for d in self.duties]
 
     async def ready(self) -> None:
-        if self.settings.ready_file:
-            await asyncio.to_thread(Path(self.settings.ready_file).write_text, "ready\n")
+        """After the broker started: subscribed, and the duties run."""
+        self.is_ready = True
+
+    def app(self) -> AsgiFastStream:
+        """The process as an ASGI app: FastStream's lifespan runs these hooks around the
+        broker; GET /metrics, /healthz (the event loop answers), /readyz (`ready`)."""
+        assert self.broker is not None, "a consumer app needs its broker"
+        return AsgiFastStream(self.broker, asgi_routes=self.routes(),
+                              on_startup=[self.start], after_startup=[self.ready],
+                              after_shutdown=[self.stop],
+                              logger=logging.getLogger("hotdeal.faststream"))
+
+    def routes(self) -> list[tuple[str, ASGIApp]]:
+        @get(include_in_schema=False)
+        async def metrics(scope: Scope) -> AsgiResponse:
+            return AsgiResponse(render(await self.metric_families()), 200,
+                                {"Content-Type": CONTENT_TYPE})
+
+        @get(include_in_schema=False)
+        async def healthz(scope: Scope) -> AsgiResponse:
+            return AsgiResponse(b"ok\n", 200)
+
+        @get(include_in_schema=False)
+        async def readyz(scope: Scope) -> AsgiResponse:
+            return AsgiResponse(b"ready\n", 200) if self.is_ready \
+                else AsgiResponse(b"not ready\n", 503)
+        return [("/metrics", metrics), ("/healthz", healthz), ("/readyz", readyz)]
 
     async def metric_families(self) -> list[Metric]:
         """The scrape-time gauges of a consumer process: its outbox, its consumers' lag."""
@@ -152,10 +222,7 @@ class ConsumerProcess:
         return self._lag_admin
 
     async def stop(self) -> None:
-        if self.settings.ready_file:  # not ready from now on (a health check sees it)
-            await asyncio.to_thread(Path(self.settings.ready_file).unlink, missing_ok=True)
-        if self.metrics is not None:
-            await self.metrics.stop()
+        self.is_ready = False
         if self._lag_admin is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._lag_admin.close(), 5)

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # The default ports of the local services, for scripts/*.sh and the Makefile (which reads
-# these lines); hotdeal_core/settings.py states the app's (tests/unit/test_ports.py keeps them
+# these lines); hotdeal_core/settings.py states the app's (tests/tooling/test_ports.py keeps them
 # equal). All below the kernel's ephemeral range (32768-60999): no client's source port can
 # take one. The environment overrides each; lists take commas or spaces.
 : "${HOTDEAL_PG_PORT:=15432}"

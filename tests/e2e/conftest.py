@@ -85,7 +85,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         codes = {p.name: p.stop() for p in s.all()}
     # Graceful shutdown on SIGTERM: every process finishes its shutdown (uvicorn re-raises
-    # the SIGTERM after its own graceful shutdown, hence -15 for the APIs).
+    # the SIGTERM after its own graceful shutdown, hence -15 for the APIs and consumers).
     for p in s.all():
         assert codes[p.name] in (0, -15), (p.name, codes[p.name])
         assert "stopped gracefully" in p.log.read_text(), p.name

@@ -1,5 +1,6 @@
-"""How the consumers join their group (hotdeal_core/messaging/membership.py): static
-members under CONSUMER_INSTANCE_ID, one id per subscriber, the session timeout from settings."""
+"""How the consumers join their group (hotdeal_core/messaging/membership.py, through
+consumer_process.subscription): static members under CONSUMER_INSTANCE_ID, one id per
+subscriber, the session timeout from settings, the group under the topic prefix."""
 
 from __future__ import annotations
 
@@ -48,6 +49,20 @@ def test_every_subscriber_of_the_consumer_processes_joins_as_a_static_member(
               for s in app.broker.subscribers]
     assert joined and len({i for i, _ in joined}) == len(joined)
     assert all(i.startswith("proc-1.") and ms == 7000 for i, ms in joined), joined
+
+
+@pytest.mark.parametrize(("module", "group"), [("stock_worker.app", "stock-worker"),
+                                               ("reconciler.app", "reconciler")])
+def test_each_consumer_joins_its_group_under_the_topic_prefix_with_every_ack(
+        module: str, group: str) -> None:
+    app = importlib.import_module(module).create_app(
+        Settings(_env_file=None, kafka_topic_prefix="env-a."))
+    assert app.broker is not None
+    # consumer_process.consumer_broker and subscription (no public accessor either).
+    client = app.broker._connection_kwargs
+    assert (client["client_id"], client["acks"]) == (f"env-a.{group}", "all")
+    assert {(s.group_id, s._connection_args["auto_offset_reset"])
+            for s in app.broker.subscribers} == {(f"env-a.{group}", "earliest")}
 
 
 @pytest.mark.parametrize(("session_ms", "heartbeat_ms"), [(10_000, 1000), (6000, 1000),

@@ -1,25 +1,25 @@
 """Metrics and logs without services: outcome mapping, the scrape format with many deals,
-the multiprocess sum, the consumers' metrics port, the settlement timing, the log formats."""
+the consumers' HTTP port, the settlement timing, the log formats."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
-import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
 
+import httpx
 import pytest
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
+from faststream.kafka import KafkaBroker
 from prometheus_client import REGISTRY
+from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from hotdeal_core.bootstrap.consumer_process import ConsumerProcess
 from hotdeal_core.domain import OrderStatus
 from hotdeal_core.observability.exposition import (
     consumer_lags,
@@ -31,14 +31,13 @@ from hotdeal_core.observability.exposition import (
 )
 from hotdeal_core.observability.logs import JsonFormatter, TextFormatter, bind_ids
 from hotdeal_core.observability.metrics import order_outcome
-from hotdeal_core.observability.server import MetricsServer
+from hotdeal_core.settings import Settings
 from hotdeal_core.usecases.audit import Audit
 from hotdeal_core.usecases.settlement_plan import SettleResult
 from schemas.events import PaymentEvent, PaymentFailed, PaymentSucceeded
 from stock_worker.app import observe_settlements
 
 pytestmark = pytest.mark.unit
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(("status", "code", "outcome"), [
@@ -79,57 +78,29 @@ def test_a_scrape_with_three_deals_parses_with_each_family_once() -> None:
     assert by_name["hotdeal_consumer_lag"].samples[0].labels == {"group": "g", "topic": "t"}
 
 
-_COUNT_IN_A_WORKER = """
-from hotdeal_core.observability.metrics import count_order
-for _ in range({n}):
-    count_order("accepted")
-"""
-
-
-def test_multiprocess_mode_adds_up_every_workers_counts(tmp_path: Path) -> None:
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    for n in (3, 4):  # two "workers", each its own process
-        subprocess.run([sys.executable, "-c", _COUNT_IN_A_WORKER.format(n=n)], env=env,
-                       cwd=ROOT, check=True, timeout=60)
-    scrape = subprocess.run(
-        [sys.executable, "-c", "import sys; from hotdeal_core.observability.exposition "
-         "import render; sys.stdout.write(render().decode())"],
-        env=env, cwd=ROOT, check=True, timeout=60, capture_output=True, text=True).stdout
-    accepted = [s.value for f in text_string_to_metric_families(scrape) for s in f.samples
-                if s.name == "hotdeal_orders_total" and s.labels["outcome"] == "accepted"]
-    assert accepted == [7]
-
-
-async def _get(port: int, request: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(request)
-    await writer.drain()
-    answer = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    await writer.wait_closed()
-    return answer
-
-
-async def test_the_metrics_port_serves_the_scrape_and_refuses_the_rest() -> None:
-    async def families() -> list:
+class _Lagging(ConsumerProcess):
+    async def metric_families(self) -> list[Metric]:
         return [lag_family({("stock-worker", "payments.v1"): 3})]
-    server = MetricsServer("127.0.0.1", 0, families)
-    await server.start()
-    try:
-        ok = await _get(server.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        head, _, body = ok.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200 OK") and b"version=0.0.4" in head
-        lag = [s for f in text_string_to_metric_families(body.decode()) for s in f.samples
+
+
+async def test_a_consumers_http_port_serves_the_scrape_and_says_when_it_is_ready() -> None:
+    process = _Lagging(Settings(_env_file=None), [], broker=KafkaBroker())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(process.app()),
+                                 base_url="http://consumer") as client:
+        assert (await client.get("/readyz")).status_code == 503  # not subscribed yet
+        assert (await client.get("/healthz")).status_code == 200  # but alive
+        await process.ready()
+        assert (await client.get("/readyz")).status_code == 200
+        scrape = await client.get("/metrics")
+        assert scrape.status_code == 200, scrape.text
+        assert "version=0.0.4" in scrape.headers["content-type"]
+        lag = [s for f in text_string_to_metric_families(scrape.text) for s in f.samples
                if s.name == "hotdeal_consumer_lag"]
         assert [(s.labels["topic"], s.value) for s in lag] == [("payments.v1", 3)]
-        assert (await _get(server.port, b"GET /x HTTP/1.1\r\n\r\n")).startswith(
-            b"HTTP/1.1 404")
-        assert (await _get(server.port, b"POST /metrics HTTP/1.1\r\n\r\n")).startswith(
-            b"HTTP/1.1 405")
-        assert (await _get(server.port, b"garbage\r\n\r\n")).startswith(b"HTTP/1.1 400")
-        assert (await _get(server.port, b"GET /healthz HTTP/1.0\r\n\r\n")).endswith(b"ok\n")
-    finally:
-        await server.stop()
+        assert (await client.get("/x")).status_code == 404
+        assert (await client.post("/metrics")).status_code == 405
+        await process.stop()
+        assert (await client.get("/readyz")).status_code == 503  # stopping: not ready
 
 
 async def test_a_failing_scrape_time_reader_is_left_out() -> None:

@@ -24,7 +24,7 @@ def test_cluster_mode_runs_two_of_each_process_behind_one_load_balancer_address(
         ("load-balancer", "")]
     # Buyers keep ORDER_API_PORT: the LB's; the replicas are on the ports after it.
     lb = cluster[-1]
-    assert lb.api_url == "http://127.0.0.1:58100" and lb.serves_http
+    assert lb.api_url == "http://127.0.0.1:58100" and lb.serves_api
     assert [p.api_url for p in cluster[:2]] == ["http://127.0.0.1:58101",
                                                 "http://127.0.0.1:58102"]
     assert len({p.log for p in cluster} | {p.log for p in procs._procs(tmp_path)}) == 10
@@ -48,6 +48,27 @@ def test_each_cluster_consumer_has_its_own_static_member_id(tmp_path: Path) -> N
         "stock-worker-1", "stock-worker-2", "reconciler-1", "reconciler-2"]
     # Single mode: one of each, dynamic membership (no id to collide with a second copy).
     assert all("CONSUMER_INSTANCE_ID" not in p.env for p in procs._procs(tmp_path))
+
+
+def test_every_consumer_is_awaited_on_its_own_port_after_the_apis(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDER_API_PORT", "18100")
+    consumers = [p for cluster in (False, True) for p in procs._procs(tmp_path, cluster)
+                 if not p.serves_api]
+    ports = [int(p.env["METRICS_PORT"]) for p in consumers]
+    assert len(consumers) == 6 and len(set(ports)) == 6 and min(ports) > 18102, ports
+    assert [p.ready_url for p in consumers[:1]] == [f"http://127.0.0.1:{ports[0]}/readyz"]
+    assert all(p.env["METRICS_PORT"] == str(procs.consumer_port(p.name, 18100))
+               for p in consumers)  # where the chaos run probes a restarted one
+
+
+def test_a_consumer_started_without_a_port_gets_one_of_its_own(tmp_path: Path) -> None:
+    shared: dict[str, str] = {}
+    # `python -m this` exits at once; as a consumer (no API), it is given a port to answer on.
+    a, b = (procs.Proc(name, tmp_path, shared, module="this").start() for name in "ab")
+    for p in (a, b):
+        assert p.popen is not None and p.popen.wait(30) == 0
+    assert a.env["METRICS_PORT"] != b.env["METRICS_PORT"] and shared == {}
 
 
 def test_cluster_up_refuses_while_the_single_mode_processes_run(tmp_path: Path) -> None:
