@@ -12,6 +12,9 @@ FALL = 2  # a dead replica leaves rotation after about FALL * CHECK_MS (sooner o
 RISE = 2
 # Longer than any answer of the API (an order in a deal's opening window waits for the draw).
 SERVER_TIMEOUT_S = 60
+RETRY_AFTER_S = 1
+UNAVAILABLE_BODY = ('{"error":{"code":"api_unavailable","message":"no order API replica can '
+                    'take the request now; retry after Retry-After"}}')
 # Compose's service names and port, and the LB's port in the container.
 COMPOSE_REPLICAS = (("order-api-1", "order-api-1:8000"), ("order-api-2", "order-api-2:8000"))
 COMPOSE_BIND = ":8000"
@@ -42,6 +45,10 @@ defaults
     # A replica's /readyz asks Postgres, Redis and Kafka: under load it may take a few
     # hundred ms, which must not count as a failed check (a refused connection fails at once).
     timeout check 2s
+    # HAProxy's own 503 (no replica in rotation, the queue timed out) says what the API's
+    # say: the JSON error body, and when to retry.
+    http-error status 503 content-type application/json hdr Retry-After {RETRY_AFTER_S} \
+string '{UNAVAILABLE_BODY}'
 
 frontend buyers
     bind {bind}

@@ -103,6 +103,23 @@ async def test_a_get_the_dying_replica_took_is_answered_by_the_other_but_a_post_
     assert posts.count(502) == lost and healthy.seen.count("POST") == 4 - lost
 
 
+async def test_with_no_replica_in_rotation_the_balancer_answers_our_503_with_retry_after(
+        tmp_path: Path, started: list[Proc]) -> None:
+    async with Replica(dies_mid_request=False).running() as only:
+        lb = _lb(tmp_path, [only.port]).start()
+        started.append(lb)
+        await asyncio.to_thread(lb.wait_ready, 30)
+    # The replica is gone: once HAProxy's checks take it out, HAProxy itself answers.
+    async with httpx.AsyncClient(base_url=lb.api_url, timeout=10) as client:
+        async def refused() -> httpx.Response | None:
+            resp = await client.post("/orders", json={"product_id": 1})
+            return resp if resp.status_code == 503 else None
+        resp = await eventually(refused, 30, "HAProxy's own 503")
+    assert resp.headers["retry-after"] == "1"
+    assert resp.headers["content-type"].startswith("application/json")
+    assert resp.json()["error"]["code"] == "api_unavailable"
+
+
 async def _post_in_one_packet(url: str, n: int) -> int | str:
     """POST /orders, head and body in one write on a new connection: HAProxy then holds the
     whole request, so nothing but its rules stops it from sending it again (a client that
