@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hotdeal_core.db.orders import PostgresOrders
 from hotdeal_core.messaging.topics import Topics
+from hotdeal_core.ports.orders import OrdersDb
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.port import StockStore
 from hotdeal_core.stock.sold_out import SoldOutMemo
@@ -44,3 +46,12 @@ class Context:
     # Called right after a reservation, before its order is written: a fault hook the
     # composition root injects for crash tests (FAULT_HOOK); nothing otherwise.
     after_reserve: Callable[[], None] = _nothing
+    # The orders port (hotdeal_core/ports/orders.py); None: the Postgres adapter over `engine`.
+    orders_db: OrdersDb = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        # The default adapter follows `engine` and `topics`, through dataclasses.replace too.
+        db = self.orders_db
+        if db is None or (isinstance(db, PostgresOrders)
+                          and (db.engine is not self.engine or db.topics is not self.topics)):
+            self.orders_db = PostgresOrders(self.engine, self.topics)
