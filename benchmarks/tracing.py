@@ -35,11 +35,11 @@ from hotdeal_core.domain import OrderStatus
 from hotdeal_core.identity import TokenMinter
 from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.observability import tracing
+from hotdeal_core.ports.orders import ReservedOrder
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.fake import FakeStockStore
 from hotdeal_core.stock.reserver import reservation_batcher
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.order_writes import ReservedOrder
 from hotdeal_core.usecases.views import OrderView
 from order_api.app import create_app
 

@@ -33,6 +33,7 @@ from hotdeal_core.observability.exposition import (
     read_or_skip,
 )
 from hotdeal_core.observability.metrics import RESERVATION_DURATION
+from hotdeal_core.ports.orders import ReservedOrder
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.client import (
     RedisClient,
@@ -46,7 +47,6 @@ from hotdeal_core.stock.redis_store import RedisStockStore
 from hotdeal_core.stock.reserver import reservation_batcher
 from hotdeal_core.stock.sold_out import SoldOutMemo
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.order_writes import ReservedOrder, write_reserved_orders
 from hotdeal_core.usecases.payments import PaymentCallback, PaymentReceipt, record_payments
 from hotdeal_core.usecases.views import OrderView
 
@@ -159,9 +159,6 @@ def _build(settings: Settings, *, pool_size: int | None, group_commits: bool) ->
                         retention_hours=settings.kafka_topic_retention_hours,
                         max_attempts=settings.outbox_max_attempts)
 
-    async def write_orders(items: list[ReservedOrder]) -> list[OrderView | BaseException]:
-        return await write_reserved_orders(engine, items, relay.publish_now)
-
     settlement_db = PostgresSettlement(engine, topics)
 
     async def write_callbacks(items: list[PaymentCallback],
@@ -174,6 +171,11 @@ def _build(settings: Settings, *, pool_size: int | None, group_commits: bool) ->
                   sold_out=SoldOutMemo(settings.sold_out_cache_ms / 1000),
                   after_reserve=load_hook(settings.fault_hook), draws=DrawWaiters(store),
                   settlement_db=settlement_db)
+    orders_db = ctx.orders_db
+
+    async def write_orders(items: list[ReservedOrder]) -> list[OrderView | BaseException]:
+        return await orders_db.write_reserved_orders(items, relay.publish_now)
+
     if group_commits:
         ctx.reserver = reservation_batcher(
             store, settings.write_batch_max,

@@ -1,8 +1,6 @@
-"""Transactional outbox, the writing side: events are written in the same Postgres
-transaction as the state change they describe (`add_event`, or `add_events` for a group
-commit), so an event exists if and only if its change committed. The relay
-(`hotdeal_core.messaging.relay`) publishes the rows to Kafka and marks them sent.
-"""
+"""Transactional outbox, the writing side: an event is written in the transaction of the
+change it describes, so it exists if and only if that change committed. The one INSERT of
+outbox rows in the code base is `insert_outbox_sql`; the relay publishes the rows."""
 
 from __future__ import annotations
 
@@ -15,7 +13,6 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hotdeal_core.db.tables import outbox
 from hotdeal_core.messaging.topics import Topics, event_key
 from hotdeal_core.observability import tracing
 from schemas.events import AnyEvent
@@ -41,37 +38,45 @@ class OutboxRow:
     headers: dict[str, str] | None = None
 
 
-async def add_event(conn: AsyncConnection, topics: Topics, event: AnyEvent) -> None:
-    await conn.execute(outbox.insert().values(
-        topic=topics.of(event), key=event_key(event), event_type=event.type,
-        payload=event.model_dump(mode="json"), headers=tracing.headers()))
-
-
-_ADD_EVENTS = text(f"""
+def insert_outbox_sql(source: str) -> str:
+    """The outbox INSERT, its rows read from `source` (a FROM item with the columns topic,
+    key, event_type, payload, headers); binds `:claim` (born claimed by this process)."""
+    return f"""
     INSERT INTO outbox (topic, key, event_type, payload, claimed_until, headers)
-    SELECT t.topic, t.key, t.event_type, t.payload,
-           CASE WHEN :claim THEN now() + interval '{LEASE_SECONDS} seconds' END, t.headers
-    FROM unnest(CAST(:topics AS text[]), CAST(:keys AS text[]), CAST(:types AS text[]),
-                CAST(:payloads AS jsonb[]), CAST(:headers AS jsonb[]))
-        AS t(topic, key, event_type, payload, headers)
-    RETURNING id, topic, key, payload, created_at, headers
-""")
+    SELECT src.topic, src.key, src.event_type, src.payload,
+           CASE WHEN :claim THEN now() + interval '{LEASE_SECONDS} seconds' END, src.headers
+    FROM {source}
+    RETURNING id, topic, key, payload, created_at, headers"""
+
+
+_ADD_EVENTS = text(insert_outbox_sql("""
+    unnest(CAST(:topics AS text[]), CAST(:keys AS text[]), CAST(:types AS text[]),
+           CAST(:payloads AS jsonb[]), CAST(:headers AS jsonb[]))
+        AS src(topic, key, event_type, payload, headers)"""))
+
+
+def outbox_row(row: Any) -> OutboxRow:
+    """A row RETURNING by `insert_outbox_sql`, as the relay takes it."""
+    return OutboxRow(row.id, row.topic, row.key, row.payload, row.created_at, 0, row.headers)
+
+
+async def add_event(conn: AsyncConnection, topics: Topics, event: AnyEvent) -> None:
+    """One event, with this request's trace context."""
+    await add_events(conn, topics, [event], claim=False, headers=[tracing.headers()])
 
 
 async def add_events(conn: AsyncConnection, topics: Topics, events: Sequence[AnyEvent], *,
                      claim: bool,
                      headers: Sequence[dict[str, str] | None] | None = None) -> list[OutboxRow]:
-    """Many events in one statement. `claim`: the rows are born claimed by this process,
-    which publishes them itself after the commit (`OutboxRelay.publish_now`). `headers`:
-    each event's trace context (a group commit's callers each have their own)."""
+    """Many events in one statement. `claim`: born claimed by this process, which publishes
+    them after the commit (`OutboxRelay.publish_now`). `headers`: each event's trace context."""
     if not events:
         return []
     rows = (await conn.execute(_ADD_EVENTS, {
         "topics": [topics.of(e) for e in events], "keys": [event_key(e) for e in events],
         "types": [e.type for e in events], "payloads": [e.model_dump_json() for e in events],
         "headers": json_headers(headers, len(events)), "claim": claim})).all()
-    return [OutboxRow(r.id, r.topic, r.key, r.payload, r.created_at, 0, r.headers)
-            for r in rows]
+    return [outbox_row(r) for r in rows]
 
 
 def json_headers(headers: Sequence[dict[str, str] | None] | None, n: int) -> list[str | None]:
@@ -79,5 +84,3 @@ def json_headers(headers: Sequence[dict[str, str] | None] | None, n: int) -> lis
     if headers is None:
         return [None] * n
     return [None if h is None else json.dumps(h) for h in headers]
-
-

@@ -8,13 +8,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from hotdeal_core.db.books import give_back_to_product, order_ids_param
 from hotdeal_core.domain import OrderStatus
 from hotdeal_core.ports.deals import Deal, OrderStatuses
 from hotdeal_core.stock.port import StockStore
 
-# Re-exported only until settlement.py and orphans.py import them from hotdeal_core.db.books.
-__all__ = ["HeldUnits", "each_apart", "give_back_to_product", "held_units", "order_ids_param"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")

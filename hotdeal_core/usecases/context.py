@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hotdeal_core.db.deals import PgDeals
+from hotdeal_core.db.orders import PostgresOrders
 from hotdeal_core.messaging.topics import Topics
 from hotdeal_core.ports.deals import DealsDb
+from hotdeal_core.ports.orders import OrdersDb
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.port import StockStore
 from hotdeal_core.stock.sold_out import SoldOutMemo
@@ -47,13 +49,18 @@ class Context:
     # Called right after a reservation, before its order is written: a fault hook the
     # composition root injects for crash tests (FAULT_HOOK); nothing otherwise.
     after_reserve: Callable[[], None] = _nothing
-    # The settlement's and payments' rows (hotdeal_core/ports/settlement.py) and the deals'
-    # (hotdeal_core/ports/deals.py); None: Postgres over `engine` (a
-    # `dataclasses.replace(ctx, engine=...)` keeps the old ones: pass None).
+    # The Postgres ports (hotdeal_core/ports/): None means the adapter over `engine`. The
+    # orders' default follows `engine` and `topics` through dataclasses.replace too; for the
+    # others pass None after a replace.
+    orders_db: OrdersDb = None  # type: ignore[assignment]
     settlement_db: SettlementDb = None  # type: ignore[assignment]
     deals_db: DealsDb = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        db = self.orders_db
+        if db is None or (isinstance(db, PostgresOrders)
+                          and (db.engine is not self.engine or db.topics is not self.topics)):
+            self.orders_db = PostgresOrders(self.engine, self.topics)
         if self.settlement_db is None:
             # Imported here: the adapter imports use-case modules that import this one.
             from hotdeal_core.db.settlement import PostgresSettlement

@@ -1,54 +1,26 @@
-"""Placing an order: reserve the stock synchronously, persist the PENDING order and its
-OrderPlaced event in one transaction, answer at once.
-
-Two stock paths:
-- Redis (a hot deal whose stock lives in Redis): one Lua script reserves, then the order
-  joins this process's group commit (`usecases/order_writes.py`): the orders of concurrent
-  requests and their outbox rows in one statement and one transaction, fenced by each
-  deal's status and epoch (read under the deal fence, `hotdeal_core.db.fence`, which the
-  flush and the rebuild take exclusively). An order not written has its reservation
-  released before the answer; one whose write's outcome is unknown (`OutcomeUnknown`: the
-  commit cut off, the writer cancelled mid-write) keeps it: the orphan sweeper decides,
-  looking in Postgres first.
-- Postgres (the old design, `HOTDEAL_STOCK_REDIS=false`, and every ordinary product):
-  `UPDATE ... SET stock = stock - q WHERE ... AND stock >= q` in the order's transaction.
-"""
+"""Placing an order: reserve the stock (Redis, or Postgres for ordinary products and deals
+kept in the db), persist the PENDING order with its OrderPlaced event, answer at once."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
 from uuid import UUID, uuid4
 
-from sqlalchemy import func, select, text
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from hotdeal_core.batching import OutcomeUnknown
-from hotdeal_core.db.engine import violated_constraint
-from hotdeal_core.db.tables import hot_deals, orders, products
-from hotdeal_core.domain import LIVE_DEAL_STATUSES, DealStatus, OrderStatus, StockBackend
+from hotdeal_core.domain import OrderStatus
 from hotdeal_core.errors import Conflict, DependencyUnavailable, NotFound
-from hotdeal_core.messaging.outbox import add_event
 from hotdeal_core.observability import tracing
+from hotdeal_core.ports.orders import Fenced, NewOrder, NotWritten, ReservedOrder, Taken
 from hotdeal_core.stock.draws import DrawWaiters
 from hotdeal_core.stock.port import ReserveOutcome, ReserveRequest, ReserveResult
 from hotdeal_core.stock.reserver import ReserveItem
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.order_writes import (
-    Fenced,
-    NotWritten,
-    ReservedOrder,
-    write_reserved_orders,
-)
-from hotdeal_core.usecases.views import OrderView, load_order, load_order_by_key
-from schemas.events import OrderCancellationRequested, OrderConfirmationRequested, OrderPlaced
+from hotdeal_core.usecases.views import OrderView
+from schemas.events import OrderCancellationRequested, OrderConfirmationRequested
 
 log = logging.getLogger(__name__)
-
-IDEMPOTENCY_CONSTRAINT = "uq_orders_user_idempotency_key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,27 +107,11 @@ async def _reserve(ctx: Context, cmd: PlaceOrder, order_id: UUID) -> ReserveResu
 
 
 async def _first_answer(ctx: Context, order_id: UUID) -> OrderView:
-    async with ctx.engine.connect() as conn:
-        order = await load_order(conn, order_id)
+    order = await ctx.orders_db.order(order_id)
     if order is None:  # the first request is still writing its order
         raise Conflict("idempotency_in_progress",
                        "a request with this idempotency key is still in progress; retry")
     return order
-
-
-async def _insert_order(conn: AsyncConnection, ctx: Context, cmd: PlaceOrder, order_id: UUID,
-                        deal_id: int | None, unit_price: int) -> OrderView:
-    """Expiry by Postgres's clock (as the expiry sweeper's), never this host's."""
-    ttl = timedelta(seconds=ctx.settings.reservation_ttl_seconds)
-    row = (await conn.execute(orders.insert().values(
-        id=order_id, product_id=cmd.product_id, hot_deal_id=deal_id, user_id=cmd.user_id,
-        quantity=cmd.quantity, unit_price=unit_price, status=OrderStatus.PENDING,
-        idempotency_key=cmd.idempotency_key, expires_at=func.now() + ttl)
-        .returning(orders))).one()
-    await add_event(conn, ctx.topics, OrderPlaced(
-        order_id=order_id, product_id=cmd.product_id, hot_deal_id=deal_id, user_id=cmd.user_id,
-        quantity=cmd.quantity, unit_price=unit_price, expires_at=row.expires_at))
-    return OrderView.from_row(row)
 
 
 async def _persist_reserved(ctx: Context, cmd: PlaceOrder, order_id: UUID,
@@ -171,7 +127,7 @@ async def _persist_reserved(ctx: Context, cmd: PlaceOrder, order_id: UUID,
             if ctx.order_writer is not None:
                 order: OrderView = await ctx.order_writer.submit(item)
             else:
-                outcome = (await write_reserved_orders(ctx.engine, [item], None))[0]
+                outcome = (await ctx.orders_db.write_reserved_orders([item], None))[0]
                 if isinstance(outcome, BaseException):
                     raise outcome
                 order = outcome
@@ -201,71 +157,37 @@ async def _release_quietly(ctx: Context, product_id: int, order_id: UUID) -> Non
 
 
 async def _existing_by_key(ctx: Context, user_id: str, key: str) -> OrderView:
-    async with ctx.engine.connect() as conn:
-        order = await load_order_by_key(conn, user_id, key)
+    order = await ctx.orders_db.order_by_key(user_id, key)
     if order is None:
         raise Conflict("idempotency_in_progress", "retry")
     return order
 
 
 async def _place_in_postgres(ctx: Context, cmd: PlaceOrder, order_id: UUID) -> OrderView:
-    try:
-        async with ctx.engine.begin() as conn:
-            if cmd.idempotency_key:
-                first = await load_order_by_key(conn, cmd.user_id, cmd.idempotency_key)
-                if first is not None:
-                    return first
-            deal_id, unit_price = await _take_stock_in_postgres(conn, cmd)
-            order = await _insert_order(conn, ctx, cmd, order_id, deal_id, unit_price)
-    except IntegrityError as exc:
-        if violated_constraint(exc) == IDEMPOTENCY_CONSTRAINT and cmd.idempotency_key:
-            return await _existing_by_key(ctx, cmd.user_id, cmd.idempotency_key)
-        raise
-    ctx.outbox_written()
-    return order
-
-
-async def _take_stock_in_postgres(conn: AsyncConnection, cmd: PlaceOrder) -> tuple[int | None, int]:
-    """Decrement the stock (deal's hot row, or the product's) inside the order's transaction."""
-    row = (await conn.execute(
-        select(products.c.price, hot_deals.c.id, hot_deals.c.status, hot_deals.c.stock_backend,
-               hot_deals.c.per_user_limit)
-        .select_from(products.outerjoin(hot_deals, (hot_deals.c.product_id == products.c.id)
-                                        & hot_deals.c.status.in_(LIVE_DEAL_STATUSES)))
-        .where(products.c.id == cmd.product_id))).first()
-    if row is None:
+    """The stock taken in the order's own Postgres transaction."""
+    answer = await ctx.orders_db.take_stock_and_place(NewOrder(
+        order_id, cmd.product_id, cmd.user_id, cmd.quantity, cmd.idempotency_key,
+        ctx.settings.reservation_ttl_seconds))
+    if answer.outcome is Taken.PLACED or answer.outcome is Taken.REPLAYED:
+        assert answer.order is not None
+        if answer.outcome is Taken.PLACED:
+            ctx.outbox_written()
+        return answer.order
+    if answer.outcome is Taken.KEY_TAKEN and cmd.idempotency_key:
+        return await _existing_by_key(ctx, cmd.user_id, cmd.idempotency_key)
+    if answer.outcome is Taken.NO_PRODUCT:
         raise NotFound("product_not_found", f"product {cmd.product_id} does not exist")
-    if row.id is None:  # ordinary product
-        taken = (await conn.execute(text(
-            "UPDATE products SET stock = stock - :q, updated_at = now() "
-            "WHERE id = :pid AND stock >= :q RETURNING id"),
-            {"q": cmd.quantity, "pid": cmd.product_id})).first()
-        if taken is None:
-            raise _sold_out()
-        return None, int(row.price)
-    if row.status != DealStatus.ACTIVE or row.stock_backend != StockBackend.DB:
+    if answer.outcome is Taken.NOT_ACTIVE:
         raise _not_active()
-    # The old design's hot row: every buyer of the deal queues on this row lock.
-    taken = (await conn.execute(text(
-        "UPDATE hot_deals SET remaining_stock = remaining_stock - :q, updated_at = now() "
-        "WHERE id = :deal AND status = 'ACTIVE' AND remaining_stock >= :q RETURNING id"),
-        {"q": cmd.quantity, "deal": row.id})).first()
-    if taken is None:
-        raise _sold_out()
-    held = (await conn.execute(
-        select(func.coalesce(func.sum(orders.c.quantity), 0))
-        .where(orders.c.hot_deal_id == row.id, orders.c.user_id == cmd.user_id,
-               orders.c.status.in_((OrderStatus.PENDING, OrderStatus.CONFIRMED))))).scalar_one()
-    if int(held) + cmd.quantity > row.per_user_limit:
+    if answer.outcome is Taken.LIMIT_EXCEEDED:
         raise Conflict("limit_exceeded",
-                       f"per-user limit is {row.per_user_limit}; {held} already held")
-    return int(row.id), int(row.price)
+                       f"per-user limit is {answer.limit}; {answer.held} already held")
+    raise _sold_out()
 
 
 async def get_order(ctx: Context, order_id: UUID, buyer: str) -> OrderView:
     """The buyer's order; anyone else's is as unknown as one that does not exist."""
-    async with ctx.engine.connect() as conn:
-        order = await load_order(conn, order_id)
+    order = await ctx.orders_db.order(order_id)
     if order is None or order.user_id != buyer:
         raise NotFound("order_not_found", f"order {order_id} does not exist")
     return order
@@ -289,17 +211,17 @@ async def _request(ctx: Context, order_id: UUID, owner: str | None, refused: Ord
                    ) -> OrderView:
     """Record a request for the stock worker if the order is PENDING (idempotent otherwise:
     the order already is where the request leads; `refused` is where it cannot go from)."""
-    async with ctx.engine.begin() as conn:
-        order = await load_order(conn, order_id)
-        if order is None or (owner is not None and order.user_id != owner):
-            raise NotFound("order_not_found", f"order {order_id} does not exist")
-        if order.status == refused:
-            raise Conflict("invalid_state", why)
-        if order.paid and isinstance(event, OrderCancellationRequested):
-            # A paid order is only confirmed (domain.can_transition): say so now rather than
-            # let the stock worker ignore the request.
-            raise Conflict("invalid_state", "the order is paid")
-        if order.status == OrderStatus.PENDING:
-            await add_event(conn, ctx.topics, event)
-    ctx.outbox_written()
+    order = await ctx.orders_db.order(order_id)
+    if order is None or (owner is not None and order.user_id != owner):
+        raise NotFound("order_not_found", f"order {order_id} does not exist")
+    if order.status == refused:
+        raise Conflict("invalid_state", why)
+    if order.paid and isinstance(event, OrderCancellationRequested):
+        # A paid order is only confirmed (domain.can_transition): say so now rather than
+        # let the stock worker ignore the request.
+        raise Conflict("invalid_state", "the order is paid")
+    if order.status == OrderStatus.PENDING:
+        # The stock worker judges the request against the order as it is then.
+        await ctx.orders_db.add_event(event)
+        ctx.outbox_written()
     return order

@@ -13,15 +13,10 @@ from sqlalchemy import select, text
 from hotdeal_core.batching import Batcher
 from hotdeal_core.db.tables import orders, outbox, payments
 from hotdeal_core.messaging.outbox import OutboxRow
+from hotdeal_core.ports.orders import Fenced, NotWritten, ReservedOrder
 from hotdeal_core.stock.reserver import reservation_batcher
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, start_deal
-from hotdeal_core.usecases.order_writes import (
-    Fenced,
-    NotWritten,
-    ReservedOrder,
-    write_reserved_orders,
-)
 from hotdeal_core.usecases.orders import PlaceOrder, place_order
 from hotdeal_core.usecases.payments import PaymentCallback, record_payment, record_payments
 from hotdeal_core.usecases.views import OrderView
@@ -57,7 +52,7 @@ async def test_a_batch_writes_live_orders_and_fences_the_others(
     items = [_item(live_pid, live_deal, 1), _item(old_pid, old_deal, 1),
              _item(live_pid, live_deal, 1, voided), _item(live_pid, live_deal, 1)]
     handed: list[OutboxRow] = []
-    outcomes = await write_reserved_orders(ctx.engine, items, handed.extend)
+    outcomes = await ctx.orders_db.write_reserved_orders(items, handed.extend)
     assert isinstance(outcomes[0], OrderView) and isinstance(outcomes[3], OrderView)
     assert isinstance(outcomes[1], Fenced) and isinstance(outcomes[2], NotWritten)
     assert sorted(r.key for r in handed) == sorted([str(items[0].order_id),
@@ -76,7 +71,7 @@ async def test_concurrent_buyers_through_the_group_commit_never_oversell(
     pid, _ = await _deal(ctx, new_product, stock=40)
 
     async def write(items: list[ReservedOrder]) -> list[OrderView | BaseException]:
-        return await write_reserved_orders(ctx.engine, items, None)
+        return await ctx.orders_db.write_reserved_orders(items, None)
 
     writer: Batcher[ReservedOrder, OrderView] = Batcher("orders", write)
     reserver = reservation_batcher(ctx.stock, max_batch=1000)

@@ -17,10 +17,10 @@ from sqlalchemy import select, text
 
 from hotdeal_core.batching import Batcher
 from hotdeal_core.db.tables import orders, outbox
+from hotdeal_core.ports.orders import ReservedOrder
 from hotdeal_core.stock.reserver import reservation_batcher
 from hotdeal_core.usecases.context import Context
 from hotdeal_core.usecases.deals import StartDeal, start_deal
-from hotdeal_core.usecases.order_writes import ReservedOrder, write_reserved_orders
 from hotdeal_core.usecases.orders import PlaceOrder, place_order
 from hotdeal_core.usecases.orphans import release_orphans
 from hotdeal_core.usecases.views import OrderView
@@ -71,7 +71,7 @@ async def _deal(ctx: Context, new_product: ProductFactory) -> int:
 
 def _group_commits(ctx: Context) -> Context:
     async def write(items: list[ReservedOrder]) -> list[OrderView | BaseException]:
-        return await write_reserved_orders(ctx.engine, items, None)
+        return await ctx.orders_db.write_reserved_orders(items, None)
     return replace(ctx, reserver=reservation_batcher(ctx.stock, 100),
                    order_writer=Batcher("orders", write))
 

@@ -19,9 +19,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from hotdeal_core import signature
 from hotdeal_core.errors import Conflict, DependencyUnavailable
+from hotdeal_core.ports.orders import CommitUnknown
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.client import ReplicaAckTimeout
-from hotdeal_core.usecases.order_writes import CommitUnknown
 from order_api.app import create_app
 from order_api.errors import install_error_handlers
 from tests.buyers import buyer_headers

@@ -13,10 +13,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from hotdeal_core.batching import Batcher, OutcomeUnknown
 from hotdeal_core.errors import DependencyUnavailable
+from hotdeal_core.ports.orders import CommitUnknown, ReservedOrder
 from hotdeal_core.settings import Settings
 from hotdeal_core.stock.fake import FakeStockStore
 from hotdeal_core.usecases.context import Context
-from hotdeal_core.usecases.order_writes import CommitUnknown, ReservedOrder
 from hotdeal_core.usecases.orders import PlaceOrder, place_order
 from hotdeal_core.usecases.views import OrderView
 from tests.random_refs import random_user
