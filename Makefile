@@ -210,7 +210,8 @@ SHORT ?=
 chaos: venv ## faults under load: each component killed in turn (SHORT=1: the CI version; CLUSTER=1)
 	@if [ "$(CLUSTER)" = 1 ]; then scripts/ensure-haproxy.sh; fi
 	$(PY) -m devtools.chaos $(if $(SHORT),--short) $(if $(filter 1,$(CLUSTER)),--cluster) \
-		--command "make chaos$(if $(SHORT), SHORT=1)$(if $(filter 1,$(CLUSTER)), CLUSTER=1)"
+		--command "make chaos$(if $(SHORT), SHORT=1)$(if $(filter 1,$(CLUSTER)), CLUSTER=1)" \
+		$(if $(RESULT),--result $(RESULT))
 
 # The soak (devtools/soak): an open-loop load at a fraction of a capacity measured first, deal
 # after deal (start, sell out, flush), with payments, failed payments and expiries, sampled

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from benchmarks.results import Recorder
 from devtools import report as swarm_report
 from devtools.chaos import cluster, report
 from devtools.chaos.faults import Stack, faults
@@ -66,6 +67,7 @@ async def _cluster_run(a: argparse.Namespace, only: set[str] | None) -> dict[str
 async def main_async(a: argparse.Namespace) -> int:
     only = set(a.only.split(",")) if a.only else None
     started = datetime.now(UTC).isoformat(timespec="seconds")
+    recorder = Recorder(a.command)
     if a.cluster:
         rep = await _cluster_run(a, only)
     else:
@@ -85,7 +87,27 @@ async def main_async(a: argparse.Namespace) -> int:
     md = report.write(rep, a.out)
     print(md.read_text())
     say(f"report in {md} (and report.json): {'PASS' if rep['passed'] else 'FAIL'}")
+    if a.result is not None:
+        recorder.write(a.result, result_figures(rep))
     return 0 if rep["passed"] else 1
+
+
+_FAULT_KEYS = ("name", "kill_at", "window_s", "attempts", "failed", "failed_by_reason",
+               "answered_after_s", "accepting_after_s", "first_202_answered_after_s",
+               "longest_gap_without_202_s", "restart_exit")
+
+
+def result_figures(rep: dict[str, Any]) -> dict[str, Any]:
+    """The run's figures for its result file: the whole run, each fault, the checks."""
+    return {"passed": rep["passed"], "plan": rep["plan"], "topology": rep.get("topology"),
+            "duration_s": rep["duration_s"], "accepted": rep["accepted"],
+            "payments": rep["payments"], "whole_run": rep["whole_run"],
+            "during_faults": rep.get("during_faults"),
+            "faults": [{k: f.get(k) for k in _FAULT_KEYS} | {"extra": f.get("extra")}
+                       for f in rep["faults"]],
+            "checks": [{"name": c["name"], "ok": c["ok"], "detail": c["detail"]}
+                       for c in rep["checks"]],
+            "audit": rep["audit"], "machine": rep.get("machine")}
 
 
 def main() -> None:
@@ -97,6 +119,8 @@ def main() -> None:
     p.add_argument("--only", help=f"comma-separated subset of {','.join(single)} "
                    f"(--cluster: {','.join(CLUSTER_FAULTS)})")
     p.add_argument("--keep", action="store_true", help="leave the run's stack running")
+    p.add_argument("--result", type=Path, default=None,
+                   help="also write the run's figures as a committed result file")
     p.add_argument("--out", type=Path, default=default_out())
     p.add_argument("--command", default=shlex.join(["python", "-m", "devtools.chaos",
                                                      *sys.argv[1:]]))

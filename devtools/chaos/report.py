@@ -34,7 +34,14 @@ def _whole_run(rep: Mapping[str, Any]) -> list[str]:
             f"({100 * w['failed_share']:.1f} %)**, {w['failed_orders']:,} orders / "
             f"{w['failed_payments']:,} payments: "
             + (", ".join(f"{n:,} x {r}" for r, n in w["failed_by_reason"].items()) or "none")
-            + ".", ""]
+            + ".", "", *_during(rep.get("during_faults"))]
+
+
+def _during(d: Mapping[str, Any] | None) -> list[str]:
+    if not d or not d["attempts"]:
+        return []
+    return [f"From the first kill to 10 s after the last: {d['failed']:,} of {d['attempts']:,} "
+            f"attempts failed ({100 * d['failed_share']:.1f} %).", ""]
 
 
 def _fault_row(f: Mapping[str, Any]) -> list[str]:
