@@ -1,18 +1,6 @@
-"""Start, await and stop the hotdeal processes as real OS processes.
-
-    python -m devtools.procs up [--run-dir .run]     start order-api, stock-worker, reconciler
-    python -m devtools.procs down                     SIGTERM them (graceful), SIGKILL after 45 s
-    python -m devtools.procs status
-    python -m devtools.procs up --cluster             two of each (`make up CLUSTER=1`): buyers
-        use one address, ORDER_API_PORT, where HAProxy (devtools/haproxy.py) balances over
-        the two order APIs on the two ports after it; stock workers and reconcilers in their
-        consumer groups, each with its static member id (stock-worker-1, ...); --cluster is
-        the default when HOTDEAL_CLUSTER=1. `down` stops both sets.
-
-Logs and pid files go to the run directory (git-ignored). `up` waits until each process is
-ready (its /readyz answers 200: the API's, a consumer's on its METRICS_PORT) and fails with
-the tail of the log if a process exits or does not get ready in time.
-"""
+"""Start, await and stop the processes: `python -m devtools.procs up|down|status
+[--run-dir .run] [--cluster]` (`--cluster`: two of each behind HAProxy, `make up CLUSTER=1`).
+`up` waits for each /readyz and fails with the log's tail if a process exits or stalls."""
 
 from __future__ import annotations
 

@@ -1,17 +1,6 @@
-"""Composition root of the stock worker.
-
-Consumes `payments.v1` and `order-requests.v1` in the consumer group `stock-worker`, in
-batches (one transaction and one offset commit per batch; see docs/events.md), and runs
-the expiry sweeper. It is the only writer of order status after creation.
-
-Several stock workers may run (`make up CLUSTER=1` starts two): the consumer group gives each
-partition to one member, and a rebalance (a member joins, stops or dies) redelivers what was
-not committed; `settle_batch` applies an event once whoever receives it (processed_events,
-compare-and-set on the order row). The expiry sweeper runs in one replica at a time (its
-Postgres advisory lock, `Duty.exclusive`); it would be safe in all (the cancel is a
-compare-and-set that never cancels a paid order, rows are locked in id order), but two
-sweepers would pick the same due orders and queue on their row locks for nothing.
-"""
+"""Composition root of the stock worker: `payments.v1` and `order-requests.v1` in batches
+(docs/events.md) and the expiry sweeper; the only writer of order status after creation.
+Why replicas are safe: docs/architecture.md, "Consumer replicas"."""
 
 from __future__ import annotations
 

@@ -1,14 +1,6 @@
-"""The cluster chaos run's stack (`make chaos CLUSTER=1`) and its nine faults.
-
-The stack is what `make up CLUSTER=1` runs, on ports and folders of its own: a Redis Cluster
-(3 masters, 2 replicas each: scripts/cluster/redis.sh), a 3-broker Kafka
-(scripts/cluster/kafka.sh), two order APIs behind HAProxy (the buyers' one address), two
-stock workers and two reconcilers (`python -m devtools.procs up --cluster`). Postgres is the
-one that answers on HOTDEAL_PG_PORT (started if none does; never stopped), with a database of
-the run's own, created afresh. Faults, in turn: each process replica SIGKILLed and restarted,
-a Kafka broker SIGKILLed and restarted, the deal's Redis master SIGKILLed and restarted once a
-replica took over, then that promoted master likewise (the old one having rejoined).
-"""
+"""The cluster chaos run's stack (what `make up CLUSTER=1` runs, on ports and folders of its
+own, Postgres shared) and its nine faults: each process replica, a Kafka broker, the deal's
+Redis master and then its promoted successor."""
 
 from __future__ import annotations
 

@@ -1,17 +1,6 @@
-"""The chaos run: a steady swarm, each component killed and restarted in turn, then the checks.
-
-    python -m devtools.chaos [--short] [--only api,kafka,...] [--keep]
-
-Set-up: the run's own Postgres, Redis and Kafka (`scripts/infra.sh up` on other ports, under
-.infra-chaos/), its database migrated, the three processes (`python -m devtools.procs up
---run-dir .run-chaos`), a product and a hot deal through the `hotdeal` CLI. Then buyers
-(devtools.chaos.load) order and pay without pause while, one fault after another, a component
-is killed, held down for a moment, and restarted with the project's own command; the probe of
-the component and the first 202 after the kill say when it answered and when orders were
-accepted again. At the end: the deal stopped (`hotdeal deal stop --wait`), every promise
-checked (devtools.chaos.checks), report.md + report.json written; services and processes
-stopped unless --keep.
-"""
+"""The chaos run: a steady swarm, each component killed and restarted in turn (or on a clock:
+`Plan.every`), then every promise checked (devtools.chaos.checks); report.md + report.json.
+`python -m devtools.chaos [--short] [--cluster] [--only ...] [--keep] [--result PATH]`."""
 
 from __future__ import annotations
 

@@ -1,28 +1,6 @@
-"""Who runs a periodic duty when several replicas of a process run: one at a time.
-
-A duty marked exclusive (hotdeal_core/bootstrap/consumer_process.py `Duty`) runs only in the
-replica that holds its lock. `PgDutyLocks` holds Postgres session advisory locks
-(`pg_try_advisory_lock`, one per duty name) on a connection of its own, outside the pool:
-
-- Taking: every replica tries before each run of the duty; the first one wins and keeps the
-  lock from run to run (it is the duty's leader); the others skip the run and try again
-  at the next interval.
-- Holding: before each run the leader checks that its session still answers (a session
-  lock lives exactly as long as its session). If the check fails or times out, the leader
-  steps down at once (the connection is dropped, every lock it held goes with it).
-- Handing over: a leader that stops gracefully closes the session; one that dies (SIGKILL,
-  crash) has its socket closed by the kernel, and Postgres ends the session. Either way the
-  lock is free and another replica takes it at its next try (within one interval). A leader
-  whose machine vanishes without closing anything is detected by the server's TCP
-  keepalives, set short on this session (KEEPALIVE_*: about 11 s).
-
-The guarantee has one window: a leader that loses its session in the middle of a run only
-learns it before its next run, so that one run may overlap the first run of the new
-leader. That is why every duty of this project is also safe (if wasteful) to run twice at
-once; the lock saves the doubled work (docs/scaling.md, "Periodic duties").
-
-`LocalDutyLocks` is the fake: replicas in one process share a dict.
-"""
+"""Who runs a periodic duty when several replicas run: the holder of its Postgres session
+advisory lock (`PgDutyLocks`; `LocalDutyLocks` is the in-process fake). The rules and the
+one window where two runs may overlap: docs/scaling.md, "Periodic duties"."""
 
 from __future__ import annotations
 
