@@ -84,11 +84,17 @@ def _code(resp: httpx.Response) -> str:
     return str(err.get("code", "")) if isinstance(err, dict) else ""
 
 
+def _limits(connections: int) -> httpx.Limits:
+    """An idle connection is dropped before the server's keep-alive (uvicorn: 5 s) can close
+    it under a request being sent (httpx's default expiry, 5 s too, races it: ReadError)."""
+    return httpx.Limits(max_connections=connections, keepalive_expiry=2.0)
+
+
 class OpenLoop:
     def __init__(self, cfg: LoadConfig, auth: BuyerAuth, tally: Tally) -> None:
         self.cfg, self.auth, self.tally = cfg, auth, tally
         self.client = httpx.AsyncClient(base_url=cfg.api_url, timeout=cfg.timeout,
-                                        limits=httpx.Limits(max_connections=cfg.max_in_flight))
+                                        limits=_limits(cfg.max_in_flight))
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
 
@@ -175,7 +181,7 @@ async def measure_capacity(cfg: LoadConfig, auth: BuyerAuth, seconds: float,
     what the API (and this generator, on the same machine) can do at most."""
     answered = 0
     async with httpx.AsyncClient(base_url=cfg.api_url, timeout=cfg.timeout,
-                                 limits=httpx.Limits(max_connections=concurrency)) as client:
+                                 limits=_limits(concurrency)) as client:
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
 
