@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-import httpx
 from redis.asyncio import Redis
 
 from devtools.chaos.faults import (
@@ -22,6 +21,7 @@ from devtools.chaos.faults import (
     Stack,
     broker_ready,
     consumer_ready,
+    ready,
     run,
     sigkill,
 )
@@ -166,11 +166,7 @@ class RedisMasterFault:
 # ---------------------------------------------------------------- probes
 def api_replica_ready(port: int) -> Callable[[Stack], Awaitable[bool]]:
     async def probe(_: Stack) -> bool:
-        try:
-            async with httpx.AsyncClient(timeout=1.0) as client:
-                return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return await ready(f"http://127.0.0.1:{port}")
     return probe
 
 
