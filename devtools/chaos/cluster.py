@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import httpx
 from redis.asyncio import Redis
 
 from devtools.chaos.faults import (
@@ -21,7 +22,6 @@ from devtools.chaos.faults import (
     Stack,
     broker_ready,
     consumer_ready,
-    ready,
     run,
     sigkill,
 )
@@ -166,7 +166,11 @@ class RedisMasterFault:
 # ---------------------------------------------------------------- probes
 def api_replica_ready(port: int) -> Callable[[Stack], Awaitable[bool]]:
     async def probe(_: Stack) -> bool:
-        return await ready(f"http://127.0.0.1:{port}")
+        try:
+            async with httpx.AsyncClient(timeout=1.0) as client:
+                return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+        except httpx.HTTPError:
+            return False
     return probe
 
 

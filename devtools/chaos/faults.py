@@ -108,26 +108,25 @@ async def sigkill(pid: int | None, what: str) -> None:
 
 
 # ---------------------------------------------------------------- probes
-async def ready(base_url: str) -> bool:
-    """`base_url`/readyz answers 200 within a second (an API, a consumer's metrics port)."""
+async def api_ready(stack: Stack) -> bool:
     try:
         async with httpx.AsyncClient(timeout=1.0) as client:
-            return (await client.get(f"{base_url}/readyz")).status_code == 200
+            return (await client.get(f"{stack.api_url}/readyz")).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-async def api_ready(stack: Stack) -> bool:
-    return await ready(stack.api_url)
 
 
 def consumer_ready(stack: Stack, name: str) -> Callable[[Stack], Awaitable[bool]]:
     """The consumer's /readyz answers 200, on the METRICS_PORT `procs up` gives it (the
     killed process answers nothing; its restart answers once subscribed)."""
-    url = f"http://127.0.0.1:{consumer_port(name, stack.api_port)}"
+    url = f"http://127.0.0.1:{consumer_port(name, stack.api_port)}/readyz"
 
     async def probe(_: Stack) -> bool:
-        return await ready(url)
+        try:
+            async with httpx.AsyncClient(timeout=1.0) as client:
+                return (await client.get(url)).status_code == 200
+        except httpx.HTTPError:
+            return False
     return probe
 
 
